@@ -1,0 +1,54 @@
+"""neurosolve: numerical solvers with neural components, behind one interface.
+
+``solve(problem, solver)`` returns a :class:`Result`; each method family adds a
+convenience function (``neurosolve.cg``, ``neurosolve.minimize``). Heavy dependencies
+(torch, cvxpy, pyamg) are imported only when a feature needs them.
+"""
+
+from neurosolve._lazy import lazy_getattr
+from neurosolve.core import (
+    Context,
+    IterView,
+    Problem,
+    Result,
+    SolveError,
+    Solver,
+    State,
+    Status,
+    solve,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "solve",
+    "Result",
+    "Status",
+    "State",
+    "Context",
+    "Problem",
+    "Solver",
+    "SolveError",
+    "IterView",
+    "backend_for",
+    "cg",
+    "minimize",
+    "compat",
+    "problems",
+    "solvers",
+    "operators",
+    "neural",
+    "backends",
+]
+
+__getattr__ = lazy_getattr(__name__, {
+    "backend_for": "neurosolve.backends",
+    "cg": "neurosolve.convenience",
+    "minimize": "neurosolve.minimize_fn",
+    "compat": "neurosolve.compat",
+    "problems": "neurosolve.problems",
+    "solvers": "neurosolve.solvers",
+    "operators": "neurosolve.operators",
+    "neural": "neurosolve.neural",
+    "backends": "neurosolve.backends",
+})

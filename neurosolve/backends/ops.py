@@ -1,0 +1,137 @@
+"""A small set of array operations with the same meaning on numpy and torch.
+
+Solvers call these through ``ctx.xp`` so one loop runs on numpy arrays, CPU tensors and
+CUDA tensors. Reductions return 0-d arrays/tensors (no host sync on CUDA); convert
+with :func:`neurosolve.core.to_float` only where a decision needs the value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["NumpyOps", "TorchOps", "ops_for"]
+
+
+class NumpyOps:
+    """Array operations on numpy arrays."""
+
+    name = "numpy"
+
+    @staticmethod
+    def asarray(x, dtype=None, like=None):
+        return np.asarray(x, dtype=dtype if dtype is not None else (like.dtype if like is not None else None))
+
+    @staticmethod
+    def zeros_like(x):
+        return np.zeros_like(x)
+
+    @staticmethod
+    def zeros(n, like):
+        return np.zeros(n, dtype=like.dtype)
+
+    @staticmethod
+    def copy(x):
+        return np.array(x, copy=True)
+
+    @staticmethod
+    def dot(a, b):
+        """Real inner product (``vdot`` for complex: conjugates ``a``)."""
+        return np.vdot(a, b)
+
+    @staticmethod
+    def norm(a):
+        return np.linalg.norm(a)
+
+    @staticmethod
+    def sqrt(a):
+        return np.sqrt(a)
+
+    @staticmethod
+    def abs(a):
+        return np.abs(a)
+
+    @staticmethod
+    def isfinite(a) -> bool:
+        return bool(np.all(np.isfinite(a)))
+
+    @staticmethod
+    def to_numpy(a):
+        return np.asarray(a)
+
+    @staticmethod
+    def from_numpy(a, like=None):
+        return np.asarray(a)
+
+    @staticmethod
+    def sum(a):
+        return np.sum(a)
+
+
+class TorchOps:
+    """Array operations on torch tensors (any device)."""
+
+    name = "torch"
+
+    def __init__(self):
+        import torch
+
+        self.torch = torch
+
+    def asarray(self, x, dtype=None, like=None):
+        t = self.torch
+        if like is not None:
+            return t.as_tensor(x, dtype=dtype or like.dtype, device=like.device)
+        return t.as_tensor(x, dtype=dtype)
+
+    def zeros_like(self, x):
+        return self.torch.zeros_like(x)
+
+    def zeros(self, n, like):
+        return self.torch.zeros(n, dtype=like.dtype, device=like.device)
+
+    def copy(self, x):
+        return x.clone()
+
+    def dot(self, a, b):
+        return self.torch.vdot(a.reshape(-1), b.reshape(-1))
+
+    def norm(self, a):
+        return self.torch.linalg.vector_norm(a)
+
+    def sqrt(self, a):
+        return self.torch.sqrt(a) if isinstance(a, self.torch.Tensor) else np.sqrt(a)
+
+    def abs(self, a):
+        return self.torch.abs(a) if isinstance(a, self.torch.Tensor) else abs(a)
+
+    def isfinite(self, a) -> bool:
+        return bool(self.torch.isfinite(a).all())
+
+    def to_numpy(self, a):
+        return a.detach().cpu().numpy()
+
+    def from_numpy(self, a, like=None):
+        if like is not None:
+            return self.torch.as_tensor(np.asarray(a), dtype=like.dtype, device=like.device)
+        return self.torch.as_tensor(np.asarray(a))
+
+    def sum(self, a):
+        return a.sum()
+
+
+_NUMPY_OPS = NumpyOps()
+_TORCH_OPS: Any = None
+
+
+def ops_for(library: str):
+    """The ops object for ``"numpy"`` or ``"torch"`` (torch imported on first use)."""
+    global _TORCH_OPS
+    if library == "numpy":
+        return _NUMPY_OPS
+    if library == "torch":
+        if _TORCH_OPS is None:
+            _TORCH_OPS = TorchOps()
+        return _TORCH_OPS
+    raise ValueError(f"unknown array library {library!r}")

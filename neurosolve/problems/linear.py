@@ -1,0 +1,239 @@
+"""Linear systems ``A x = b`` with SPD (or singular SPSD) operators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from neurosolve.backends import common_library, is_torch
+from neurosolve.operators import LinearOperator, MatrixOperator, aslinearoperator
+
+__all__ = ["LinearSystem", "Nullspace"]
+
+
+class Nullspace:
+    """The null space of a singular SPSD operator and the projection onto its complement.
+
+    Either ``labels`` (one integer per unknown: unknowns with equal non-negative labels
+    form a component whose constant vector is in the null space; -1 marks unknowns outside
+    every such component) or an orthonormal ``basis`` of shape (n, m).
+
+    Parameters
+    ----------
+    labels : array of int, optional
+    basis : array of shape (n, m), optional
+    """
+
+    def __init__(self, *, labels: Any = None, basis: Any = None):
+        if (labels is None) == (basis is None):
+            raise ValueError("Nullspace needs exactly one of labels= or basis=")
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)
+        self.basis = None if basis is None else basis
+        if self.labels is not None:
+            self.n_components = int(self.labels.max()) + 1 if self.labels.size else 0
+            mask = self.labels >= 0
+            self._idx = np.nonzero(mask)[0]
+            self._lab = self.labels[mask]
+            self._counts = np.bincount(self._lab, minlength=self.n_components).astype(float)
+            self._torch_cache: dict = {}
+        else:
+            self.n_components = int(basis.shape[1])
+
+    @property
+    def dim(self) -> int:
+        return self.n_components
+
+    def project(self, v):
+        """``v`` minus its null-space component (a copy; numpy or torch)."""
+        if self.basis is not None:
+            B = self.basis
+            return v - B @ (B.T.conj() @ v)
+        if is_torch(v):
+            import torch
+
+            key = str(v.device)
+            if key not in self._torch_cache:
+                self._torch_cache[key] = (torch.as_tensor(self._idx, device=v.device),
+                                          torch.as_tensor(self._lab, device=v.device),
+                                          torch.as_tensor(self._counts, device=v.device))
+            idx, lab, counts = self._torch_cache[key]
+            sums = torch.zeros(self.n_components, dtype=v.dtype, device=v.device)
+            sums.index_add_(0, lab, v[idx])
+            out = v.clone()
+            out[idx] -= (sums / counts.to(v.dtype))[lab]
+            return out
+        sums = np.bincount(self._lab, weights=v[self._idx], minlength=self.n_components)
+        out = np.array(v, copy=True)
+        out[self._idx] -= (sums / self._counts)[self._lab]
+        return out
+
+    def component_norm(self, v) -> float:
+        """Norm of the null-space component of ``v``."""
+        from neurosolve.core import to_float
+
+        if self.basis is not None:
+            c = self.basis.T.conj() @ v
+            return to_float((c.conj() * c).sum() ** 0.5) if is_torch(c) else float(np.linalg.norm(c))
+        if is_torch(v):
+            return to_float(__import__("torch").linalg.vector_norm(v - self.project(v)))
+        sums = np.bincount(self._lab, weights=v[self._idx], minlength=self.n_components)
+        return float(np.sqrt(np.sum(sums**2 / self._counts)))
+
+
+class LinearSystem:
+    """The linear system ``A x = b``.
+
+    Parameters
+    ----------
+    A : array, sparse matrix, LinearOperator, tensor or callable
+        The operator (see :func:`neurosolve.operators.aslinearoperator`).
+    b : array of shape (n,)
+        Right-hand side, numpy array or torch tensor (the library of the answer).
+    spd : bool, default True
+        Claim that ``A`` is symmetric positive (semi-)definite. For explicit matrices the
+        symmetry is verified (``||A - A^T||_F <= 1e-10 ||A||_F``).
+    nullspace : Nullspace, optional
+        For singular SPSD ``A``: its null space. ``b`` must be compatible (orthogonal to
+        it); CG reports ``Status.INFEASIBLE`` otherwise, or pass ``project_b=True``.
+    project_b : bool, default False
+        Remove the null-space component of ``b`` at construction.
+
+    Raises
+    ------
+    ValueError
+        Non-square ``A``, ``b`` of the wrong size, NaN/inf in ``A`` or ``b``, a
+        nonsymmetric ``A`` claimed SPD.
+    TypeError
+        ``A`` and ``b`` from different array libraries.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from neurosolve.problems import LinearSystem
+    >>> p = LinearSystem(np.diag([1.0, 2.0]), np.ones(2))
+    >>> p.certificate(np.array([1.0, 0.5]))["relative_residual"]
+    0.0
+    """
+
+    def __init__(self, A: Any, b: Any, *, spd: bool = True, nullspace: Nullspace | None = None,
+                 project_b: bool = False):
+        op = aslinearoperator(A, spd=spd if not isinstance(A, LinearOperator) else None)
+        if isinstance(A, LinearOperator) and op.is_spd is None:
+            op.is_spd = spd
+        self.array_library = common_library(op if op.array_library else None, b,
+                                            names=("A", "b"))
+        if not (is_torch(b) or isinstance(b, np.ndarray)):
+            if isinstance(b, (list, tuple)):
+                b = np.asarray(b, dtype=float)
+            else:
+                raise TypeError(f"b must be a numpy array or torch tensor, got {type(b).__name__}")
+        if b.ndim != 1:
+            raise ValueError(f"b must be a 1-D vector, got shape {tuple(b.shape)}")
+        n = int(b.shape[0])
+        if op.shape is not None:
+            if op.shape[0] != op.shape[1]:
+                raise ValueError(f"A must be square, got shape {op.shape}")
+            if op.shape[1] != n:
+                raise ValueError(f"b has length {n} but A has shape {op.shape}; they must match")
+        else:
+            op.shape = (n, n)
+        if isinstance(op, MatrixOperator):
+            if not op.all_finite():
+                raise ValueError("A contains NaN or inf entries")
+            if spd and op.asymmetry() > 1e-10:
+                raise ValueError(
+                    f"A was passed as SPD (spd=True) but is not symmetric "
+                    f"(||A - A^T|| / ||A|| = {op.asymmetry():.2e}); pass spd=False for a "
+                    "nonsymmetric matrix (CG needs a symmetric positive definite A)"
+                )
+        finite = bool(__import__("torch").isfinite(b).all()) if is_torch(b) else bool(np.all(np.isfinite(b)))
+        if not finite:
+            raise ValueError("b contains NaN or inf entries")
+        if is_torch(b):
+            self.device = str(b.device)
+            if op.array_library == "torch" and op.device != self.device:
+                raise ValueError(f"A is on {op.device} but b is on {self.device}; move one of them")
+        else:
+            self.device = "cpu"
+        if nullspace is not None and not isinstance(nullspace, Nullspace):
+            raise TypeError("nullspace must be a neurosolve.problems.Nullspace")
+        self.nullspace = nullspace
+        self.b_incompatibility = 0.0
+        if nullspace is not None:
+            bn = float(np.linalg.norm(_to_numpy(b)))
+            self.b_incompatibility = nullspace.component_norm(b) / bn if bn > 0 else 0.0
+            if project_b:
+                b = nullspace.project(b)
+        self.A = op
+        self.b = b
+        self.n = n
+        self.spd = spd
+
+    @property
+    def dtype(self):
+        return self.b.dtype
+
+    def default_solver(self):
+        from neurosolve.solvers.cg import CG
+
+        return CG()
+
+    def residual(self, x):
+        """``b - A x``."""
+        return self.b - self.A.matvec(x)
+
+    def certificate(self, x) -> dict[str, float]:
+        """True residual of ``x``, recomputed from scratch.
+
+        Returns ``residual_norm`` (``||b - A x||``), ``relative_residual`` (over ``||b||``,
+        or the plain norm when b = 0) and, for singular systems, ``b_incompatibility``
+        (relative size of b's null-space component, the residual floor).
+        """
+        r = _to_numpy(self.residual(x))
+        bn = float(np.linalg.norm(_to_numpy(self.b)))
+        rn = float(np.linalg.norm(r))
+        cert = {"residual_norm": rn, "relative_residual": rn / bn if bn > 0 else rn}
+        if self.nullspace is not None:
+            cert["b_incompatibility"] = self.b_incompatibility
+        return cert
+
+    def to(self, device=None, dtype=None) -> "LinearSystem":
+        """A copy with ``A`` and ``b`` as torch tensors on ``device`` / of ``dtype``.
+
+        Only explicit matrices can move; ``device="numpy"`` converts back to numpy/scipy.
+        """
+        if not isinstance(self.A, MatrixOperator):
+            raise TypeError("only systems with an explicit matrix can be converted with .to()")
+        import torch
+        import scipy.sparse as sp
+
+        A = self.A.matrix
+        if device == "numpy":
+            if is_torch(A):
+                from neurosolve.operators import _torch_sparse_to_scipy
+
+                A = _torch_sparse_to_scipy(A) if self.A.is_sparse else A.cpu().numpy()
+            b = _to_numpy(self.b)
+            return LinearSystem(A, b if dtype is None else b.astype(dtype), spd=self.spd,
+                                nullspace=self.nullspace)
+        tdtype = dtype or (self.b.dtype if is_torch(self.b) else torch.float64)
+        dev = device or (self.device if is_torch(self.b) else "cpu")
+        if sp.issparse(A):
+            A = A.tocsr()
+            At = torch.sparse_csr_tensor(torch.as_tensor(A.indptr, dtype=torch.int64),
+                                         torch.as_tensor(A.indices, dtype=torch.int64),
+                                         torch.as_tensor(A.data, dtype=tdtype),
+                                         size=A.shape, device=dev)
+        elif is_torch(A):
+            At = A.to(device=dev, dtype=tdtype)
+        else:
+            At = torch.as_tensor(A, dtype=tdtype, device=dev)
+        bt = torch.as_tensor(_to_numpy(self.b), dtype=tdtype, device=dev)
+        return LinearSystem(At, bt, spd=self.spd, nullspace=self.nullspace)
+
+
+def _to_numpy(v):
+    if is_torch(v):
+        return v.detach().cpu().numpy()
+    return np.asarray(v)

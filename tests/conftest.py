@@ -1,0 +1,66 @@
+"""Shared fixtures: the backend fixture, the cuda marker, deterministic seeds."""
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    if _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+BACKENDS = ["numpy", "numba", "torch-cpu"] + (["torch-cuda"] if _cuda_available() else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """One of numpy / numba / torch-cpu / torch-cuda (when a GPU is present).
+
+    Yields a small helper with ``name`` (the ``solve(..., backend=)`` value), ``library``,
+    ``device`` and ``asarray(np_array)`` converting test data to that backend's arrays.
+    """
+    return BackendCase(request.param)
+
+
+class BackendCase:
+    def __init__(self, param: str):
+        self.param = param
+        self.library = "torch" if param.startswith("torch") else "numpy"
+        self.name = "torch" if self.library == "torch" else param
+        self.device = "cuda" if param == "torch-cuda" else "cpu"
+
+    def asarray(self, a, dtype=None):
+        if self.library == "numpy":
+            return np.asarray(a, dtype=dtype)
+        import torch
+
+        return torch.as_tensor(np.asarray(a), dtype=dtype or torch.float64, device=self.device)
+
+    def to_numpy(self, a):
+        if self.library == "numpy":
+            return np.asarray(a)
+        return a.detach().cpu().numpy()
+
+    def __repr__(self):
+        return self.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
