@@ -161,10 +161,10 @@ class LinearSystem:
         self.nullspace = nullspace
         self.b_incompatibility = 0.0
         if nullspace is not None:
-            bn = float(np.linalg.norm(_to_numpy(b)))
-            self.b_incompatibility = nullspace.component_norm(b) / bn if bn > 0 else 0.0
             if project_b:
                 b = nullspace.project(b)
+            bn = float(np.linalg.norm(_to_numpy(b)))
+            self.b_incompatibility = nullspace.component_norm(b) / bn if bn > 0 else 0.0
         self.A = op
         self.b = b
         self.n = n
