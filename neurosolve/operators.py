@@ -105,22 +105,6 @@ class MatrixOperator(LinearOperator):
     def matvec(self, x):
         return self.matrix @ x
 
-    def kernel(self, backend):
-        if backend.use_numba and self.is_sparse and self.array_library == "numpy" \
-                and self.matrix.dtype == np.float64:
-            from neurosolve.backends.numba_kernels import csr_matvec_into
-
-            A = self.matrix
-            indptr, indices, data = A.indptr, A.indices, A.data
-
-            def mv(x, out=None):
-                if out is None:
-                    out = np.empty(A.shape[0], dtype=np.float64)
-                return csr_matvec_into(indptr, indices, data, x, out)
-
-            return mv
-        return self.matvec
-
     def diagonal(self):
         A = self.matrix
         if self.array_library == "torch":

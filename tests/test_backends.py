@@ -40,14 +40,6 @@ def test_ops_agree(lib):
     assert float(A[0]) != 99.0
 
 
-def test_numba_csr_matvec_matches_scipy():
-    A = sp.random(200, 200, density=0.05, random_state=1, format="csr") + sp.eye(200)
-    A = A.tocsr()
-    x = np.random.default_rng(2).standard_normal(200)
-    np.testing.assert_allclose(nk.csr_matvec(A.indptr, A.indices, A.data, x), A @ x,
-                               rtol=1e-13, atol=1e-13)
-
-
 def test_numba_fused_updates_match_numpy():
     rng = np.random.default_rng(3)
     p, q, x, r = (rng.standard_normal(50) for _ in range(4))

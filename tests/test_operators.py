@@ -46,13 +46,15 @@ def test_declared_linear_callable_and_spd_flag():
         aslinearoperator("not an operator")
 
 
-def test_numba_kernel_equals_matvec():
+def test_kernel_equals_matvec_and_diagonal():
     A = poisson1d(50)
     op = aslinearoperator(A)
     x = np.random.default_rng(0).standard_normal(50)
     mv = op.kernel(backend_for("numba", "numpy"))
     np.testing.assert_allclose(mv(x), A @ x)
     np.testing.assert_allclose(op.diagonal(), A.diagonal())
+    top = aslinearoperator(torch.as_tensor(A.toarray()).to_sparse_csr())
+    np.testing.assert_allclose(top.diagonal().numpy(), A.diagonal())
 
 
 def test_pyamg_aspreconditioner_works_unchanged():
