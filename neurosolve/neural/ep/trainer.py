@@ -1,0 +1,406 @@
+"""Training loop for layered fixed-point networks with EP/BP estimators and homeostasis.
+
+One step on a mini-batch:
+
+1. free phase (:func:`~neurosolve.neural.ep.estimators.free_phase`), then the chosen
+   estimator (``"bp"``, ``"ep"`` with ``n_points``/``beta``, ``"ep_exact"``);
+2. if ``homeostasis > 0``: add ``lambda`` times the gradient of the homeostatic loss at the
+   free state (parameters only);
+3. an optimizer step (SGD with momentum and L2 weight decay, or AdamW), unless the
+   estimate is non-finite (the step is then *skipped* and counted, never zeroed); phases
+   that ended without converging are counted in the history.
+
+Per epoch the history records losses, accuracies, the fraction of samples whose free phase
+converged, the estimator's alignment with the BP adjoint per layer (on the epoch's last
+batch), the spectral radius of ``H' D`` at the fixed point (power iteration, JVPs), the
+weight angle, the Jacobian symmetry ``jac_sym`` (small nets) and the homeostatic loss.
+
+References
+----------
+.. [1] A. Laborieux, F. Zenke, "Improving equilibrium propagation without weight symmetry
+   through Jacobian homeostasis", ICLR 2024, arXiv:2309.02214.
+.. [2] I. Loshchilov, F. Hutter, "Decoupled weight decay regularization", ICLR 2019.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import numpy as np
+
+from neurosolve.core import Status
+from neurosolve.neural.ep import _xp
+from neurosolve.neural.ep.diagnostics import (
+    dense_jacobian, jac_sym, layer_cosines, spectral_radius, weight_angle,
+)
+from neurosolve.neural.ep.estimators import (
+    METHODS, bp_adjoint, estimate_gradient, exact_response, free_phase,
+)
+from neurosolve.neural.ep.homeostasis import homeostatic_loss
+from neurosolve.neural.ep.networks import DenseNetwork, LayeredNetwork
+from neurosolve.solvers.fixed_point import FixedPoint
+
+__all__ = ["TrainConfig", "TrainResult", "SGD", "AdamW", "train", "evaluate", "plot_histories"]
+
+
+class SGD:
+    """SGD with heavy-ball momentum and classic L2 weight decay (``g + wd * p``)."""
+
+    def __init__(self, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
+        self.lr, self.momentum, self.wd = lr, momentum, weight_decay
+        self.buf: dict = {}
+
+    def step(self, params: dict, grads: dict) -> None:
+        for k, g in grads.items():
+            if self.wd:
+                g = g + self.wd * params[k]
+            b = self.buf.get(k)
+            b = g if b is None else self.momentum * b + g
+            self.buf[k] = b
+            params[k] = params[k] - self.lr * b
+
+
+class AdamW:
+    """Adam with decoupled weight decay (Loshchilov & Hutter)."""
+
+    def __init__(self, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        self.lr, self.b1, self.b2, self.eps, self.wd = lr, betas[0], betas[1], eps, weight_decay
+        self.m: dict = {}
+        self.v: dict = {}
+        self.t = 0
+
+    def step(self, params: dict, grads: dict) -> None:
+        self.t += 1
+        c1 = 1 - self.b1 ** self.t
+        c2 = 1 - self.b2 ** self.t
+        for k, g in grads.items():
+            m = self.m.get(k)
+            v = self.v.get(k)
+            m = (1 - self.b1) * g if m is None else self.b1 * m + (1 - self.b1) * g
+            v = (1 - self.b2) * g * g if v is None else self.b2 * v + (1 - self.b2) * g * g
+            self.m[k], self.v[k] = m, v
+            upd = (m / c1) / ((v / c2) ** 0.5 + self.eps)
+            p = params[k]
+            if self.wd:
+                p = p * (1 - self.lr * self.wd)
+            params[k] = p - self.lr * upd
+
+
+def _default_solver() -> FixedPoint:
+    return FixedPoint(method="anderson", damping=0.5, rtol=1e-7, atol=1e-9, maxiter=400)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings.
+
+    Attributes
+    ----------
+    method : {"bp", "ep", "ep_exact"}
+    beta, n_points, conjugate_shortcut
+        Cauchy estimator settings (``method="ep"``).
+    optimizer : {"sgd", "adamw"}
+    lr, momentum, weight_decay
+    homeostasis : float
+        ``lambda``, the weight of the homeostatic loss (0 = off).
+    homeostasis_method : {"auto", "exact", "probe"}
+    n_probes : int
+    batch_size, epochs, seed
+        ``seed`` drives the batch order and the probes.
+    solver : FixedPoint
+        For every phase (default Anderson, damping 0.5, ``rtol=1e-7``, 400 iterations).
+    init : {"zero", "forward"}
+        Free-phase start.
+    grad_clip : float or None
+        Clip the global gradient norm (off by default).
+    strict : bool
+        Raise on a non-finite estimate instead of skipping the step.
+    max_steps : int or None
+        Stop after this many optimizer steps (smoke tests).
+    diagnostics : bool
+        Per-epoch alignment / spectral radius / Jacobian symmetry (extra linear solves).
+    """
+
+    method: str = "ep_exact"
+    beta: float = 0.1
+    n_points: int = 2
+    conjugate_shortcut: bool = True
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    homeostasis: float = 0.0
+    homeostasis_method: str = "auto"
+    n_probes: int = 5
+    batch_size: int = 50
+    epochs: int = 10
+    seed: int = 0
+    solver: FixedPoint = field(default_factory=_default_solver)
+    init: str = "zero"
+    grad_clip: float | None = None
+    strict: bool = False
+    max_steps: int | None = None
+    diagnostics: bool = True
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        for name in ("lr", "homeostasis", "weight_decay"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, got {self.epochs!r}")
+
+
+@dataclass
+class TrainResult:
+    """History of a training run (lists indexed by epoch, entry 0 = before training)."""
+
+    history: dict
+    config: TrainConfig
+    net: LayeredNetwork
+    wall_time: float
+    steps: int
+
+    def final(self, key: str) -> float:
+        return float(self.history[key][-1])
+
+
+def _batches(n: int, bs: int, rng: np.random.Generator):
+    idx = rng.permutation(n)
+    for i in range(0, n, bs):
+        yield idx[i:i + bs]
+
+
+def _take(a, idx):
+    if _xp.lib(a) == "torch":
+        import torch
+
+        return a[torch.as_tensor(idx, device=a.device)]
+    return a[idx]
+
+
+def evaluate(net: LayeredNetwork, X, y, *, solver: FixedPoint | None = None,
+             batch_size: int = 500, init: str = "zero") -> dict:
+    """Accuracy, mean loss and fraction of converged free phases on a data set."""
+    solver = solver or _default_solver()
+    correct, losses, conv, iters = [], [], [], []
+    for i in range(0, X.shape[0], batch_size):
+        xb, yb = X[i:i + batch_size], y[i:i + batch_size]
+        fp = free_phase(net, xb, yb, solver=solver, init=init)
+        correct.append(fp.correct())
+        losses.append(_xp.to_numpy(fp.loss))
+        conv.append(fp.report.converged_fraction * xb.shape[0])
+        iters.append(fp.report.n_iter)
+    n = X.shape[0]
+    return {"accuracy": float(np.concatenate(correct).mean()),
+            "loss": float(np.concatenate(losses).mean()),
+            "converged": float(np.sum(conv) / n),
+            "iterations": float(np.mean(iters))}
+
+
+def _gnorm(grads):
+    return math.sqrt(sum(float(_xp.sumsq(g)) for g in grads.values()))
+
+
+def _diagnose(net, X, y, cfg, rec: dict, rng_seed: int):
+    fp = free_phase(net, X, y, solver=cfg.solver, init=cfg.init)
+    if cfg.method == "ep":
+        est = estimate_gradient(net, X, y, "ep", beta=cfg.beta, n_points=cfg.n_points,
+                                conjugate_shortcut=cfg.conjugate_shortcut, solver=cfg.solver,
+                                free=fp)
+        d_est = est.delta
+    else:
+        d_est, _ = exact_response(net, fp, solver=cfg.solver)
+    d_bp, _ = bp_adjoint(net, fp, solver=cfg.solver)
+    for k, v in layer_cosines(net, d_est, d_bp).items():
+        rec.setdefault(f"cos_{k}", []).append(v)
+    rho = spectral_radius(net, fp, seed=rng_seed)
+    rec.setdefault("rho_max", []).append(float(np.max(rho)))
+    rec.setdefault("rho_mean", []).append(float(np.mean(rho)))
+    rec.setdefault("angle", []).append(weight_angle(net))
+    if isinstance(net, DenseNetwork) and net.n_state < 1000:
+        rec.setdefault("jac_sym", []).append(jac_sym(dense_jacobian(net)))
+        rec.setdefault("homeo", []).append(homeostatic_loss(net, method="exact",
+                                                            with_grad=False).value)
+
+
+def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConfig | None = None,
+          *, progress: bool = True, callback: Callable[[int, dict], Any] | None = None,
+          **overrides) -> TrainResult:
+    """Train ``net`` in place on ``(X, y)``; evaluate on ``(X_test, y_test)`` each epoch.
+
+    Parameters
+    ----------
+    net : LayeredNetwork
+        Trained in place (``net.params`` is updated).
+    X, y : arrays
+        Training inputs and integer labels (same library as the network).
+    X_test, y_test : arrays, optional
+    config : TrainConfig, optional
+    progress : bool
+        tqdm bar over epochs with loss / accuracy / alignment.
+    callback : callable, optional
+        ``callback(epoch, history)`` after each epoch; returning True stops training.
+    **overrides
+        Fields of :class:`TrainConfig` (``train(net, X, y, method="bp", lr=1e-3)``).
+
+    Returns
+    -------
+    TrainResult
+
+    Examples
+    --------
+    >>> from neurosolve.neural.ep import mlp, train, load_digits_split
+    >>> Xtr, ytr, Xte, yte = load_digits_split()
+    >>> net = mlp([64, 32, 32, 10], angle=90, seed=0)
+    >>> res = train(net, Xtr, ytr, Xte, yte, epochs=1, homeostasis=1.0, progress=False)
+    >>> res.history["test_acc"][-1] > 0.2
+    True
+    """
+    cfg = config or TrainConfig()
+    if overrides:
+        cfg = replace(cfg, **overrides)
+    net.check_input(X[:1], y[:1])
+    rng = np.random.default_rng(cfg.seed)
+    probe_rng = np.random.default_rng(cfg.seed + 7919)
+    opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay) if cfg.optimizer == "sgd" else \
+        AdamW(cfg.lr, weight_decay=cfg.weight_decay)
+    hist: dict = {"epoch": [], "train_loss": [], "train_acc": [], "test_acc": [], "test_loss": [],
+                  "test_converged": [], "free_converged": [], "free_iters": [],
+                  "failed_phases": [], "skipped_steps": [], "time": []}
+    diag_idx = np.arange(min(X.shape[0], 100))
+    Xd, yd = _take(X, diag_idx), _take(y, diag_idx)
+
+    def record_epoch(ep, losses, accs, conv, iters, failed, skipped, t):
+        hist["epoch"].append(ep)
+        hist["train_loss"].append(float(np.mean(losses)) if losses else float("nan"))
+        hist["train_acc"].append(float(np.mean(accs)) if accs else float("nan"))
+        hist["free_converged"].append(float(np.mean(conv)) if conv else float("nan"))
+        hist["free_iters"].append(float(np.mean(iters)) if iters else float("nan"))
+        hist["failed_phases"].append(failed)
+        hist["skipped_steps"].append(skipped)
+        hist["time"].append(t)
+        if X_test is not None:
+            ev = evaluate(net, X_test, y_test, solver=cfg.solver, init=cfg.init)
+            hist["test_acc"].append(ev["accuracy"])
+            hist["test_loss"].append(ev["loss"])
+            hist["test_converged"].append(ev["converged"])
+        if cfg.diagnostics:
+            _diagnose(net, Xd, yd, cfg, hist, cfg.seed + ep)
+
+    t0 = time.perf_counter()
+    ev0 = evaluate(net, X, y, solver=cfg.solver, init=cfg.init) if cfg.epochs >= 0 else None
+    record_epoch(0, [ev0["loss"]], [ev0["accuracy"]], [ev0["converged"]], [ev0["iterations"]],
+                 0, 0, 0.0)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.epochs, desc=f"train[{cfg.method}, lambda={cfg.homeostasis:g}]",
+                   leave=False)
+    steps = 0
+    stop = False
+    try:
+        for ep in range(1, cfg.epochs + 1):
+            losses, accs, conv, iters = [], [], [], []
+            failed = skipped = 0
+            for idx in _batches(X.shape[0], cfg.batch_size, rng):
+                xb, yb = _take(X, idx), _take(y, idx)
+                est = estimate_gradient(net, xb, yb, cfg.method, beta=cfg.beta,
+                                        n_points=cfg.n_points,
+                                        conjugate_shortcut=cfg.conjugate_shortcut,
+                                        solver=cfg.solver, init=cfg.init)
+                losses.append(est.loss)
+                accs.append(est.accuracy)
+                conv.append(est.free.report.converged_fraction)
+                iters.append(est.free.report.n_iter)
+                failed += sum(not p.ok for p in est.phases)
+                grads = est.grads
+                if cfg.homeostasis > 0:
+                    h = homeostatic_loss(net, est.free.r, method=cfg.homeostasis_method,
+                                         n_probes=cfg.n_probes, rng=probe_rng)
+                    grads = dict(grads)
+                    for k, g in h.grads.items():
+                        grads[k] = grads[k] + cfg.homeostasis * g
+                if est.status is Status.NONFINITE or not all(_xp.isfinite_all(g) for g in grads.values()):
+                    if cfg.strict:
+                        raise RuntimeError(f"non-finite gradient estimate at step {steps}: {est.message}")
+                    skipped += 1
+                    continue
+                if cfg.grad_clip is not None:
+                    gn = _gnorm(grads)
+                    if gn > cfg.grad_clip:
+                        grads = {k: g * (cfg.grad_clip / gn) for k, g in grads.items()}
+                opt.step(net.params, grads)
+                steps += 1
+                if cfg.max_steps is not None and steps >= cfg.max_steps:
+                    stop = True
+                    break
+            record_epoch(ep, losses, accs, conv, iters, failed, skipped,
+                         time.perf_counter() - t0)
+            if bar is not None:
+                post = {"loss": f"{hist['train_loss'][-1]:.3f}"}
+                if hist["test_acc"]:
+                    post["test"] = f"{hist['test_acc'][-1]:.3f}"
+                if "cos_all" in hist:
+                    post["cos"] = f"{hist['cos_all'][-1]:.2f}"
+                bar.set_postfix(post)
+                bar.update(1)
+            if callback is not None and callback(ep, hist):
+                break
+            if stop:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return TrainResult(history=hist, config=cfg, net=net, wall_time=time.perf_counter() - t0,
+                       steps=steps)
+
+
+def plot_histories(runs: dict, path, *, layer: str | None = None) -> None:
+    """Plot test accuracy and error-vector alignment over epochs for several runs.
+
+    Parameters
+    ----------
+    runs : dict
+        ``label -> history`` (or a list of histories, averaged with a min-max band).
+    path : str or pathlib.Path
+        PNG file to write (matplotlib, Agg backend).
+    layer : str, optional
+        Which ``cos_<layer>`` to plot (default the first hidden layer).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label, hs in runs.items():
+        hs = hs if isinstance(hs, (list, tuple)) else [hs]
+        key = f"cos_{layer}" if layer else next((k for k in hs[0] if k.startswith("cos_")
+                                                 and k != "cos_all"), "cos_all")
+        for ax, k in ((axes[0], "test_acc"), (axes[1], key)):
+            if k not in hs[0] or not hs[0][k]:
+                continue
+            a = np.array([h[k] for h in hs], dtype=float)
+            ep = np.asarray(hs[0]["epoch"])[:a.shape[1]]
+            ax.plot(ep, a.mean(0), label=label)
+            if a.shape[0] > 1:
+                ax.fill_between(ep, a.min(0), a.max(0), alpha=0.2)
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("test accuracy")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("cos(delta_EP, delta_BP)" + (f" [{layer}]" if layer else " [first hidden]"))
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
