@@ -35,67 +35,71 @@ __all__ = [
 
 
 @njit(cache=True)
-def _residual(d, cx, cy, cz, x, b, y):
+def _stencil_residual(d, cx, cy, cz, x, b, y):
+    # y = b - A x, written as axis-wise sweeps over contiguous k-lines so that
+    # the inner loops have no branches and vectorize. Rows with d = 0 have no couplings
+    # (c = 0 wherever either cell is inactive), so they give y = b.
     n0, n1, n2 = d.shape
     for i in range(n0):
         for j in range(n1):
             for k in range(n2):
-                dd = d[i, j, k]
-                if dd == 0.0:
-                    y[i, j, k] = b[i, j, k]
-                    continue
-                s = dd * x[i, j, k]
-                if i > 0:
-                    s -= cx[i - 1, j, k] * x[i - 1, j, k]
-                if i < n0 - 1:
-                    s -= cx[i, j, k] * x[i + 1, j, k]
-                if j > 0:
-                    s -= cy[i, j - 1, k] * x[i, j - 1, k]
-                if j < n1 - 1:
-                    s -= cy[i, j, k] * x[i, j + 1, k]
-                if k > 0:
-                    s -= cz[i, j, k - 1] * x[i, j, k - 1]
-                if k < n2 - 1:
-                    s -= cz[i, j, k] * x[i, j, k + 1]
-                y[i, j, k] = b[i, j, k] - s
+                y[i, j, k] = b[i, j, k] - d[i, j, k] * x[i, j, k]
+            if i > 0:
+                for k in range(n2):
+                    y[i, j, k] += cx[i - 1, j, k] * x[i - 1, j, k]
+            if i < n0 - 1:
+                for k in range(n2):
+                    y[i, j, k] += cx[i, j, k] * x[i + 1, j, k]
+            if j > 0:
+                for k in range(n2):
+                    y[i, j, k] += cy[i, j - 1, k] * x[i, j - 1, k]
+            if j < n1 - 1:
+                for k in range(n2):
+                    y[i, j, k] += cy[i, j, k] * x[i, j + 1, k]
+            for k in range(1, n2):
+                y[i, j, k] += cz[i, j, k - 1] * x[i, j, k - 1]
+            for k in range(n2 - 1):
+                y[i, j, k] += cz[i, j, k] * x[i, j, k + 1]
     return y
 
 
 @njit(cache=True)
-def _matvec_zb(d, cx, cy, cz, x, y):
+def _stencil_matvec(d, cx, cy, cz, x, y):
     n0, n1, n2 = d.shape
     for i in range(n0):
         for j in range(n1):
             for k in range(n2):
-                dd = d[i, j, k]
-                if dd == 0.0:
-                    y[i, j, k] = 0.0
-                    continue
-                s = dd * x[i, j, k]
-                if i > 0:
-                    s -= cx[i - 1, j, k] * x[i - 1, j, k]
-                if i < n0 - 1:
-                    s -= cx[i, j, k] * x[i + 1, j, k]
-                if j > 0:
-                    s -= cy[i, j - 1, k] * x[i, j - 1, k]
-                if j < n1 - 1:
-                    s -= cy[i, j, k] * x[i, j + 1, k]
-                if k > 0:
-                    s -= cz[i, j, k - 1] * x[i, j, k - 1]
-                if k < n2 - 1:
-                    s -= cz[i, j, k] * x[i, j, k + 1]
-                y[i, j, k] = s
+                y[i, j, k] = d[i, j, k] * x[i, j, k]
+            if i > 0:
+                for k in range(n2):
+                    y[i, j, k] -= cx[i - 1, j, k] * x[i - 1, j, k]
+            if i < n0 - 1:
+                for k in range(n2):
+                    y[i, j, k] -= cx[i, j, k] * x[i + 1, j, k]
+            if j > 0:
+                for k in range(n2):
+                    y[i, j, k] -= cy[i, j - 1, k] * x[i, j - 1, k]
+            if j < n1 - 1:
+                for k in range(n2):
+                    y[i, j, k] -= cy[i, j, k] * x[i, j + 1, k]
+            for k in range(1, n2):
+                y[i, j, k] -= cz[i, j, k - 1] * x[i, j, k - 1]
+            for k in range(n2 - 1):
+                y[i, j, k] -= cz[i, j, k] * x[i, j, k + 1]
     return y
 
 
 def stencil_matvec(d, cx, cy, cz, x, y):
-    """``y = A x`` for the stencil ``(d, cx, cy, cz)``; all arrays 3-D of one shape."""
-    return _matvec_zb(d, cx, cy, cz, x, y)
+    """``y = A x`` for the stencil ``(d, cx, cy, cz)``; all arrays 3-D of one shape.
+
+    Entries of ``x`` on inactive cells are multiplied by zero couplings (so they are
+    ignored unless they are inf/NaN)."""
+    return _stencil_matvec(d, cx, cy, cz, x, y)
 
 
 def stencil_residual(d, cx, cy, cz, x, b, r):
     """``r = b - A x`` (``r = b`` on inactive cells)."""
-    return _residual(d, cx, cy, cz, x, b, r)
+    return _stencil_residual(d, cx, cy, cz, x, b, r)
 
 
 @njit(cache=True)

@@ -20,10 +20,16 @@ class AMG(Preconditioner):
     identity rows of M. On a matrix without empty rows this is exactly pyamg's
     ``aspreconditioner(cycle)``.
 
-    Singular Neumann systems need nothing extra: smoothed aggregation's default
-    near-null-space candidate ``B`` is the constant vector, which is the null space on each
-    fluid component (aggregates never span two components), and pyamg's default coarsest
-    solver is a pseudo-inverse.
+    Singular Neumann systems: smoothed aggregation's default near-null-space candidate
+    ``B`` is the constant vector, which is the null space on each fluid component
+    (aggregates never span two components), and pyamg's coarsest solver is a
+    pseudo-inverse. That pseudo-inverse measures small singular values relative to the
+    coarsest matrix itself, so a 1 x 1 coarsest matrix holding only rounding error is
+    inverted and the cycle returns a huge null-space component (scipy's ``cg`` then fails).
+    When the null space is known (``nullspace=``, or taken from a system passed as ``A``)
+    the output is therefore projected onto the range: ``M = Pi M_pyamg Pi`` with ``Pi``
+    the orthogonal projector, symmetric and positive definite on the range, which is all
+    PCG needs for a compatible ``b``.
 
     Parameters
     ----------
@@ -32,6 +38,9 @@ class AMG(Preconditioner):
         ``pyamg.smoothed_aggregation_solver`` or ``pyamg.ruge_stuben_solver``.
     cycle : {"V", "W", "F", "AMLI"}
         Passed to ``aspreconditioner``.
+    nullspace : Nullspace or None or "auto"
+        Project the preconditioned vector onto the range of a singular ``A``; "auto" takes
+        the null space of a system passed as ``A``.
     **pyamg_kwargs
         Passed to the pyamg solver constructor (e.g. ``max_coarse=500``, ``B=...``).
 
@@ -48,8 +57,18 @@ class AMG(Preconditioner):
        solvers in Python", J. Open Source Software 8(87), 2023.
     """
 
-    def __init__(self, A: Any, kind: str = "sa", cycle: str = "V", **pyamg_kwargs: Any):
+    def __init__(self, A: Any, kind: str = "sa", cycle: str = "V", *, nullspace: Any = "auto",
+                 **pyamg_kwargs: Any):
+        from neurosolve.problems.linear import LinearSystem, Nullspace
+
         t0 = time.perf_counter()
+        if isinstance(nullspace, str):
+            if nullspace != "auto":
+                raise ValueError(f"nullspace must be a Nullspace, None or 'auto', got {nullspace!r}")
+            nullspace = A.nullspace if isinstance(A, LinearSystem) else None
+        elif nullspace is not None and not isinstance(nullspace, Nullspace):
+            raise TypeError("nullspace must be a neurosolve.problems.Nullspace, None or 'auto'")
+        self.nullspace = nullspace
         if kind not in ("sa", "rs"):
             raise ValueError(f"kind must be 'sa' (smoothed aggregation) or 'rs' (Ruge-Stueben), "
                              f"got {kind!r}")
@@ -72,11 +91,15 @@ class AMG(Preconditioner):
 
     def matvec(self, r):
         r = self._check(r)
+        ns = self.nullspace
+        if ns is not None:
+            r = ns.project(r)
         if self.active is None:
-            return np.asarray(self._M.matvec(r)).reshape(-1)
-        z = np.array(r, dtype=np.float64, copy=True)
-        z[self.active] = np.asarray(self._M.matvec(r[self.active])).reshape(-1)
-        return z
+            z = np.asarray(self._M.matvec(r)).reshape(-1)
+        else:
+            z = np.array(r, dtype=np.float64, copy=True)
+            z[self.active] = np.asarray(self._M.matvec(r[self.active])).reshape(-1)
+        return z if ns is None else ns.project(z)
 
     def __repr__(self) -> str:
         return f"<AMG kind={self.kind} cycle={self.cycle} levels={len(self.hierarchy.levels)} n={self.shape[0]}>"

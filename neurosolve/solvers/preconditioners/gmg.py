@@ -163,7 +163,9 @@ class GMG(Preconditioner):
             Ac = sp.csr_matrix((data, indices, indptr), shape=(C.d.size, C.d.size))
             Ad = Ac[idx][:, idx].toarray()
             w, V = np.linalg.eigh(Ad)
-            keep = w > 1e-10 * max(float(w[-1]), 1e-300)
+            # null modes relative to the operator's scale (not to w[-1]: a 1 x 1 singular
+            # coarsest matrix holds only rounding)
+            keep = w > 1e-10 * max(float(np.abs(np.diag(Ad)).max()), 1e-300)
             self._coarse_pinv = (V[:, keep] / w[keep]) @ V[:, keep].T
             self.coarse_null_dim = int((~keep).sum())
         else:
