@@ -202,10 +202,10 @@ class CellGrid:
         if key not in self._cache:
             diag, coup = self.stencil()
             shape3 = (1,) * (3 - self.ndim) + self.shape
-            zeros = np.zeros(shape3, dtype=dtype)
-            cs = [zeros] * (3 - self.ndim) + [np.ascontiguousarray(c.reshape(shape3), dtype=dtype)
-                                              for c in coup]
-            self._cache[key] = (np.ascontiguousarray(diag.reshape(shape3), dtype=dtype), *cs)
+            # writeable copies: numba compiles read-only arrays as a separate signature
+            cs = [np.zeros(shape3, dtype=dtype) for _ in range(3 - self.ndim)]
+            cs += [np.array(c.reshape(shape3), dtype=dtype, order="C") for c in coup]
+            self._cache[key] = (np.array(diag.reshape(shape3), dtype=dtype, order="C"), *cs)
         return self._cache[key]
 
     def matrix(self, dtype=np.float64):
