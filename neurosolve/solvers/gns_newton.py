@@ -1,0 +1,365 @@
+"""Gradient-normalized-smoothness (GNS) Newton: regularized Newton with approximate Hessians.
+
+The step is ``x+ = x - (H(x) + lambda B)^{-1} grad f(x)`` with ``lambda = ||grad f(x)||_* /
+gamma``, where ``H`` is the exact Hessian or any PSD approximation (see
+:mod:`neurosolve.solvers.hessian_approx`) and the radius ``gamma`` is either given by a
+rule (Variant A) or searched adaptively with the acceptance test of Lemma 1 of the paper
+(Variant B, the default).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from neurosolve.core import Solver, State, Status, to_float
+from neurosolve.problems.smooth import Minimize
+from neurosolve.solvers.hessian_approx import (
+    DenseModel,
+    HessianApprox,
+    Zero,
+    as_hessian_approx,
+)
+
+__all__ = ["GNSNewton", "RULES", "resolve_hessian"]
+
+#: Variant A rules ``gamma_k = rho(||g_k||_*)``; ``L`` (and ``nu``) are the user's constants
+RULES = ("adaptive", "constant", "lipschitz", "holder", "bounded-variation")
+
+
+def resolve_hessian(hessian: Any, problem: Minimize) -> HessianApprox:
+    """The approximation to use: the solver's, else the problem's default, else exact."""
+    if hessian is None:
+        hessian = problem.hessian if problem.hessian is not None else "exact"
+    return as_hessian_approx(hessian)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GNSNewton(Solver):
+    """GNS Newton (Semenov, Jaggi, Doikov 2025) for :class:`~neurosolve.problems.Minimize`.
+
+    Each iteration evaluates ``H_k = H(x_k)`` once and tries
+    ``d = -(H_k + lambda B)^{-1} g_k``, ``lambda = ||g_k||_* / (gamma + eps_reg)``.
+
+    *Variant B* (``rule="adaptive"``, the paper's adaptive search): a trial is accepted when
+    the Lemma-1 inequality holds,
+
+        f(x_k) - f(x_k + d) >= ||grad f(x_k + d)||_*^2 / (8 lambda);
+
+    then ``gamma <- min(increase * gamma, gamma_max)``. Otherwise (or when ``H_k + lambda B``
+    is not positive definite, or ``f``/``grad`` is not finite at the trial point) the trial
+    is rejected, ``gamma <- decrease * gamma`` and the next trial reuses ``H_k``. The search
+    fails, without moving, when ``max_trials`` trials were rejected or ``gamma`` fell below
+    ``gamma_min``. The trial's gradient becomes the next iterate's gradient: each trial
+    costs one factorization (or solve), one ``f`` and one gradient.
+
+    *Variant A* (``rule`` one of ``"constant"``, ``"lipschitz"``, ``"holder"``,
+    ``"bounded-variation"`` or a callable ``rho(gnorm, x) -> gamma``): one trial with
+    ``gamma_k = rho(||g_k||_*)``, always taken; ``lemma1`` records whether the inequality
+    held. Rules: constant ``gamma0``; Lipschitz Hessian ``sqrt(2 ||g||_* / L)``; Hölder
+    Hessian ``((1 + nu) ||g||_* / L)^(1 / (1 + nu))``; bounded Hessian variation
+    ``||g||_* / L`` (``lambda = L``, a Levenberg-Marquardt step).
+
+    With ``hessian="zero"`` (:meth:`normalized_gradient`) the step is
+    ``-gamma B^{-1} g / ||g||_*``: the normalized gradient method with the same search.
+
+    Parameters
+    ----------
+    hessian : str, HessianApprox or callable, optional
+        ``"exact"``, ``"hessp"`` (exact, matrix-free CG), ``"gauss-newton"``,
+        ``"fisher-term"``, ``"fisher"``, ``"weighted-gauss-newton"``, ``"diag"``,
+        ``"hutchinson"``, ``"zero"``, an object from
+        :mod:`~neurosolve.solvers.hessian_approx`, or a callable ``x -> H`` (a matrix, a
+        diagonal, a ``(V, D)`` factor or a matvec; declared PSD). Default: the problem's
+        ``hessian``, else ``"exact"``.
+    gamma0 : float
+        Initial radius (Variant B) or the constant radius (``rule="constant"``).
+    rule : str or callable
+        ``"adaptive"`` (Variant B) or a Variant A rule (above).
+    L, nu : float
+        Constants of the Variant A rules.
+    max_trials : int
+        Trials per iteration before the search is declared failed (official code: 40).
+    increase, decrease : float
+        Factors applied to ``gamma`` after an accepted / rejected trial (2 and 1/2).
+    gamma_min, gamma_max : float
+        The search fails when ``gamma`` drops below ``gamma_min``; ``gamma`` never grows
+        beyond ``gamma_max`` (so ``lambda`` stays positive).
+    eps_reg : float
+        Added to ``gamma`` in ``lambda`` (the official code uses 1e-8, which also served as
+        its stopping tolerance; here the two are separate and the default is 0).
+    gtol : float
+        Stopping rule: ``||grad f(x_k)||_* <= gtol`` (dual norm of the metric ``B``).
+    ftol : float, optional
+        Also stop when ``f(x_k) - f_star <= ftol`` (needs ``problem.f_star``).
+    maxiter : int, optional
+        Iteration limit (accepted steps); default 1000.
+
+    Notes
+    -----
+    Metrics per iteration (index ``k`` describes the step that produced ``x_k``; index 0 is
+    the start): ``grad_norm`` (``||g_k||_*``), ``f``, ``gamma`` (the radius of the
+    accepted trial), ``lam`` (its lambda), ``trials``, ``factorizations`` (solves in this
+    iteration), ``step_norm`` (``||x_k - x_{k-1}||_B``, at most ``gamma``), ``lemma1`` (1
+    when the Lemma-1 inequality held), ``gamma_next`` (the radius the next search starts
+    from). ``state.search_log`` lists every trial as ``(k, gamma, lam, outcome)`` with
+    outcome ``"accept"``, ``"reject"``, ``"not_pd"`` or ``"nonfinite"``.
+
+    Statuses: CONVERGED; MAX_ITER; STAGNATION (the search failed: the test could not be
+    met, typically ``gtol`` below what rounding in ``f`` allows); BREAKDOWN (every trial's
+    ``H + lambda B`` was not positive definite, or a PSD-declared approximation is not
+    PSD); NONFINITE (``f`` or the gradient at the start, or the Hessian, is not finite).
+
+    Fixes relative to the official code (see ``docs/gns_newton.md``): the regularization
+    ``eps_reg`` and the stopping tolerance are separate; a failed factorization is a
+    rejected trial (which makes indefinite exact Hessians work); ``gamma_min`` applies to
+    halving and ``gamma_max`` caps doubling; an exhausted search returns a status instead
+    of taking the last rejected step; ``max_trials`` means what it says.
+
+    References
+    ----------
+    .. [1] A. Semenov, M. Jaggi, N. Doikov, "Gradient-Normalized Smoothness for
+       Optimization with Approximate Hessians", arXiv:2506.13710, 2025 (ICLR 2026).
+       Official code: github.com/epfml/grad-norm-smooth.
+    .. [2] K. Mishchenko, "Regularized Newton method with global O(1/k^2) convergence",
+       SIAM J. Optim. 33(3), 2023, arXiv:2112.02089.
+    .. [3] N. Doikov, Y. Nesterov, "Gradient regularization of Newton method with Bregman
+       distances", Math. Program. 2023.
+
+    Examples
+    --------
+    >>> import numpy as np, neurosolve as ns
+    >>> from neurosolve.problems import smooth_gallery as gal
+    >>> prob = gal.rosenbrock(2, x0=np.array([-1.2, 1.0]))
+    >>> res = ns.solve(prob, ns.solvers.GNSNewton(gtol=1e-10))
+    >>> res.success, np.allclose(res.x, 1.0)
+    (True, True)
+    """
+
+    hessian: Any = None
+    gamma0: float = 1.0
+    rule: Any = "adaptive"
+    L: float | None = None
+    nu: float = 1.0
+    max_trials: int = 40
+    increase: float = 2.0
+    decrease: float = 0.5
+    gamma_min: float = 1e-9
+    gamma_max: float = 1e12
+    eps_reg: float = 0.0
+    gtol: float = 1e-8
+    ftol: float | None = None
+
+    metrics: ClassVar[tuple[str, ...]] = ("grad_norm", "f", "gamma", "lam", "trials",
+                                          "factorizations", "step_norm", "lemma1", "gamma_next")
+    problem_types: ClassVar[tuple[type, ...]] = (Minimize,)
+    backends: ClassVar[tuple[str, ...]] = ("numpy", "numba", "torch")
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("gamma0", "gamma_min", "gamma_max"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a finite positive number, got {v!r}")
+        if self.gamma_min >= self.gamma_max:
+            raise ValueError(f"gamma_min ({self.gamma_min}) must be below gamma_max ({self.gamma_max})")
+        if not (isinstance(self.increase, (int, float)) and self.increase >= 1):
+            raise ValueError(f"increase must be >= 1, got {self.increase!r}")
+        if not (isinstance(self.decrease, (int, float)) and 0 < self.decrease < 1):
+            raise ValueError(f"decrease must be in (0, 1), got {self.decrease!r}")
+        if not isinstance(self.max_trials, (int, np.integer)) or self.max_trials < 1:
+            raise ValueError(f"max_trials must be a positive integer, got {self.max_trials!r}")
+        for name in ("gtol", "eps_reg"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
+        if self.ftol is not None and not (isinstance(self.ftol, (int, float)) and self.ftol >= 0):
+            raise ValueError(f"ftol must be None or a non-negative number, got {self.ftol!r}")
+        if not callable(self.rule):
+            if self.rule not in RULES:
+                raise ValueError(f"rule must be one of {', '.join(RULES)} or a callable, got {self.rule!r}")
+            if self.rule in ("lipschitz", "holder", "bounded-variation"):
+                if self.L is None or not (isinstance(self.L, (int, float)) and self.L > 0):
+                    raise ValueError(f"rule={self.rule!r} needs a positive constant L, got {self.L!r}")
+            if self.rule == "holder" and not (0 <= self.nu <= 1):
+                raise ValueError(f"nu must be in [0, 1], got {self.nu!r}")
+        if self.hessian is not None:
+            as_hessian_approx(self.hessian)  # validates names early
+
+    @classmethod
+    def normalized_gradient(cls, **kwargs) -> "GNSNewton":
+        """The ``H = 0`` variant: normalized gradient steps of length ``gamma_k``."""
+        return cls(hessian=Zero(), **kwargs)
+
+    def max_iterations(self, problem):
+        return self.maxiter if self.maxiter is not None else 1000
+
+    # -- protocol ----------------------------------------------------------------------------
+    def init(self, problem: Minimize, x0, ctx) -> State:
+        xp = ctx.xp
+        oracles = problem.oracles(ctx.backend.name)
+        x = problem.x0 if x0 is None else x0
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x, dtype=float)
+        x = xp.copy(x)
+        if x.dtype != problem.x0.dtype:
+            x = xp.asarray(x, like=problem.x0)
+        f, g, msg = problem.check_point(x, "x0", oracles)
+        ctx.count("nfev")
+        ctx.count("ngev")
+        gn = problem.metric.dual_norm(g)
+        approx = resolve_hessian(self.hessian, problem)
+        if self.ftol is not None and problem.f_star is None:
+            raise ValueError("ftol needs the optimal value: build the problem with f_star=")
+        state = State(x=x, k=0, f=f, g=g, gnorm=gn, gamma=float(self.gamma0), approx=approx,
+                      oracles=oracles, failure=None, search_log=[])
+        if msg is not None:
+            state.failure = (Status.NONFINITE, f"{msg}; start from a point where f and its "
+                                               "gradient are finite")
+        state.metrics = {"grad_norm": gn, "f": f, "gamma": float("nan"), "lam": float("nan"),
+                         "trials": 0, "factorizations": 0, "step_norm": 0.0, "lemma1": float("nan"),
+                         "gamma_next": float(self.gamma0)}
+        return state
+
+    def _rule_gamma(self, gn: float, x) -> float:
+        r = self.rule
+        if callable(r):
+            return float(r(gn, x))
+        if r == "constant":
+            return float(self.gamma0)
+        if r == "lipschitz":
+            return math.sqrt(2.0 * gn / self.L)
+        if r == "holder":
+            return ((1.0 + self.nu) * gn / self.L) ** (1.0 / (1.0 + self.nu))
+        return gn / self.L  # bounded-variation
+
+    def step(self, problem: Minimize, state: State, ctx) -> State:
+        metric = problem.metric
+        oracles = state.oracles
+        fg = oracles["fun_and_grad"]
+        x, f, g = state.x, state.f, state.g
+        gn = to_float(state.gnorm)
+        f_val = to_float(f)
+        model = state.approx.evaluate(problem, x, oracles, ctx)
+        if isinstance(model, DenseModel) and not metric.la.isfinite(model.H):
+            state.failure = (Status.NONFINITE, f"the Hessian ({state.approx.name}) has NaN or "
+                                               f"inf entries at iteration {state.k}")
+            return self._failed(state, 0, 0)
+        adaptive = not callable(self.rule) and self.rule == "adaptive"
+        gamma = state.gamma if adaptive else self._rule_gamma(gn, x)
+        if not (gamma > 0 and math.isfinite(gamma)):
+            state.failure = (Status.BREAKDOWN, f"the gamma rule returned {gamma} at iteration "
+                                               f"{state.k}; it must be finite and positive")
+            return self._failed(state, 0, 0)
+        neg_g = -g
+        n_trials = 0
+        n_fact = 0
+        all_not_pd = True
+        accepted = None
+        max_trials = self.max_trials if adaptive else 1
+        while n_trials < max_trials:
+            n_trials += 1
+            lam = gn / (gamma + self.eps_reg)
+            d = model.solve(lam, neg_g)
+            n_fact += 1
+            if d is None:
+                state.search_log.append((state.k, gamma, lam, "not_pd"))
+                if model.psd and isinstance(model, DenseModel):
+                    scale = float(np.max(np.abs(_np(metric.la.diagonal(model.H))))) if problem.n else 0.0
+                    if lam > 1e-10 * max(scale, 1e-300):
+                        state.failure = (Status.BREAKDOWN, (
+                            f"the Hessian approximation {state.approx.name!r} is declared positive "
+                            f"semi-definite but H + lambda B is not positive definite at lambda = "
+                            f"{lam:.3e}: it is not PSD. Fix the approximation or declare it "
+                            "psd=False"))
+                        return self._failed(state, n_trials, n_fact)
+                if not adaptive:
+                    break
+                gamma *= self.decrease
+                if gamma < self.gamma_min:
+                    break
+                continue
+            all_not_pd = False
+            x_new = x + d
+            f_new, g_new = fg(x_new)
+            ctx.count("nfev")
+            ctx.count("ngev")
+            fn_val = to_float(f_new)
+            gn_new_t = metric.dual_norm(g_new)
+            gn_new = to_float(gn_new_t)
+            if not (math.isfinite(fn_val) and math.isfinite(gn_new)):
+                state.search_log.append((state.k, gamma, lam, "nonfinite"))
+                if not adaptive:
+                    state.failure = (Status.NONFINITE, f"f or its gradient is not finite at the "
+                                                       f"step of iteration {state.k}")
+                    return self._failed(state, n_trials, n_fact)
+                gamma *= self.decrease
+                if gamma < self.gamma_min:
+                    break
+                continue
+            lemma1 = f_val - fn_val >= gn_new * gn_new / (8.0 * lam)
+            if lemma1 or not adaptive:
+                state.search_log.append((state.k, gamma, lam, "accept" if lemma1 else "taken"))
+                accepted = (x_new, f_new, g_new, gn_new_t, gamma, lam, d, lemma1)
+                break
+            state.search_log.append((state.k, gamma, lam, "reject"))
+            gamma *= self.decrease
+            if gamma < self.gamma_min:
+                break
+        if accepted is None:
+            if all_not_pd:
+                state.failure = (Status.BREAKDOWN, (
+                    f"H + lambda B was not positive definite in any of the {n_trials} trials of "
+                    f"iteration {state.k} (last lambda = {lam:.3e}): "
+                    "the Hessian is strongly indefinite or singular; use a PSD approximation "
+                    "(gauss-newton, fisher, diag) or raise max_trials"))
+            else:
+                state.failure = (Status.STAGNATION, (
+                    f"the gamma search failed at iteration {state.k} after {n_trials} trials "
+                    f"(gamma = {gamma:.3e}, gamma_min = {self.gamma_min:g}): no step met the "
+                    f"Lemma-1 decrease test. ||g|| = {gn:.3e}; if this is tiny, gtol is below "
+                    "what rounding in f allows (loosen gtol); otherwise check that the gradient "
+                    "matches f"))
+            return self._failed(state, n_trials, n_fact)
+        x_new, f_new, g_new, gn_new_t, gamma_used, lam, d, lemma1 = accepted
+        if adaptive:
+            state.gamma = min(gamma_used * self.increase, self.gamma_max)
+        state.x, state.f, state.g, state.gnorm = x_new, f_new, g_new, gn_new_t
+        state.k += 1
+        state.metrics = {"grad_norm": gn_new_t, "f": f_new, "gamma": gamma_used, "lam": lam,
+                         "trials": n_trials, "factorizations": n_fact,
+                         "step_norm": metric.norm(d), "lemma1": 1.0 if lemma1 else 0.0,
+                         "gamma_next": state.gamma if adaptive else float("nan")}
+        return state
+
+    @staticmethod
+    def _failed(state, n_trials, n_fact):
+        """A failed iteration: x does not move; the iteration still counts (history stays aligned)."""
+        state.k += 1
+        state.metrics = dict(state.metrics, gamma=float("nan"), lam=float("nan"), trials=n_trials,
+                             factorizations=n_fact, step_norm=0.0, lemma1=float("nan"))
+        return state
+
+    def check(self, problem: Minimize, state: State, ctx):
+        if state.failure is not None:
+            return state.failure
+        gn = to_float(state.gnorm)
+        if not math.isfinite(gn):
+            return Status.NONFINITE, f"the gradient norm is {gn} at iteration {state.k}"
+        if gn <= self.gtol:
+            return Status.CONVERGED
+        if self.ftol is not None and to_float(state.f) - problem.f_star <= self.ftol:
+            return Status.CONVERGED
+        return None
+
+    def finalize(self, problem, state, ctx):
+        return ctx.xp.copy(state.x)
+
+
+def _np(a):
+    if hasattr(a, "detach"):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)

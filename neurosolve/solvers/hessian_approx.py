@@ -1,0 +1,950 @@
+"""Pluggable Hessian approximations and the regularized solves ``(H + lambda B) d = r``.
+
+A regularized Newton method needs, at each point ``x``, a symmetric matrix ``H(x)`` (the
+exact Hessian or something cheaper) and, for a handful of values of ``lambda``, the
+solution of ``(H + lambda B) d = r`` with the metric ``B``. Both depend on the structure:
+a dense ``H`` is factored by Cholesky (one factorization per ``lambda``), a low-rank plus
+diagonal ``H`` by the Woodbury identity (Sherman-Morrison for rank one), a diagonal ``H``
+element-wise, and a matrix-free ``H`` (Hessian-vector, Gauss-Newton or Fisher products)
+by conjugate gradients.
+
+Every approximation is an object with ``evaluate(problem, x, oracles, ctx)`` returning a
+:class:`HessianModel`, whose ``solve(lam, r)`` returns the solution or ``None`` when
+``H + lam B`` is not positive definite (the caller then rejects the trial). Each class
+declares its ``solve_method`` and whether it is positive semi-definite by construction
+(``psd``); the theory of the GNS method needs ``H`` PSD, and cheap violations (a
+negative diagonal entry, a non-symmetric matrix, negative weights) raise ``ValueError``.
+
+=======================  =========================================  =====================
+approximation            H(x)                                       solve
+=======================  =========================================  =====================
+:class:`Exact`           the Hessian (``hess``, autograd, or        Cholesky, or CG on
+                         ``hessp`` products)                        Hessian-vector products
+:class:`GaussNewton`     ``||u||^{p-2} J^T J + (p-2)||u||^{p-4}     Cholesky, or CG on
+                         (J^T u)(J^T u)^T`` for ``(1/p)||u||^p``    J / J^T products
+:class:`FisherTerm`      ``(p-2)||u||^{p-4} (J^T u)(J^T u)^T``      Sherman-Morrison
+:class:`EmpiricalFisher` ``G^T G / m (+ reg I)``, G per-sample      Cholesky (m >= d) or
+                         gradients                                  Woodbury (m < d)
+:class:`WeightedGaussNewton`  the problem's ``weighted_gn`` (e.g.   Cholesky
+                         ``A^T Diag(pi) A / mu`` for log-sum-exp)
+:class:`Diagonal`        diag of the Hessian, or Hutchinson's       element-wise
+                         estimate clipped at 0
+:class:`LowRankPlusDiagonal`  ``V V^T + Diag(D)`` from a callable   Woodbury
+:class:`UserHessian`     any callable: matrix, diagonal,            by what it returns
+                         ``(V, D)`` factor, or a matvec
+:class:`Zero`            0 (normalized gradient method)             ``B^{-1} r / lambda``
+:class:`Constant`        a fixed PSD matrix                         Cholesky
+=======================  =========================================  =====================
+
+References
+----------
+.. [1] A. Semenov, M. Jaggi, N. Doikov, "Gradient-Normalized Smoothness for Optimization
+   with Approximate Hessians", arXiv:2506.13710, 2025 (ICLR 2026).
+.. [2] E. Frantar, E. Kurtic, D. Alistarh, "M-FAC: Efficient Matrix-Free Approximations of
+   Second-Order Information", NeurIPS 2021, arXiv:2107.03356 (Woodbury on gradient windows).
+.. [3] Z. Yao et al., "ADAHESSIAN: An Adaptive Second Order Optimizer for Machine
+   Learning", AAAI 2021, arXiv:2006.00719 (Hutchinson diagonal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from neurosolve.backends import is_torch
+
+__all__ = [
+    "Metric",
+    "HessianApprox",
+    "HessianModel",
+    "DenseModel",
+    "DiagonalModel",
+    "LowRankModel",
+    "ZeroModel",
+    "OperatorModel",
+    "Exact",
+    "GaussNewton",
+    "FisherTerm",
+    "EmpiricalFisher",
+    "WeightedGaussNewton",
+    "Diagonal",
+    "LowRankPlusDiagonal",
+    "UserHessian",
+    "Zero",
+    "Constant",
+    "as_hessian_approx",
+    "APPROXIMATIONS",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# dense linear algebra on numpy arrays and torch tensors
+# ---------------------------------------------------------------------------------------
+class _NumpyLA:
+    library = "numpy"
+
+    @staticmethod
+    def cholesky(M):
+        """Lower Cholesky factor, or None when ``M`` is not (numerically) positive definite."""
+        from scipy.linalg import LinAlgError, cho_factor
+
+        if not np.all(np.isfinite(M)):
+            return None
+        try:
+            return cho_factor(M, lower=True, overwrite_a=True, check_finite=False)
+        except (LinAlgError, ValueError):
+            return None
+
+    @staticmethod
+    def cho_solve(factor, b):
+        from scipy.linalg import cho_solve
+
+        return cho_solve(factor, b, check_finite=False)
+
+    @staticmethod
+    def add_diag(M, v):
+        """``M + diag(v)`` as a new array (``v`` scalar or vector)."""
+        out = np.array(M, copy=True, order="F")
+        idx = np.arange(out.shape[0])
+        out[idx, idx] += v
+        return out
+
+    @staticmethod
+    def outer(u, v):
+        return np.outer(u, v)
+
+    @staticmethod
+    def diagonal(M):
+        return np.diagonal(M)
+
+    @staticmethod
+    def asymmetry(M) -> float:
+        n = float(np.linalg.norm(M))
+        return float(np.linalg.norm(M - M.T)) / n if n > 0 else 0.0
+
+    @staticmethod
+    def isfinite(a) -> bool:
+        return bool(np.all(np.isfinite(a)))
+
+    @staticmethod
+    def eye(n, like):
+        return np.eye(n, dtype=like.dtype)
+
+    @staticmethod
+    def min(a) -> float:
+        return float(np.min(a)) if a.size else 0.0
+
+
+class _TorchLA:
+    library = "torch"
+
+    def __init__(self):
+        import torch
+
+        self.torch = torch
+
+    def cholesky(self, M):
+        t = self.torch
+        L, info = t.linalg.cholesky_ex(M)
+        if int(info) != 0 or not bool(t.isfinite(L).all()):
+            return None
+        return L
+
+    def cho_solve(self, L, b):
+        return self.torch.cholesky_solve(b.reshape(-1, 1), L).reshape(-1)
+
+    def add_diag(self, M, v):
+        out = M.clone()
+        out.diagonal().add_(v)
+        return out
+
+    def outer(self, u, v):
+        return self.torch.outer(u, v)
+
+    def diagonal(self, M):
+        return self.torch.diagonal(M)
+
+    def asymmetry(self, M) -> float:
+        t = self.torch
+        n = float(t.linalg.matrix_norm(M))
+        return float(t.linalg.matrix_norm(M - M.T)) / n if n > 0 else 0.0
+
+    def isfinite(self, a) -> bool:
+        return bool(self.torch.isfinite(a).all())
+
+    def eye(self, n, like):
+        return self.torch.eye(n, dtype=like.dtype, device=like.device)
+
+    def min(self, a) -> float:
+        return float(a.min()) if a.numel() else 0.0
+
+
+_LA_CACHE: dict[str, Any] = {}
+
+
+def linalg_for(library: str):
+    """The dense linear-algebra helper for ``"numpy"`` or ``"torch"``."""
+    if library not in _LA_CACHE:
+        _LA_CACHE[library] = _NumpyLA() if library == "numpy" else _TorchLA()
+    return _LA_CACHE[library]
+
+
+def _library_of(a) -> str:
+    return "torch" if is_torch(a) else "numpy"
+
+
+def _matvec(M, v):
+    return M @ v
+
+
+# ---------------------------------------------------------------------------------------
+# the metric B
+# ---------------------------------------------------------------------------------------
+class Metric:
+    """The fixed metric ``B`` (primal norm ``sqrt(<Bh,h>)``, dual ``sqrt(<g,B^{-1}g>)``).
+
+    Parameters
+    ----------
+    B : None, 1-D array or 2-D array
+        None: the identity. A 1-D array of positive numbers: ``Diag(B)``. A 2-D symmetric
+        positive definite matrix (factored once by Cholesky).
+    n : int
+        The dimension.
+    library : {"numpy", "torch"}
+
+    Raises
+    ------
+    ValueError
+        Wrong shape, non-finite entries, a non-positive diagonal, a non-symmetric or not
+        positive definite matrix.
+    TypeError
+        ``B`` from another array library than the problem.
+    """
+
+    def __init__(self, B: Any, n: int, library: str = "numpy"):
+        self.n = int(n)
+        self.library = library
+        self.la = linalg_for(library)
+        self.factor = None
+        if B is None:
+            self.kind = "identity"
+            self.B = None
+            return
+        if library == "torch" and not is_torch(B):
+            import torch
+
+            B = torch.as_tensor(np.asarray(B, dtype=float), dtype=torch.float64)
+        elif library == "numpy":
+            if is_torch(B):
+                raise TypeError("B is a torch tensor but the problem's data is numpy; convert B")
+            B = np.asarray(B, dtype=float)
+        if not self.la.isfinite(B):
+            raise ValueError("B contains NaN or inf entries")
+        if B.ndim == 1:
+            if tuple(B.shape) != (self.n,):
+                raise ValueError(f"B (a diagonal) must have length {self.n}, got shape {tuple(B.shape)}")
+            if self.la.min(B) <= 0:
+                raise ValueError("B (a diagonal) must have strictly positive entries")
+            self.kind = "diagonal"
+            self.B = B
+            return
+        if B.ndim != 2 or tuple(B.shape) != (self.n, self.n):
+            raise ValueError(f"B must be None, a length-{self.n} diagonal or a {self.n}x{self.n} "
+                             f"matrix, got shape {tuple(B.shape)}")
+        if self.la.asymmetry(B) > 1e-10:
+            raise ValueError("B must be symmetric positive definite; it is not symmetric")
+        fac = self.la.cholesky(B.copy() if library == "numpy" else B)
+        if fac is None:
+            raise ValueError("B must be symmetric positive definite; its Cholesky factorization failed")
+        self.kind = "dense"
+        self.B = B
+        self.factor = fac
+
+    def to_library(self, library: str, like=None) -> "Metric":
+        """The same metric on another array library (used by ``Minimize.to``)."""
+        if self.B is None:
+            return Metric(None, self.n, library)
+        B = self.B
+        if library == "torch":
+            import torch
+
+            B = torch.as_tensor(np.asarray(B) if not is_torch(B) else B,
+                                dtype=like.dtype if like is not None else torch.float64,
+                                device=like.device if like is not None else "cpu")
+        else:
+            B = B.detach().cpu().numpy() if is_torch(B) else np.asarray(B)
+        return Metric(B, self.n, library)
+
+    def matvec(self, h):
+        """``B h``."""
+        if self.kind == "identity":
+            return h
+        if self.kind == "diagonal":
+            return self.B * h
+        return self.B @ h
+
+    def inv(self, g):
+        """``B^{-1} g``."""
+        if self.kind == "identity":
+            return g
+        if self.kind == "diagonal":
+            return g / self.B
+        return self.la.cho_solve(self.factor, g)
+
+    def dual_norm(self, g):
+        """``||g||_* = sqrt(<g, B^{-1} g>)`` (a 0-d array / tensor)."""
+        if self.kind == "identity":
+            return (g * g).sum() ** 0.5
+        return (g * self.inv(g)).sum() ** 0.5
+
+    def norm(self, h):
+        """``||h|| = sqrt(<B h, h>)``."""
+        if self.kind == "identity":
+            return (h * h).sum() ** 0.5
+        return (h * self.matvec(h)).sum() ** 0.5
+
+    def shifted(self, H, lam):
+        """``H + lam B`` as a new dense matrix."""
+        if self.kind == "identity":
+            return self.la.add_diag(H, lam)
+        if self.kind == "diagonal":
+            return self.la.add_diag(H, lam * self.B)
+        out = H + lam * self.B
+        if self.library == "numpy":
+            out = np.asfortranarray(out)
+        return out
+
+    def diag_vector(self, like):
+        """B's diagonal as a vector (identity / diagonal metrics only)."""
+        if self.kind == "identity":
+            return None
+        return self.B
+
+
+# ---------------------------------------------------------------------------------------
+# models: H at one point, able to solve (H + lam B) d = r for several lam
+# ---------------------------------------------------------------------------------------
+class HessianModel:
+    """``H`` at one point, plus the solve of ``(H + lam B) d = r``.
+
+    Attributes
+    ----------
+    solve_method : str
+        ``"cholesky"``, ``"woodbury"``, ``"sherman-morrison"``, ``"diagonal"``, ``"cg"``
+        or ``"scaled-gradient"``.
+    psd : bool
+        Whether ``H`` is positive semi-definite by construction.
+    """
+
+    solve_method = "none"
+    psd = True
+
+    def __init__(self, metric: Metric, ctx=None):
+        self.metric = metric
+        self.ctx = ctx
+
+    def _count(self, name, n=1):
+        if self.ctx is not None:
+            self.ctx.count(name, n)
+
+    def solve(self, lam: float, r):  # pragma: no cover - abstract
+        """``(H + lam B)^{-1} r``, or None when ``H + lam B`` is not positive definite."""
+        raise NotImplementedError
+
+    def matvec(self, h):  # pragma: no cover - abstract
+        """``H h``."""
+        raise NotImplementedError
+
+    def quad(self, h):
+        """``<H h, h>``."""
+        return (self.matvec(h) * h).sum()
+
+
+class DenseModel(HessianModel):
+    """A dense symmetric ``H``: one Cholesky factorization of ``H + lam B`` per ``lam``."""
+
+    solve_method = "cholesky"
+
+    def __init__(self, H, metric, ctx=None, psd=True):
+        super().__init__(metric, ctx)
+        self.H = H
+        self.psd = psd
+        self.la = metric.la
+
+    def factor(self, lam):
+        self._count("factorizations")
+        return self.la.cholesky(self.metric.shifted(self.H, lam))
+
+    def solve(self, lam, r):
+        fac = self.factor(lam)
+        if fac is None:
+            return None
+        return self.la.cho_solve(fac, r)
+
+    def matvec(self, h):
+        return self.H @ h
+
+
+class DiagonalModel(HessianModel):
+    """``H = Diag(D)``, ``D >= 0``: element-wise solves (Cholesky for a dense metric)."""
+
+    solve_method = "diagonal"
+
+    def __init__(self, D, metric, ctx=None):
+        super().__init__(metric, ctx)
+        self.D = D
+        if metric.kind == "dense":
+            self.solve_method = "cholesky"
+
+    def solve(self, lam, r):
+        self._count("factorizations")
+        m = self.metric
+        if m.kind == "identity":
+            return r / (self.D + lam)
+        if m.kind == "diagonal":
+            return r / (self.D + lam * m.B)
+        fac = m.la.cholesky(m.la.add_diag(lam * m.B, self.D))
+        return None if fac is None else m.la.cho_solve(fac, r)
+
+    def matvec(self, h):
+        return self.D * h
+
+
+class LowRankModel(HessianModel):
+    """``H = V V^T + Diag(D)`` solved by the Woodbury identity (m x m Cholesky per ``lam``).
+
+    With ``D = 0`` the products ``B^{-1} V`` and ``C = V^T B^{-1} V`` are computed once and
+    each ``lam`` costs one m x m factorization plus O(d m) work:
+    ``(lam B + V V^T)^{-1} r = (B^{-1} r - B^{-1} V (lam I + C)^{-1} V^T B^{-1} r) / lam``.
+    A non-zero ``D`` needs a diagonal (or identity) metric.
+    """
+
+    def __init__(self, V, D, metric, ctx=None):
+        super().__init__(metric, ctx)
+        if D is not None and metric.kind == "dense":
+            raise ValueError("a low-rank-plus-diagonal H with a non-zero diagonal needs an "
+                             "identity or diagonal metric B (the Woodbury solve uses B's "
+                             "diagonal); pass D=None or use a diagonal B")
+        self.V = V
+        self.D = D
+        self.la = metric.la
+        self.m = int(V.shape[1])
+        self.solve_method = "sherman-morrison" if self.m == 1 else "woodbury"
+        if D is None:
+            self.BinvV = self._binv_cols(V)
+            self.C = V.T @ self.BinvV
+
+    def _binv_cols(self, V):
+        m = self.metric
+        if m.kind == "identity":
+            return V
+        if m.kind == "diagonal":
+            return V / m.B.reshape(-1, 1)
+        return _cho_solve_cols(m, V)
+
+    def solve(self, lam, r):
+        self._count("factorizations")
+        la = self.la
+        if self.D is None:
+            core = la.add_diag(self.C, lam)
+            fac = la.cholesky(core)
+            if fac is None:
+                return None
+            Binv_r = self.metric.inv(r)
+            return (Binv_r - self.BinvV @ la.cho_solve(fac, self.V.T @ Binv_r)) / lam
+        m = self.metric
+        dprime = self.D + (lam if m.kind == "identity" else lam * m.B)
+        if la.min(dprime) <= 0:
+            return None
+        DiV = self.V / dprime.reshape(-1, 1)
+        core = la.add_diag(self.V.T @ DiV, 1.0)
+        fac = la.cholesky(core)
+        if fac is None:
+            return None
+        Dr = r / dprime
+        return Dr - DiV @ la.cho_solve(fac, self.V.T @ Dr)
+
+    def matvec(self, h):
+        out = self.V @ (self.V.T @ h)
+        if self.D is not None:
+            out = out + self.D * h
+        return out
+
+
+def _cho_solve_cols(metric: Metric, V):
+    """``B^{-1} V`` column by column block (both libraries)."""
+    if metric.library == "torch":
+        return metric.la.torch.cholesky_solve(V, metric.factor)
+    return metric.la.cho_solve(metric.factor, V)
+
+
+class ZeroModel(HessianModel):
+    """``H = 0``: the step ``-B^{-1} g / lam`` (normalized gradient method)."""
+
+    solve_method = "scaled-gradient"
+
+    def solve(self, lam, r):
+        return self.metric.inv(r) / lam
+
+    def matvec(self, h):
+        return h * 0
+
+
+class OperatorModel(HessianModel):
+    """A matrix-free ``H`` (a matvec): ``(H + lam B) d = r`` by conjugate gradients.
+
+    CG runs through :class:`neurosolve.solvers.CG`; a breakdown (non-positive curvature,
+    which an indefinite exact Hessian can produce) counts as a failed solve.
+    """
+
+    solve_method = "cg"
+
+    def __init__(self, matvec, n, metric, ctx=None, psd=True, rtol=1e-10, maxiter=None,
+                 counter="hessp_calls"):
+        super().__init__(metric, ctx)
+        self._mv = matvec
+        self.n = n
+        self.psd = psd
+        self.rtol = rtol
+        self.maxiter = maxiter
+        self.counter = counter
+
+    def matvec(self, h):
+        self._count(self.counter)
+        return self._mv(h)
+
+    def solve(self, lam, r):
+        from neurosolve.core import solve as _solve
+        from neurosolve.operators import FunctionOperator
+        from neurosolve.problems.linear import LinearSystem
+        from neurosolve.solvers.cg import CG
+
+        self._count("factorizations")
+        metric = self.metric
+
+        def shifted(v):
+            return self.matvec(v) + lam * metric.matvec(v)
+
+        op = FunctionOperator(shifted, shape=(self.n, self.n), linear=True, spd=True,
+                              array_library=metric.library)
+        res = _solve(LinearSystem(op, r), CG(rtol=self.rtol, maxiter=self.maxiter or 10 * self.n,
+                                             breakdown_tol=0.0),
+                     backend="torch" if metric.library == "torch" else "numpy")
+        if res.status.name not in ("CONVERGED", "MAX_ITER"):
+            return None
+        return res.x
+
+
+# ---------------------------------------------------------------------------------------
+# approximations
+# ---------------------------------------------------------------------------------------
+class HessianApprox:
+    """Base class: ``evaluate(problem, x, oracles, ctx) -> HessianModel``.
+
+    Attributes
+    ----------
+    name : str
+    psd : bool
+        Positive semi-definite by construction (what the GNS theory needs).
+    """
+
+    name = "approx"
+    psd = True
+
+    def evaluate(self, problem, x, oracles, ctx=None) -> HessianModel:  # pragma: no cover
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+def _need(oracles: dict, key: str, who: str, hint: str):
+    fn = oracles.get(key)
+    if fn is None:
+        raise ValueError(f"{who} needs the {key!r} oracle, which this problem does not provide; "
+                         f"{hint}")
+    return fn
+
+
+def _check_dense(H, n, who, psd, la):
+    if tuple(H.shape) != (n, n):
+        raise ValueError(f"{who} returned a matrix of shape {tuple(H.shape)}; expected ({n}, {n})")
+    if not la.isfinite(H):
+        return H  # the factorization fails and the trial is rejected
+    if la.asymmetry(H) > 1e-8:
+        raise ValueError(f"{who} returned a non-symmetric matrix "
+                         f"(||H - H^T|| / ||H|| = {la.asymmetry(H):.2e}); a Hessian "
+                         "(approximation) must be symmetric")
+    if psd and la.min(la.diagonal(H)) < 0:
+        raise ValueError(f"{who} is declared positive semi-definite but its diagonal has a "
+                         f"negative entry ({la.min(la.diagonal(H)):.3e}); the GNS theory needs a "
+                         "PSD approximation (use Exact() for an indefinite exact Hessian)")
+    return H
+
+
+@dataclass(frozen=True)
+class Exact(HessianApprox):
+    """The exact Hessian: dense from ``hess`` (or autograd), else CG on ``hessp``.
+
+    Not assumed PSD: where ``H + lam B`` is not positive definite (indefinite Hessians of
+    non-convex problems) the solve fails and the GNS search rejects the trial, which
+    doubles ``lam``.
+
+    Parameters
+    ----------
+    matrix_free : bool
+        Use Hessian-vector products and CG even when a dense Hessian is available.
+    cg_rtol : float
+        Relative tolerance of the inner CG (matrix-free only).
+    """
+
+    matrix_free: bool = False
+    cg_rtol: float = 1e-10
+    name = "exact"
+    psd = False
+
+    def evaluate(self, problem, x, oracles, ctx=None):
+        metric = problem.metric
+        hess = oracles.get("hess")
+        if hess is not None and not self.matrix_free:
+            H = hess(x)
+            if ctx is not None:
+                ctx.count("nhev")
+            if not hasattr(H, "ndim") or H.ndim != 2:
+                raise TypeError(f"hess must return a dense 2-D matrix, got {type(H).__name__}")
+            return DenseModel(_check_dense(H, problem.n, "hess", False, metric.la), metric, ctx,
+                              psd=False)
+        hessp = _need(oracles, "hessp", "Exact()", "pass hess= or hessp= to Minimize (or "
+                      "use a torch function, whose Hessian comes from autograd)")
+        if ctx is not None:
+            ctx.count("nhev")
+        return OperatorModel(lambda v: hessp(x, v), problem.n, metric, ctx, psd=False,
+                             rtol=self.cg_rtol)
+
+
+@dataclass(frozen=True)
+class GaussNewton(HessianApprox):
+    """Gauss-Newton for ``f = (1/p) ||u(x)||^p`` (``p = 2``: least squares).
+
+    ``H = ||u||^{p-2} J^T J + (p-2) ||u||^{p-4} (J^T u)(J^T u)^T``: the exact Hessian
+    without the curvature of ``u`` (PSD). Needs the ``residual``, ``residual_jac`` (or
+    autograd) and ``power`` oracles. ``matrix_free=True`` solves by CG on J / J^T
+    products.
+    """
+
+    matrix_free: bool = False
+    cg_rtol: float = 1e-10
+    name = "gauss-newton"
+
+    def evaluate(self, problem, x, oracles, ctx=None):
+        hint = "build the problem with Minimize.composite(residual, jac, p, ...) or a gallery problem"
+        res = _need(oracles, "residual", "GaussNewton()", hint)
+        p = float(oracles.get("power", 2.0))
+        u = res(x)
+        nu = float((u * u).sum() ** 0.5)
+        if ctx is not None:
+            ctx.count("nhev")
+        metric = problem.metric
+        if self.matrix_free:
+            jvp = _need(oracles, "residual_jvp", "GaussNewton(matrix_free=True)", hint)
+            vjp = _need(oracles, "residual_vjp", "GaussNewton(matrix_free=True)", hint)
+            Jtu = vjp(x, u)
+            s1 = nu ** (p - 2) if p != 2 else 1.0
+            s2 = (p - 2) * nu ** (p - 4) if (p != 2 and nu > 0) else 0.0
+
+            def mv(v):
+                out = s1 * vjp(x, jvp(x, v))
+                if s2:
+                    out = out + s2 * Jtu * (Jtu * v).sum()
+                return out
+
+            return OperatorModel(mv, problem.n, metric, ctx, psd=True, rtol=self.cg_rtol,
+                                 counter="jac_products")
+        J = _need(oracles, "residual_jac", "GaussNewton()", hint)(x)
+        la = metric.la
+        if p == 2:
+            H = J.T @ J
+        elif nu == 0:
+            H = J.T @ J * 0.0
+        else:
+            Jtu = J.T @ u
+            H = nu ** (p - 2) * (J.T @ J) + (p - 2) * nu ** (p - 4) * la.outer(Jtu, Jtu)
+        return DenseModel(H, metric, ctx, psd=True)
+
+
+@dataclass(frozen=True)
+class FisherTerm(HessianApprox):
+    """The rank-one "Fisher term" of ``f = (1/p)||u||^p``: ``(p-2)||u||^{p-4} (J^T u)(J^T u)^T``.
+
+    Solved by Sherman-Morrison with ``B^{-1}`` factored once: O(d^2) per solve with a dense
+    metric, O(d) with a diagonal one. For linear ``u = A x - b`` the dropped part
+    ``||u||^{p-2} A^T A`` is a multiple of the metric ``B = A^T A``.
+    """
+
+    name = "fisher-term"
+
+    def evaluate(self, problem, x, oracles, ctx=None):
+        hint = "build the problem with Minimize.composite(residual, jac, p, ...) or a gallery problem"
+        res = _need(oracles, "residual", "FisherTerm()", hint)
+        p = float(oracles.get("power", 2.0))
+        u = res(x)
+        nu = float((u * u).sum() ** 0.5)
+        g = oracles["grad"](x)  # = ||u||^{p-2} J^T u
+        if ctx is not None:
+            ctx.count("nhev")
+            ctx.count("ngev")
+        # (p-2)||u||^{p-4} (J^T u)(J^T u)^T = (p-2) ||u||^{-p} g g^T
+        if p == 2 or nu == 0:
+            V = g.reshape(-1, 1) * 0.0
+        else:
+            V = ((p - 2) * nu ** (-p)) ** 0.5 * g.reshape(-1, 1)
+        return LowRankModel(V, None, problem.metric, ctx)
+
+
+@dataclass(frozen=True)
+class EmpiricalFisher(HessianApprox):
+    """Empirical Fisher ``G^T G / m (+ reg I)``, with ``G`` the m x d per-sample gradients.
+
+    For ``f = (1/m) sum_i l_i(x) + (reg/2) ||x||^2`` give the problem a ``sample_grads``
+    oracle returning the rows ``grad l_i(x)`` (or, for torch, ``sample_losses``; the rows
+    then come from autograd) and ``fisher_reg = reg``. Dense Cholesky when ``m >= d``,
+    Woodbury (O(d m^2 + m^3) per solve, no d x d matrix) when ``m < d`` or
+    ``woodbury=True``.
+    """
+
+    woodbury: bool | None = None
+    name = "fisher"
+
+    def evaluate(self, problem, x, oracles, ctx=None):
+        G = _need(oracles, "sample_grads", "EmpiricalFisher()",
+                  "pass sample_grads= (numpy) or sample_losses= (torch) to Minimize")(x)
+        if ctx is not None:
+            ctx.count("nhev")
+        m, d = int(G.shape[0]), int(G.shape[1])
+        if d != problem.n:
+            raise ValueError(f"sample_grads returned shape {tuple(G.shape)}; expected (m, {problem.n})")
+        reg = float(oracles.get("fisher_reg", 0.0) or 0.0)
+        metric = problem.metric
+        use_wb = self.woodbury if self.woodbury is not None else m < d
+        if use_wb:
+            V = G.T / m ** 0.5
+            if reg:
+                D = (V[:, 0] * 0) + reg
+                return LowRankModel(V, D, metric, ctx)
+            return LowRankModel(V, None, metric, ctx)
+        H = G.T @ G / m
+        if reg:
+            H = metric.la.add_diag(H, reg)
+        return DenseModel(H, metric, ctx, psd=True)
+
+
+@dataclass(frozen=True)
+class WeightedGaussNewton(HessianApprox):
+    """The problem's weighted Gauss-Newton matrix (oracle ``weighted_gn``).
+
+    For log-sum-exp ``f = mu log sum exp((Ax - b)/mu)`` it is ``A^T Diag(pi) A / mu``, the
+    Hessian without the rank-one term ``-(A^T pi)(A^T pi)^T / mu``, so ``H >= grad^2 f``.
+    """
+
+    name = "weighted-gauss-newton"
+
+    def evaluate(self, problem, x, oracles, ctx=None):
+        fn = _need(oracles, "weighted_gn", "WeightedGaussNewton()",
+                   "use smooth_gallery.logsumexp(...) or pass it in structure=")
+        H = fn(x)
+        if ctx is not None:
+            ctx.count("nhev")
+        return DenseModel(_check_dense(H, problem.n, "weighted_gn", True, problem.metric.la),
+                          problem.metric, ctx, psd=True)
+
+
+@dataclass(frozen=True)
+class Diagonal(HessianApprox):
+    """A diagonal approximation: the Hessian's diagonal, or Hutchinson's estimate.
+
+    Parameters
+    ----------
+    source : {"exact", "hutchinson"}
+        ``exact``: the ``hess_diag`` oracle (or the diagonal of ``hess``).
+        ``hutchinson``: ``mean_j z_j * (H z_j)`` over Rademacher probes ``z_j`` from
+        Hessian-vector products.
+    probes : int
+        Hutchinson probes.
+    seed : int
+        Seed of the probes (a fixed stream per solve, so runs are reproducible).
+    floor : float
+        Entries are clipped to ``>= floor`` so the approximation stays PSD.
+    """
+
+    source: str = "exact"
+    probes: int = 10
+    seed: int = 0
+    floor: float = 0.0
+    name = "diagonal"
+
+    def __post_init__(self):
+        if self.source not in ("exact", "hutchinson"):
+            raise ValueError(f"source must be 'exact' or 'hutchinson', got {self.source!r}")
+
+    def evaluate(self, problem, x, oracles, ctx=None):
+        la = problem.metric.la
+        if self.source == "exact":
+            fn = oracles.get("hess_diag")
+            if fn is not None:
+                D = fn(x)
+            else:
+                D = la.diagonal(_need(oracles, "hess", "Diagonal()", "pass hess= to Minimize")(x))
+            if ctx is not None:
+                ctx.count("nhev")
+        else:
+            hessp = _need(oracles, "hessp", "Diagonal('hutchinson')", "pass hessp= to Minimize")
+            rng = np.random.default_rng(self.seed)
+            D = None
+            for _ in range(self.probes):
+                z = rng.choice([-1.0, 1.0], size=problem.n)
+                if la.library == "torch":
+                    z = la.torch.as_tensor(z, dtype=x.dtype, device=x.device)
+                est = z * hessp(x, z)
+                D = est if D is None else D + est
+                if ctx is not None:
+                    ctx.count("hessp_calls")
+            D = D / self.probes
+        if la.library == "torch":
+            D = D.clamp(min=self.floor)
+        else:
+            D = np.maximum(D, self.floor)
+        return DiagonalModel(D, problem.metric, ctx)
+
+
+@dataclass(frozen=True)
+class LowRankPlusDiagonal(HessianApprox):
+    """``H = V V^T + Diag(D)`` from a callable ``factor(x) -> (V, D)`` (D may be None).
+
+    Solved by Woodbury; ``D`` must be non-negative.
+    """
+
+    factor: Callable
+    name = "low-rank-plus-diagonal"
+
+    def evaluate(self, problem, x, oracles, ctx=None):
+        V, D = self.factor(x)
+        if ctx is not None:
+            ctx.count("nhev")
+        return _lowrank_model(V, D, problem, ctx, "factor")
+
+
+def _lowrank_model(V, D, problem, ctx, who):
+    la = problem.metric.la
+    if V.ndim == 1:
+        V = V.reshape(-1, 1)
+    if V.ndim != 2 or int(V.shape[0]) != problem.n:
+        raise ValueError(f"{who} returned V of shape {tuple(V.shape)}; expected ({problem.n}, m)")
+    if D is not None:
+        if tuple(D.shape) != (problem.n,):
+            raise ValueError(f"{who} returned D of shape {tuple(D.shape)}; expected ({problem.n},)")
+        if la.min(D) < 0:
+            raise ValueError(f"{who} returned a diagonal D with a negative entry "
+                             f"({la.min(D):.3e}); V V^T + Diag(D) must be PSD")
+    return LowRankModel(V, D, problem.metric, ctx)
+
+
+@dataclass(frozen=True)
+class UserHessian(HessianApprox):
+    """Any user approximation ``fn(x)``, declared PSD unless ``psd=False``.
+
+    ``fn(x)`` may return a dense (d, d) matrix (Cholesky), a (d,) diagonal (element-wise), a
+    tuple ``(V, D)`` meaning ``V V^T + Diag(D)`` (Woodbury), or a callable ``v -> H v``
+    (CG). Cheap PSD checks raise ``ValueError``: symmetry and a non-negative diagonal for
+    matrices, non-negative entries for diagonals.
+    """
+
+    fn: Callable
+    psd: bool = True
+    cg_rtol: float = 1e-10
+    name = "user"
+
+    def evaluate(self, problem, x, oracles, ctx=None):
+        out = self.fn(x)
+        if ctx is not None:
+            ctx.count("nhev")
+        metric = problem.metric
+        la = metric.la
+        if isinstance(out, tuple):
+            V, D = out
+            return _lowrank_model(V, D, problem, ctx, "the Hessian approximation")
+        if callable(out) and not hasattr(out, "shape"):
+            return OperatorModel(out, problem.n, metric, ctx, psd=self.psd, rtol=self.cg_rtol)
+        if out.ndim == 1:
+            if tuple(out.shape) != (problem.n,):
+                raise ValueError(f"the Hessian approximation returned a diagonal of shape "
+                                 f"{tuple(out.shape)}; expected ({problem.n},)")
+            if self.psd and la.min(out) < 0:
+                raise ValueError(f"the Hessian approximation is declared PSD but its diagonal has "
+                                 f"a negative entry ({la.min(out):.3e})")
+            return DiagonalModel(out, metric, ctx)
+        H = _check_dense(out, problem.n, "the Hessian approximation", self.psd, la)
+        return DenseModel(H, metric, ctx, psd=self.psd)
+
+
+@dataclass(frozen=True)
+class Zero(HessianApprox):
+    """``H = 0``: GNS becomes the normalized gradient method, step ``gamma B^{-1}g/||g||_*``."""
+
+    name = "zero"
+
+    def evaluate(self, problem, x, oracles, ctx=None):
+        return ZeroModel(problem.metric, ctx)
+
+
+class Constant(HessianApprox):
+    """A fixed PSD matrix ``P`` (dense), e.g. ``A^T A / (4 m) + mu I`` for logistic regression."""
+
+    name = "constant"
+
+    def __init__(self, P: Any):
+        self.P = P
+
+    def evaluate(self, problem, x, oracles, ctx=None):
+        la = problem.metric.la
+        P = self.P
+        if la.library == "torch" and not is_torch(P):
+            P = la.torch.as_tensor(np.asarray(P), dtype=x.dtype, device=x.device)
+        return DenseModel(_check_dense(P, problem.n, "Constant(P)", True, la), problem.metric,
+                          ctx, psd=True)
+
+
+#: names accepted by ``GNSNewton(hessian=...)`` and ``minimize(hess=...)``
+APPROXIMATIONS: dict[str, Callable[[], HessianApprox]] = {
+    "exact": Exact,
+    "hessp": lambda: Exact(matrix_free=True),
+    "gauss-newton": GaussNewton,
+    "gn": GaussNewton,
+    "fisher-term": FisherTerm,
+    "fisher": EmpiricalFisher,
+    "weighted-gauss-newton": WeightedGaussNewton,
+    "diag": Diagonal,
+    "diagonal": Diagonal,
+    "hutchinson": lambda: Diagonal(source="hutchinson"),
+    "zero": Zero,
+    "none": Zero,
+}
+
+
+def as_hessian_approx(h: Any) -> HessianApprox:
+    """Turn a name, an approximation object or a callable into a :class:`HessianApprox`."""
+    if isinstance(h, HessianApprox):
+        return h
+    if isinstance(h, str):
+        key = h.lower().replace("_", "-")
+        if key not in APPROXIMATIONS:
+            raise ValueError(f"unknown Hessian approximation {h!r}; choose from "
+                             f"{', '.join(sorted(APPROXIMATIONS))}, or pass a HessianApprox "
+                             "object or a callable")
+        return APPROXIMATIONS[key]()
+    if h is None:
+        return Zero()
+    if callable(h):
+        return UserHessian(h)
+    raise TypeError(f"hessian must be a name, a HessianApprox or a callable, got {type(h).__name__}")
