@@ -1,0 +1,161 @@
+"""``neurosolve train dcdm``: train a DCDM network from the command line.
+
+Examples
+--------
+Train the paper's network on the empty 32^3 box (DCT-sampled right-hand sides) and ship it
+under a name::
+
+    neurosolve train dcdm --dim 3 --grid 32 --variant 64 --data box --steps 500 \\
+        --out runs/dcdm3d --name my_dcdm3d_32
+
+Interrupt it and run the same command with ``--resume`` to continue from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shlex
+import sys
+import time
+
+__all__ = ["add_parser", "main", "build_parser"]
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dim", type=int, choices=(2, 3), default=3, help="spatial dimension")
+    p.add_argument("--grid", type=int, default=32, help="cells per side of the training grid")
+    p.add_argument("--variant", choices=("64", "128", "unet"), default="64",
+                   help="network: the paper's '64'/'128' or the deeper 'unet'")
+    p.add_argument("--levels", type=int, default=4, help="pooling levels of the unet variant")
+    p.add_argument("--channels", type=int, default=16, help="feature channels")
+    p.add_argument("--data", choices=("box", "mixture", "ritz-box"), default="box",
+                   help="box: empty Neumann box, DCT modes on the fly (paper recipe); "
+                        "ritz-box: same matrix, Lanczos Ritz vectors; mixture: Ritz vectors of "
+                        "random gallery geometries plus the box")
+    p.add_argument("--n-geometries", type=int, default=8, help="geometries of --data mixture")
+    p.add_argument("--ritz-m", type=int, default=400, help="Lanczos steps per matrix")
+    p.add_argument("--low-fraction", type=float, default=0.55,
+                   help="fraction of the spectrum amplified (paper: 0.55)")
+    p.add_argument("--factor", type=float, default=9.0, help="low-mode amplitude (paper: 9)")
+    p.add_argument("--steps", type=int, default=500, help="optimizer steps")
+    p.add_argument("--batch", type=int, default=8, help="batch size")
+    p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
+    p.add_argument("--lr-final", type=float, default=1e-4, help="final learning rate (cosine)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this many minutes (checkpointed; continue with --resume)")
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("dcdm-train"),
+                   help="folder for checkpoint.pt, loss.png and summary.json")
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--name", default=None,
+                   help="also export the weights as NAME.pt + NAME.json (a pretrained model)")
+    p.add_argument("--weights-dir", type=pathlib.Path, default=None,
+                   help="where --name writes (default: the package's neural/weights folder)")
+    p.add_argument("--evaluate", action="store_true",
+                   help="measure DCDM vs CG iterations on unseen geometries for the manifest")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="neurosolve train dcdm",
+                                description="Train a DCDM network (Kaneda et al. 2023).")
+    _add_arguments(p)
+    return p
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``dcdm`` under the ``neurosolve train`` subcommand."""
+    p = subparsers.add_parser("dcdm", help="train a DCDM network (deep conjugate directions)",
+                              description="Train a DCDM network (Kaneda et al. 2023) with the "
+                                          "scale-invariant one-step loss.")
+    _add_arguments(p)
+    p.set_defaults(func=main)
+    return p
+
+
+def _command_line(args) -> str:
+    parts = ["neurosolve", "train", "dcdm"]
+    for key in ("dim", "grid", "variant", "levels", "channels", "data", "n_geometries", "ritz_m",
+                "low_fraction", "factor", "steps", "batch", "lr", "lr_final", "seed"):
+        parts += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    if args.name:
+        parts += ["--name", args.name]
+    return shlex.join(parts)
+
+
+def main(args) -> int:
+    """Run the training described by parsed ``args``; returns an exit code."""
+    import torch
+
+    from neurosolve.neural.dcdm_train import TrainConfig, reference_losses, train, build_data
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(dim=args.dim, grid=args.grid, variant=args.variant, levels=args.levels,
+                      channels=args.channels, data=args.data, n_geometries=args.n_geometries,
+                      ritz_m=args.ritz_m, low_fraction=args.low_fraction, factor=args.factor,
+                      steps=args.steps, batch=args.batch, lr=args.lr, lr_final=args.lr_final,
+                      seed=args.seed, max_minutes=args.max_minutes)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = build_data(cfg, progress=not args.no_progress)
+    t_data = time.perf_counter() - t0
+    res = train(cfg, checkpoint=out / "checkpoint.pt", checkpoint_every=args.checkpoint_every,
+                resume=args.resume, device=args.device, progress=not args.no_progress,
+                loss_png=out / "loss.png", data=data)
+    refs = reference_losses(*data, net=res.model.cpu())
+    summary = {
+        "config": cfg.__dict__,
+        "steps_done": res.steps_done,
+        "stopped_early": res.stopped_early,
+        "final_loss": res.final_loss,
+        "heldout_loss": refs,
+        "train_seconds": round(res.wall_time, 1),
+        "data_seconds": round(t_data, 1),
+        "device": str(next(res.model.parameters()).device),
+        "command": _command_line(args),
+    }
+    if args.evaluate:
+        from neurosolve.neural.dcdm_train import evaluate_model
+
+        summary["measured"] = evaluate_model(res.model, dim=cfg.dim)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({k: summary[k] for k in ("steps_done", "final_loss", "heldout_loss",
+                                               "train_seconds")}, indent=None))
+    if res.stopped_early:
+        print(f"stopped after {res.steps_done}/{cfg.steps} steps (--max-minutes); "
+              "rerun with --resume to continue", file=sys.stderr)
+    if args.name and not res.stopped_early:
+        from neurosolve.neural.pretrained import save_pretrained
+
+        info = {
+            "name": args.name,
+            "description": f"DCDM network, {cfg.dim}D, trained at {cfg.grid}^{cfg.dim} on "
+                           f"'{cfg.data}' data",
+            "grid": [cfg.grid] * cfg.dim,
+            "data": {"kind": cfg.data, "low_fraction": cfg.low_fraction, "factor": cfg.factor,
+                     "ritz_m": cfg.ritz_m if cfg.data != "box" else None,
+                     "n_geometries": cfg.n_geometries if cfg.data == "mixture" else None},
+            "training": {"steps": res.steps_done, "batch": cfg.batch, "lr": cfg.lr,
+                         "lr_final": cfg.lr_final, "optimizer": "Adam, cosine decay",
+                         "seed": cfg.seed, "seconds": round(res.wall_time, 1),
+                         "device": summary["device"], "torch": torch.__version__},
+            "final_loss": res.final_loss,
+            "heldout_loss": refs,
+            "command": summary["command"],
+        }
+        if "measured" in summary:
+            info["measured_iterations"] = summary["measured"]
+        path = save_pretrained(res.model, args.name, info, directory=args.weights_dir)
+        print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(build_parser().parse_args()))

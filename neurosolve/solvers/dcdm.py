@@ -1,0 +1,238 @@
+"""DCDM: conjugate directions proposed by a convolutional network (Kaneda et al. 2023)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from neurosolve.core import State, Status
+from neurosolve.operators import LinearOperator, aslinearoperator
+from neurosolve.solvers.cg import CG
+
+__all__ = ["DCDM", "default_model_name"]
+
+#: Shipped model used by ``DCDM(model="auto")`` for each grid dimension.
+DEFAULT_MODELS = {2: "dcdm2d", 3: "dcdm3d"}
+
+
+def default_model_name(dim: int) -> str:
+    """Name of the shipped network ``DCDM(model="auto")`` uses for a ``dim``-D grid."""
+    if dim not in DEFAULT_MODELS:
+        raise ValueError(f"DCDM networks exist for 2-D and 3-D grids, not {dim}-D")
+    return DEFAULT_MODELS[dim]
+
+
+@functools.lru_cache(maxsize=8)
+def _pretrained(name: str, device: str):
+    from neurosolve.neural.pretrained import load_pretrained
+
+    return load_pretrained(name, device=device)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DCDM(CG):
+    """Deep conjugate-direction method: CG whose search directions come from a network.
+
+    Each iteration feeds the unit-norm residual to the network ``f`` (a float32 torch
+    module; the loop runs in float64), A-orthogonalizes ``f(r / ||r||)`` against the last
+    ``truncate`` directions and takes an exact A-norm line search (see
+    :class:`~neurosolve.solvers.CG`, whose flexible loop this configures). With an
+    identity model it is CG, with a linear SPD model it is PCG, with ``c A^{-1}`` it
+    converges in one step.
+
+    Parameters
+    ----------
+    model : "auto", str, torch.nn.Module, TorchPreconditioner or callable
+        ``"auto"``: the shipped network for the grid's dimension (``dcdm2d`` / ``dcdm3d``);
+        a name from :func:`neurosolve.neural.available_pretrained`; any torch module mapping
+        ``(1, 1, *grid)`` to the same shape (wrapped in
+        :class:`~neurosolve.neural.TorchPreconditioner`); or a callable / operator on flat
+        vectors (e.g. a classical preconditioner, for comparison).
+    grid : tuple of int or CellGrid, optional
+        Grid layout of the unknowns. Default: ``problem.grid`` of a gallery
+        :class:`~neurosolve.problems.poisson.PoissonSystem`. For your own matrix, pass the
+        full cell grid (``prod(grid) == n``, C order; rows of non-fluid cells empty, as in
+        the paper); the network's output is zeroed where the diagonal is zero.
+    rtol, atol : float
+        Stopping rule ``||r_k|| < max(rtol * ||r_0||, atol)`` with ``r_k = b - A x_k`` the
+        true residual (recomputed every ``recompute_every`` steps; 1 = every step, as in
+        the reference code). ``rtol_reference="b"`` measures against ``||b||`` instead.
+    truncate : int
+        Directions kept for A-orthogonalization (2 in the paper).
+    guard : float
+        Stall guard: when the network's direction reduces the A-norm error by less than
+        ``guard`` times the (orthogonalized) residual direction would, the step minimizes
+        over both (one more SpMV; counted as ``guard_steps``). 0 turns it off (the paper).
+    on_nonfinite : {"fallback", "error"}
+        A network output with NaN/inf is replaced by the residual (a CG step, counted as
+        ``fallbacks``; the result's message says how often), or ends the solve with
+        ``Status.NONFINITE``.
+    device, dtype :
+        Where and in which precision the network runs (default: its parameters' device,
+        float32).
+    maxiter : int, optional
+        Default ``min(10 n, 1000)``.
+
+    Notes
+    -----
+    Counters in ``Result.stats``: ``matvecs``, ``network_evaluations``, ``fallbacks``,
+    ``guard_steps``. Iteration cost: one network evaluation, one to three SpMVs, ``truncate
+    + 2`` dot products. On a CPU a network evaluation costs far more than an SpMV, so
+    compare iteration *and* SpMV *and* network counts, and wall time only on a GPU.
+
+    The network sees the geometry only through the residual's zeros in non-fluid cells and
+    through ``A`` in the orthogonalization and line search: one model per grid family,
+    reusable across right-hand sides, frames and grid sizes.
+
+    References
+    ----------
+    .. [1] A. Kaneda, O. Akar, J. Chen, V. Kala, D. Hyde, J. Teran, "A Deep Conjugate
+       Direction Method for Iteratively Solving Linear Systems", ICML 2023,
+       arXiv:2205.10763.
+    .. [2] Y. Notay, "Flexible conjugate gradients", SIAM J. Sci. Comput. 22(4), 2000.
+
+    Examples
+    --------
+    >>> import neurosolve as ns
+    >>> from neurosolve.problems import poisson
+    >>> grid = poisson.sphere((32, 32, 32))
+    >>> prob = grid.system(poisson.rhs_blobs(grid, seed=0))
+    >>> res = ns.solve(prob, ns.solvers.DCDM(rtol=1e-6))
+    >>> res.success
+    True
+    """
+
+    model: Any = "auto"
+    grid: Any = None
+    flexible: bool | None = True
+    rtol: float = 1e-4
+    rtol_reference: str = "r0"
+    truncate: int | None = 2
+    recompute_every: int = 1
+    guard: float = 1.0
+    on_nonfinite: str = "fallback"
+    device: Any = None
+    dtype: Any = None
+
+    metrics: ClassVar[tuple[str, ...]] = ("relative_residual", "residual_norm")
+    backends: ClassVar[tuple[str, ...]] = ("numpy", "numba", "torch")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.M is not None:
+            raise ValueError("DCDM takes its direction generator as model=..., not M=")
+        if self.flexible is False:
+            raise ValueError("DCDM is the flexible conjugate-direction method; flexible=False "
+                             "is CG(M=...)")
+        if self.on_nonfinite not in ("fallback", "error"):
+            raise ValueError(f"on_nonfinite must be 'fallback' or 'error', got {self.on_nonfinite!r}")
+        if not isinstance(self.guard, (int, float)) or not np.isfinite(self.guard) or self.guard < 0:
+            raise ValueError(f"guard must be a finite non-negative number, got {self.guard!r}")
+        if self.model is None:
+            raise ValueError("model is required: 'auto', a pretrained name, a torch module or "
+                             "a callable")
+
+    def max_iterations(self, problem):
+        return self.maxiter if self.maxiter is not None else min(10 * problem.n, 1000)
+
+    # -- network adapter -------------------------------------------------------------------
+    def _grid(self, problem):
+        grid = self.grid if self.grid is not None else getattr(problem, "grid", None)
+        return grid
+
+    def preconditioner(self, problem) -> LinearOperator:
+        """The operator ``r -> direction`` this solver uses on ``problem``."""
+        import torch  # noqa: F401  (the adapter needs it)
+
+        from neurosolve.neural.adapter import TorchPreconditioner, _grid_and_mask
+
+        model = self.model
+        grid = self._grid(problem)
+        needs_grid = isinstance(model, str) or isinstance(model, torch.nn.Module) or \
+            isinstance(model, TorchPreconditioner)
+        if grid is None and needs_grid:
+            raise ValueError(
+                "DCDM needs the grid layout of the unknowns: solve a gallery PoissonSystem "
+                "(neurosolve.problems.poisson) or pass DCDM(grid=(nx, ny[, nz]))")
+        shape = mask = None
+        if grid is not None:
+            shape, mask = _grid_and_mask(grid)
+            n_grid = int(np.prod(shape))
+            if n_grid != problem.n:
+                raise ValueError(
+                    f"the right-hand side has {problem.n} entries but the grid {shape} has "
+                    f"{n_grid} cells; they must match (one unknown per cell, C order)")
+            if mask is None:
+                try:
+                    mask = (np.asarray(_to_numpy(problem.A.diagonal())) != 0).reshape(shape)
+                except NotImplementedError:
+                    mask = None
+        device = self.device
+        if isinstance(model, str):
+            name = default_model_name(len(shape)) if model == "auto" else model
+            model = _pretrained(name, str(device or "cpu"))
+        if isinstance(model, TorchPreconditioner):
+            if shape is not None and model.grid != shape:
+                raise ValueError(f"the TorchPreconditioner is for grid {model.grid}, the problem's "
+                                 f"grid is {shape}")
+            return model
+        if isinstance(model, torch.nn.Module):
+            kw = {"dtype": self.dtype} if self.dtype is not None else {}
+            return TorchPreconditioner(model, grid=shape, normalize=self.normalize, mask=mask,
+                                       device=device, **kw)
+        return aslinearoperator(model)
+
+    def _preconditioner(self, problem, ctx):
+        Mop = self.preconditioner(problem)
+        if Mop.shape is not None and tuple(Mop.shape) != (problem.n, problem.n):
+            raise ValueError(f"the model acts on vectors of length {Mop.shape[1]}; the system "
+                             f"has {problem.n} unknowns")
+        return Mop, Mop.kernel(ctx.backend)
+
+    # -- protocol ------------------------------------------------------------------------
+    def init(self, problem, x0, ctx) -> State:
+        state = super().init(problem, x0, ctx)
+        state.network_nonfinite = 0
+        state.first_nonfinite = None
+        inner = state.Mmv
+        xp = ctx.xp
+
+        def direction(r):
+            q = inner(r)
+            if not xp.isfinite(q):
+                state.network_nonfinite += 1
+                if state.first_nonfinite is None:
+                    state.first_nonfinite = state.k
+            return q
+
+        state.Mmv = direction
+        return state
+
+    def step(self, problem, state, ctx) -> State:
+        before = ctx.counters.get("preconditioner_calls", 0)
+        state = super().step(problem, state, ctx)
+        ctx.count("network_evaluations", ctx.counters.get("preconditioner_calls", 0) - before)
+        return state
+
+    def check(self, problem, state, ctx):
+        bad = getattr(state, "network_nonfinite", 0)
+        if bad and self.on_nonfinite == "error":
+            return Status.NONFINITE, (
+                f"the network returned NaN/inf at iteration {state.first_nonfinite}; check "
+                "the model on a unit-norm residual (or use on_nonfinite='fallback')")
+        status = super().check(problem, state, ctx)
+        if bad and status is not None:
+            st = status[0] if isinstance(status, tuple) else status
+            msg = status[1] if isinstance(status, tuple) else st.message
+            return st, (f"{msg} Note: the network returned NaN/inf in {bad} of {state.k} "
+                        "iterations; those steps fell back to the residual direction (CG).")
+        return status
+
+
+def _to_numpy(v):
+    if hasattr(v, "detach"):
+        return v.detach().cpu().numpy()
+    return np.asarray(v)
