@@ -183,3 +183,57 @@ def lvhba_kron_step(Fr, Fc, Fv, cF, fr, fc, fv, cf, s, nx,
         if abs(lam_out[r]) > lm:
             lm = abs(lam_out[r])
     metrics[10] = lm
+
+
+@njit(cache=True)
+def nnls_gram(K, r, tol, maxiter):
+    """``argmin_{mu >= 0} 1/2 mu^T K mu - r^T mu`` for a small SPD ``K`` (Lawson-Hanson).
+
+    The dual of projecting onto ``{u : A u <= b}`` (``K = A A^T``, ``r = A w - b``;
+    the projection is ``w - A^T mu``). Exact up to rounding after finitely many
+    active-set changes. Reference: ``scipy.optimize.nnls`` on the Cholesky factor.
+    """
+    k = K.shape[0]
+    mu = np.zeros(k)
+    active = np.zeros(k, dtype=np.bool_)
+    for _ in range(maxiter):
+        grad = r - K @ mu  # negative gradient
+        j = -1
+        best = tol
+        for i in range(k):
+            if not active[i] and grad[i] > best:
+                best = grad[i]
+                j = i
+        if j < 0:
+            break
+        active[j] = True
+        while True:
+            idx = np.nonzero(active)[0]
+            Kp = np.empty((idx.shape[0], idx.shape[0]))
+            rp = np.empty(idx.shape[0])
+            for a in range(idx.shape[0]):
+                rp[a] = r[idx[a]]
+                for b in range(idx.shape[0]):
+                    Kp[a, b] = K[idx[a], idx[b]]
+            s = np.linalg.solve(Kp, rp)
+            if np.all(s > 0):
+                mu[:] = 0.0
+                for a in range(idx.shape[0]):
+                    mu[idx[a]] = s[a]
+                break
+            step = 1.0
+            for a in range(idx.shape[0]):
+                if s[a] <= 0:
+                    m = mu[idx[a]]
+                    t = m / (m - s[a]) if m - s[a] != 0 else 0.0
+                    if t < step:
+                        step = t
+            for a in range(idx.shape[0]):
+                i = idx[a]
+                mu[i] = mu[i] + step * (s[a] - mu[i])
+                if mu[i] <= 1e-300:
+                    mu[i] = 0.0
+                    active[i] = False
+            if not np.any(active):
+                break
+    return mu

@@ -825,8 +825,9 @@ class Bilevel:
         ll_value : v(x), the optimal lower-level value (exact QP / supplied / SLSQP)
         ll_gap : f(x, y) - v(x) (>= 0 for feasible y; NaN without a lower-level solver)
         constraint_violation : max(max(g, 0), |h|) at (x, y)
-        set_distance : distance from (x, y) to C
+        set_violation : violation of C's description at (x, y) (max constraint residual)
         vgamma_gap : f(x, y) - v_gamma(x, y, z) (when ``sol`` carries z and gamma)
+        vgamma_residual : accuracy of the inner solve behind vgamma_gap and stationarity
         stationarity : projected-gradient residual of the penalized reformulation
             F/c + f - v_gamma over C x Z at (x, y, z) (when ``sol`` carries z, gamma, c)
         """
@@ -848,12 +849,13 @@ class Bilevel:
             out["constraint_violation"] = float(max(np.max(gpart, initial=0.0),
                                                     np.max(np.abs(hpart), initial=0.0)))
         w = np.concatenate((_numpy(x), _numpy(y)))
-        out["set_distance"] = float(self.C.distance(w)) if not isinstance(self.C, _sets.Reals) else 0.0
+        out["set_violation"] = float(self.C.violation(w))
         if isinstance(sol, BilevelSolution) and sol.z is not None and sol.gamma1 is not None:
             from neurosolve.solvers.value_function import penalized_stationarity
 
             st = penalized_stationarity(self, sol)
             out["vgamma_gap"] = st["vgamma_gap"]
+            out["vgamma_residual"] = st["vgamma_residual"]
             if st.get("stationarity") is not None:
                 out["stationarity"] = st["stationarity"]
         return out

@@ -436,7 +436,9 @@ class Polyhedron(ConvexSet):
     The projection ``argmin ||u - w||^2 / 2`` over the polyhedron is a QP, solved with
     Clarabel [2]_ (interior point, tolerance ``tol``); the solver is set up once and only
     its linear term changes between calls. Descriptions that reduce to one
-    :class:`HalfSpace`, an :class:`Affine` set or a :class:`Box` use the closed forms.
+    :class:`HalfSpace`, an :class:`Affine` set or a :class:`Box` use the closed forms; up to
+    64 inequality rows (bounds included) of full row rank and no equalities use the exact
+    dual, a non-negative least-squares problem (Lawson-Hanson, a numba kernel).
 
     Parameters
     ----------
@@ -545,9 +547,47 @@ class Polyhedron(ConvexSet):
         self._clarabel_args = (P, A, b, cones, settings)
         self._solver = clarabel.DefaultSolver(P, np.zeros(self.dim), A, b, cones, settings)
 
+    def _dual_nnls_setup(self):
+        """For a few inequality rows of full row rank: the projection's dual is an NNLS."""
+        self._nnls = False
+        if self.A_eq is not None or self.A_ub is None:
+            return
+        rows = [self.A_ub.toarray()]
+        rhs = [self.b_ub]
+        I = np.eye(self.dim)
+        fin_u, fin_l = np.isfinite(self.upper), np.isfinite(self.lower)
+        if fin_u.any():
+            rows.append(I[fin_u])
+            rhs.append(self.upper[fin_u])
+        if fin_l.any():
+            rows.append(-I[fin_l])
+            rhs.append(-self.lower[fin_l])
+        A = np.vstack(rows)
+        if A.shape[0] > 64:
+            return
+        K = A @ A.T
+        ev = np.linalg.eigvalsh(K)
+        if ev[0] <= 1e-10 * max(ev[-1], 1.0):
+            return
+        self._nnls = (np.ascontiguousarray(A), np.concatenate(rhs), np.ascontiguousarray(K))
+
+    def _project_nnls(self, w):
+        from neurosolve.backends.lvhba_kernels import nnls_gram
+
+        A, b, K = self._nnls
+        r = A @ w - b
+        if np.all(r <= 0):
+            return np.array(w, copy=True)
+        mu = nnls_gram(K, r, 1e-14 * (1.0 + float(np.abs(r).max())), 50 * A.shape[0])
+        return w - A.T @ mu
+
     def _project_numpy(self, w):
         if self._fast is not None:
             return self._fast._project_numpy(w)
+        if not hasattr(self, "_nnls"):
+            self._dual_nnls_setup()
+        if self._nnls:
+            return self._project_nnls(np.asarray(w, dtype=float))
         if self._solver is None:
             self._setup()
         import clarabel

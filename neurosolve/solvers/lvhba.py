@@ -205,10 +205,10 @@ class LVHBA(Solver):
         if isinstance(start, BilevelSolution):
             z0, lam0, th0 = start.z, start.lam, start.theta
         w = O._cat(_as_lib(x, problem), _as_lib(y, problem))
-        dist = problem.C.distance(_numpy(w)) if not isinstance(problem.C, _sets.Reals) else 0.0
+        dist = problem.C.violation(_numpy(w)) if not isinstance(problem.C, _sets.Reals) else 0.0
         wscale = 1.0 + float(np.max(np.abs(_numpy(w)), initial=0.0))
-        if dist > 1e-9 * wscale:
-            msg = (f"the starting point (x0, y0) is not in C (distance {dist:.3g}); LV-HBA needs "
+        if dist > 1e-8 * wscale:
+            msg = (f"the starting point (x0, y0) is not in C (violation {dist:.3g}); LV-HBA needs "
                    "(x, y) in C = (X x Y) ∩ {g <= 0, h = 0}")
             if self.infeasible_start == "raise":
                 raise ValueError(msg + "; pass a feasible start or LVHBA(infeasible_start='project')")
