@@ -9,7 +9,7 @@ matrix products stay in BLAS. Every kernel has a numpy reference in
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 __all__ = [
     "logistic_terms",
@@ -59,47 +59,31 @@ def logistic_weights(z, y):
     m = z.shape[0]
     w = np.empty(m)
     for i in range(m):
-        s = _sigmoid(y[i] * z[i])
-        w[i] = s * (1.0 - s)
+        e = np.exp(-abs(y[i] * z[i]))  # sigma(t) sigma(-t) = e / (1 + e)^2, no cancellation
+        w[i] = e / ((1.0 + e) * (1.0 + e))
     return w
 
 
-@njit(cache=True, parallel=True)
-def logistic_value_grad(A, y, x, nblocks):
-    """One pass over the rows of ``A``: ``(sum_i loss_i, sum_i r_i a_i, z)``.
+@njit(cache=True)
+def logistic_value_grad(A, y, x):
+    """One pass over the rows of ``A`` (C order): ``(sum_i loss_i, sum_i r_i a_i)``.
 
-    Rows are split into ``nblocks`` blocks processed in parallel, each with its own
-    gradient accumulator (summed at the end, so the result is deterministic for a fixed
-    ``nblocks``).
+    Fuses ``z = A x``, the losses and ``A^T r`` so ``A`` is read once per evaluation
+    (serial: a parallel version did not pay on the 2-core target, see docs/gns_newton.md).
     """
     m, d = A.shape
-    z = np.empty(m)
-    parts = np.zeros((nblocks, d))
-    losses = np.zeros(nblocks)
-    step = (m + nblocks - 1) // nblocks
-    for b in prange(nblocks):
-        lo = b * step
-        hi = min(m, lo + step)
-        acc = parts[b]
-        s = 0.0
-        for i in range(lo, hi):
-            zi = 0.0
-            for j in range(d):
-                zi += A[i, j] * x[j]
-            z[i] = zi
-            t = y[i] * zi
-            s += _softplus_neg(t)
-            ri = -y[i] * _sigmoid(-t)
-            for j in range(d):
-                acc[j] += ri * A[i, j]
-        losses[b] = s
     g = np.zeros(d)
     total = 0.0
-    for b in range(nblocks):
-        total += losses[b]
+    for i in range(m):
+        zi = 0.0
         for j in range(d):
-            g[j] += parts[b, j]
-    return total, g, z
+            zi += A[i, j] * x[j]
+        t = y[i] * zi
+        total += _softplus_neg(t)
+        ri = -y[i] * _sigmoid(-t)
+        for j in range(d):
+            g[j] += ri * A[i, j]
+    return total, g
 
 
 @njit(cache=True)

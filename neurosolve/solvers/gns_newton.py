@@ -24,7 +24,10 @@ from neurosolve.solvers.hessian_approx import (
     as_hessian_approx,
 )
 
-__all__ = ["GNSNewton", "RULES", "resolve_hessian"]
+__all__ = ["GNSNewton", "RULES", "resolve_hessian", "start_state", "check_common"]
+
+#: |f_k - f_new| below this times |f| is treated as rounding noise (rounding_guard)
+_ROUND = 64 * np.finfo(float).eps
 
 #: Variant A rules ``gamma_k = rho(||g_k||_*)``; ``L`` (and ``nu``) are the user's constants
 RULES = ("adaptive", "constant", "lipschitz", "holder", "bounded-variation")
@@ -95,6 +98,13 @@ class GNSNewton(Solver):
         Stopping rule: ``||grad f(x_k)||_* <= gtol`` (dual norm of the metric ``B``).
     ftol : float, optional
         Also stop when ``f(x_k) - f_star <= ftol`` (needs ``problem.f_star``).
+    rounding_guard : bool
+        When ``|f(x_k) - f(x_k + d)| <= 64 eps |f|`` the difference of ``f`` values is
+        rounding noise and the Lemma-1 test would accept or reject at random (and different
+        BLAS/backends would disagree). The guard then measures the decrease by the
+        trapezoid rule ``-<g_k + g(x_k + d), d> / 2`` (exact for quadratics, error
+        ``O(||d||^3)``). A neurosolve addition, not in the paper; ``False`` gives the
+        paper's test everywhere.
     maxiter : int, optional
         Iteration limit (accepted steps); default 1000.
 
@@ -152,9 +162,11 @@ class GNSNewton(Solver):
     eps_reg: float = 0.0
     gtol: float = 1e-8
     ftol: float | None = None
+    rounding_guard: bool = True
 
     metrics: ClassVar[tuple[str, ...]] = ("grad_norm", "f", "gamma", "lam", "trials",
-                                          "factorizations", "step_norm", "lemma1", "gamma_next")
+                                          "factorizations", "step_norm", "lemma1", "gamma_next",
+                                          "decrease")
     problem_types: ClassVar[tuple[type, ...]] = (Minimize,)
     backends: ClassVar[tuple[str, ...]] = ("numpy", "numba", "torch")
 
@@ -199,29 +211,14 @@ class GNSNewton(Solver):
 
     # -- protocol ----------------------------------------------------------------------------
     def init(self, problem: Minimize, x0, ctx) -> State:
-        xp = ctx.xp
-        oracles = problem.oracles(ctx.backend.name)
-        x = problem.x0 if x0 is None else x0
-        if isinstance(x, (list, tuple)):
-            x = np.asarray(x, dtype=float)
-        x = xp.copy(x)
-        if x.dtype != problem.x0.dtype:
-            x = xp.asarray(x, like=problem.x0)
-        f, g, msg = problem.check_point(x, "x0", oracles)
-        ctx.count("nfev")
-        ctx.count("ngev")
-        gn = problem.metric.dual_norm(g)
-        approx = resolve_hessian(self.hessian, problem)
-        if self.ftol is not None and problem.f_star is None:
-            raise ValueError("ftol needs the optimal value: build the problem with f_star=")
-        state = State(x=x, k=0, f=f, g=g, gnorm=gn, gamma=float(self.gamma0), approx=approx,
-                      oracles=oracles, failure=None, search_log=[])
-        if msg is not None:
-            state.failure = (Status.NONFINITE, f"{msg}; start from a point where f and its "
-                                               "gradient are finite")
-        state.metrics = {"grad_norm": gn, "f": f, "gamma": float("nan"), "lam": float("nan"),
-                         "trials": 0, "factorizations": 0, "step_norm": 0.0, "lemma1": float("nan"),
-                         "gamma_next": float(self.gamma0)}
+        state = start_state(self, problem, x0, ctx)
+        state.gamma = float(self.gamma0)
+        state.approx = resolve_hessian(self.hessian, problem)
+        state.search_log = []
+        state.metrics = {"grad_norm": state.gnorm, "f": state.f, "gamma": float("nan"),
+                         "lam": float("nan"), "trials": 0, "factorizations": 0, "step_norm": 0.0,
+                         "lemma1": float("nan"), "gamma_next": float(self.gamma0),
+                         "decrease": float("nan")}
         return state
 
     def _rule_gamma(self, gn: float, x) -> float:
@@ -300,10 +297,17 @@ class GNSNewton(Solver):
                 if gamma < self.gamma_min:
                     break
                 continue
-            lemma1 = f_val - fn_val >= gn_new * gn_new / (8.0 * lam)
+            dec = f_val - fn_val
+            rounding = self.rounding_guard and abs(dec) <= _ROUND * max(abs(f_val), abs(fn_val))
+            if rounding:
+                # f differences are rounding noise here: measure the decrease by the
+                # trapezoid rule on the gradients (exact for quadratics, O(||d||^3) error)
+                dec = -0.5 * to_float(((g + g_new) * d).sum())
+            lemma1 = dec >= gn_new * gn_new / (8.0 * lam)
             if lemma1 or not adaptive:
-                state.search_log.append((state.k, gamma, lam, "accept" if lemma1 else "taken"))
-                accepted = (x_new, f_new, g_new, gn_new_t, gamma, lam, d, lemma1)
+                tag = ("accept-rounding" if rounding else "accept") if lemma1 else "taken"
+                state.search_log.append((state.k, gamma, lam, tag))
+                accepted = (x_new, f_new, g_new, gn_new_t, gamma, lam, d, lemma1, dec)
                 break
             state.search_log.append((state.k, gamma, lam, "reject"))
             gamma *= self.decrease
@@ -324,7 +328,7 @@ class GNSNewton(Solver):
                     "what rounding in f allows (loosen gtol); otherwise check that the gradient "
                     "matches f"))
             return self._failed(state, n_trials, n_fact)
-        x_new, f_new, g_new, gn_new_t, gamma_used, lam, d, lemma1 = accepted
+        x_new, f_new, g_new, gn_new_t, gamma_used, lam, d, lemma1, dec = accepted
         if adaptive:
             state.gamma = min(gamma_used * self.increase, self.gamma_max)
         state.x, state.f, state.g, state.gnorm = x_new, f_new, g_new, gn_new_t
@@ -332,7 +336,8 @@ class GNSNewton(Solver):
         state.metrics = {"grad_norm": gn_new_t, "f": f_new, "gamma": gamma_used, "lam": lam,
                          "trials": n_trials, "factorizations": n_fact,
                          "step_norm": metric.norm(d), "lemma1": 1.0 if lemma1 else 0.0,
-                         "gamma_next": state.gamma if adaptive else float("nan")}
+                         "gamma_next": state.gamma if adaptive else float("nan"),
+                         "decrease": dec}
         return state
 
     @staticmethod
@@ -340,23 +345,52 @@ class GNSNewton(Solver):
         """A failed iteration: x does not move; the iteration still counts (history stays aligned)."""
         state.k += 1
         state.metrics = dict(state.metrics, gamma=float("nan"), lam=float("nan"), trials=n_trials,
-                             factorizations=n_fact, step_norm=0.0, lemma1=float("nan"))
+                             factorizations=n_fact, step_norm=0.0, lemma1=float("nan"),
+                             decrease=float("nan"))
         return state
 
     def check(self, problem: Minimize, state: State, ctx):
-        if state.failure is not None:
-            return state.failure
-        gn = to_float(state.gnorm)
-        if not math.isfinite(gn):
-            return Status.NONFINITE, f"the gradient norm is {gn} at iteration {state.k}"
-        if gn <= self.gtol:
-            return Status.CONVERGED
-        if self.ftol is not None and to_float(state.f) - problem.f_star <= self.ftol:
-            return Status.CONVERGED
-        return None
+        return check_common(self, problem, state)
 
     def finalize(self, problem, state, ctx):
         return ctx.xp.copy(state.x)
+
+
+def start_state(solver, problem: Minimize, x0, ctx) -> State:
+    """Shared start of the smooth solvers: x, f, g, ||g||_* at ``x0`` (or the problem's)."""
+    xp = ctx.xp
+    oracles = problem.oracles(ctx.backend.name)
+    x = problem.x0 if x0 is None else x0
+    if isinstance(x, (list, tuple)):
+        x = np.asarray(x, dtype=float)
+    x = xp.copy(x)
+    if x.dtype != problem.x0.dtype:
+        x = xp.asarray(x, like=problem.x0)
+    f, g, msg = problem.check_point(x, "x0", oracles)
+    ctx.count("nfev")
+    ctx.count("ngev")
+    if getattr(solver, "ftol", None) is not None and problem.f_star is None:
+        raise ValueError("ftol needs the optimal value: build the problem with f_star=")
+    state = State(x=x, k=0, f=f, g=g, gnorm=problem.metric.dual_norm(g), oracles=oracles,
+                  failure=None)
+    if msg is not None:
+        state.failure = (Status.NONFINITE, f"{msg}; start from a point where f and its "
+                                           "gradient are finite")
+    return state
+
+
+def check_common(solver, problem: Minimize, state: State):
+    """Shared stopping rule: a recorded failure, a non-finite gradient, gtol, ftol."""
+    if state.failure is not None:
+        return state.failure
+    gn = to_float(state.gnorm)
+    if not math.isfinite(gn):
+        return Status.NONFINITE, f"the gradient norm is {gn} at iteration {state.k}"
+    if gn <= solver.gtol:
+        return Status.CONVERGED
+    if solver.ftol is not None and to_float(state.f) - problem.f_star <= solver.ftol:
+        return Status.CONVERGED
+    return None
 
 
 def _np(a):

@@ -357,6 +357,10 @@ class HessianModel:
         """``H h``."""
         raise NotImplementedError
 
+    def solver(self, lam: float):
+        """A function ``r -> (H + lam B)^{-1} r`` (factored once where possible), or None."""
+        return lambda r: self.solve(lam, r)
+
     def quad(self, h):
         """``<H h, h>``."""
         return (self.matvec(h) * h).sum()
@@ -382,6 +386,12 @@ class DenseModel(HessianModel):
         if fac is None:
             return None
         return self.la.cho_solve(fac, r)
+
+    def solver(self, lam):
+        fac = self.factor(lam)
+        if fac is None:
+            return None
+        return lambda r: self.la.cho_solve(fac, r)
 
     def matvec(self, h):
         return self.H @ h
