@@ -495,3 +495,23 @@ def test_minimize_with_torch_autograd():
     mf = ns.minimize(lambda x: ((x - 2.0) ** 4).sum() + (x ** 2).sum(), torch.zeros(5, dtype=torch.float64),
                      hess="hessp", gtol=1e-9)
     assert mf.success and mf.stats.get("hessp_calls", 0) > 0
+
+
+@pytest.mark.cuda
+def test_cuda_float64_reproduces_cpu_trace():
+    torch = pytest.importorskip("torch")
+    A, y = gal.synthetic_classification(2000, 40, seed=13, cond=100.0)
+    cpu = ns.solve(gal.logistic(A, y, 1e-3), GNSNewton(gtol=1e-10), backend="numpy")
+    At = torch.as_tensor(A, device="cuda")
+    yt = torch.as_tensor(y, device="cuda")
+    gpu = ns.solve(gal.logistic(At, yt, 1e-3, library="torch"), GNSNewton(gtol=1e-10))
+    assert gpu.x.device.type == "cuda" and gpu.stats["backend"] == "torch"
+    assert [o for *_, o in gpu.state.search_log] == [o for *_, o in cpu.state.search_log]
+    assert np.allclose(gpu.x.cpu().numpy(), cpu.x, atol=1e-10)
+    lse_cpu = ns.solve(gal.lse_instance(60, 120, 0.2), GNSNewton(ftol=1e-9, gtol=0.0))
+    p = gal.lse_instance(60, 120, 0.2, library="torch")
+    d = p.data
+    pg = gal.logsumexp(d["A"].cuda(), d["b"].cuda(), d["mu"], x0=torch.ones(60, dtype=torch.float64),
+                       B="gram", library="torch", f_star=p.f_star)
+    lse_gpu = ns.solve(pg, GNSNewton(ftol=1e-9, gtol=0.0))
+    assert [o for *_, o in lse_gpu.state.search_log] == [o for *_, o in lse_cpu.state.search_log]

@@ -63,6 +63,9 @@ class Minimize:
         Further named oracles (``hess_diag``, ``weighted_gn``...).
     kernels : dict, optional
         ``{"numba": {name: callable}}``: oracles that replace the defaults on a backend.
+    data : dict, optional
+        The raw data behind the oracles (gallery problems set it, e.g. ``A``, ``y``, ``mu``),
+        so peers and reports can rebuild the objective elsewhere.
     name : str
         A label for reports.
 
@@ -100,7 +103,8 @@ class Minimize:
                  residual_jac: Callable | None = None, power: float | None = None,
                  sample_grads: Callable | None = None, sample_losses: Callable | None = None,
                  fisher_reg: float = 0.0, hessian: Any = None, structure: dict | None = None,
-                 kernels: dict | None = None, name: str = "minimize"):
+                 kernels: dict | None = None, data: dict | None = None,
+                 name: str = "minimize"):
         from neurosolve.solvers.hessian_approx import Metric
 
         if not callable(fun):
@@ -120,6 +124,7 @@ class Minimize:
         self.n = int(x0.shape[0])
         self.x0 = x0
         self.name = name
+        self.data = dict(data) if data else {}
         self.f_star = None if f_star is None else float(f_star)
         for nm, fn in (("grad", grad), ("hess", hess), ("hessp", hessp),
                        ("fun_and_grad", fun_and_grad), ("residual", residual),
@@ -166,7 +171,8 @@ class Minimize:
             if unknown:
                 raise ValueError(f"unknown kernel oracle(s) {sorted(unknown)}")
             self._kernels[bk] = dict(table)
-        self.metric = B if isinstance(B, Metric) else Metric(B, self.n, self.array_library)
+        self.metric = B if isinstance(B, Metric) else Metric(
+            B, self.n, self.array_library, like=x0 if torch_ else None)
         self.hessian = hessian
         self._validate_x0(x0)
 

@@ -76,6 +76,13 @@ def _to_lib(a, library, dtype=None):
     return np.asarray(a, dtype=dtype or float)
 
 
+def _same_device(a, ref, library):
+    """Move ``a`` (already converted) to ``ref``'s device (torch; no-op for numpy)."""
+    if library == "torch" and a is not None and a.device != ref.device:
+        return a.to(ref.device)
+    return a
+
+
 def _check_library(library):
     if library not in ("numpy", "torch"):
         raise ValueError(f"library must be 'numpy' or 'torch', got {library!r}")
@@ -186,10 +193,12 @@ def _validate_matrix(A, name, ndim=2):
         raise ValueError(f"{name} contains NaN or inf entries")
 
 
-def _x0(x0, n, library, default=0.0):
+def _x0(x0, n, library, default=0.0, like=None):
     if x0 is None:
         x0 = np.full(n, default, dtype=float)
     x0 = _to_lib(x0, library)
+    if library == "torch" and like is not None:
+        x0 = x0.to(dtype=like.dtype, device=like.device)
     if tuple(x0.shape) != (n,):
         raise ValueError(f"x0 must have shape ({n},), got {tuple(x0.shape)}")
     return x0
@@ -225,7 +234,7 @@ def logistic(A: Any, y: Any, mu: float = 1e-2, *, x0: Any = None, library: str =
     """
     _check_library(library)
     A = _to_lib(A, library)
-    y = _to_lib(y, library)
+    y = _same_device(_to_lib(y, library), A, library)
     _validate_matrix(A, "A")
     if y.ndim != 1 or int(y.shape[0]) != int(A.shape[0]):
         raise ValueError(f"y must have shape ({A.shape[0]},), got {tuple(y.shape)}")
@@ -277,9 +286,10 @@ def logistic(A: Any, y: Any, mu: float = 1e-2, *, x0: Any = None, library: str =
     kernels = {}
     if library == "numpy":
         kernels["numba"] = _logistic_numba(A, y, mu, m)
-    return Minimize(fun, None, _x0(x0, d, library), fun_and_grad=fun_and_grad, hess=hess,
+    return Minimize(fun, None, _x0(x0, d, library, like=A), fun_and_grad=fun_and_grad, hess=hess,
                     hessp=hessp, sample_grads=sample_grads, fisher_reg=mu, B=B, f_star=f_star,
-                    structure={"hess_diag": hess_diag}, kernels=kernels, name=name)
+                    structure={"hess_diag": hess_diag}, kernels=kernels, name=name,
+                    data={"A": A, "y": y, "mu": mu})
 
 
 def _weighted_gram(A, w, scale):
@@ -384,7 +394,7 @@ def softmax(X: Any, labels: Any, n_classes: int | None = None, mu: float = 1e-2,
     ops = _ops(library)
     Y = np.zeros((m, K))
     Y[np.arange(m), lab] = 1.0
-    Y = _to_lib(Y, library)
+    Y = _same_device(_to_lib(Y, library), X, library)
 
     def fun(x):
         S = X @ x.reshape(d, K)
@@ -433,9 +443,10 @@ def softmax(X: Any, labels: Any, n_classes: int | None = None, mu: float = 1e-2,
 
         kernels["numba"] = {"fun_and_grad": fg_numba, "fun": lambda x: fg_numba(x)[0],
                             "grad": lambda x: fg_numba(x)[1]}
-    return Minimize(fun, None, _x0(x0, n, library), fun_and_grad=fun_and_grad, hess=hess,
+    return Minimize(fun, None, _x0(x0, n, library, like=X), fun_and_grad=fun_and_grad, hess=hess,
                     hessp=hessp, sample_grads=sample_grads, fisher_reg=mu, B=B,
-                    structure={"hess_diag": hess_diag}, kernels=kernels, name=name)
+                    structure={"hess_diag": hess_diag}, kernels=kernels, name=name,
+                    data={"X": X, "labels": lab, "n_classes": K, "mu": mu})
 
 
 def _softmax_hess(X, P, mu, ops, library):
@@ -479,7 +490,7 @@ def logsumexp(A: Any, b: Any, mu: float = 1.0, *, x0: Any = None, B: Any = "gram
     """
     _check_library(library)
     A = _to_lib(A, library)
-    b = _to_lib(b, library)
+    b = _same_device(_to_lib(b, library), A, library)
     _validate_matrix(A, "A")
     m, n = int(A.shape[0]), int(A.shape[1])
     if b.ndim != 1 or int(b.shape[0]) != m:
@@ -537,9 +548,10 @@ def logsumexp(A: Any, b: Any, mu: float = 1.0, *, x0: Any = None, B: Any = "gram
 
         kernels["numba"] = {"fun_and_grad": fg_numba, "fun": lambda x: fg_numba(x)[0],
                             "grad": lambda x: fg_numba(x)[1]}
-    return Minimize(lambda x: terms(x)[0], None, _x0(x0, n, library, 1.0),
+    return Minimize(lambda x: terms(x)[0], None, _x0(x0, n, library, 1.0, like=A),
                     fun_and_grad=fun_and_grad, hess=hess, hessp=hessp, B=B, f_star=f_star,
-                    structure={"weighted_gn": weighted_gn}, kernels=kernels, name=name)
+                    structure={"weighted_gn": weighted_gn}, kernels=kernels, name=name,
+                    data={"A": A, "b": b, "mu": mu})
 
 
 def lse_instance(n: int = 200, m: int = 400, mu: float = 0.1, seed: int = 3124, *,
@@ -570,7 +582,7 @@ def quadratic(Q: Any, c: Any, *, x0: Any = None, library: str = "numpy", B: Any 
     """``f(x) = x^T Q x / 2 - c^T x`` with symmetric ``Q`` (PSD for a minimizer)."""
     _check_library(library)
     Q = _to_lib(Q, library)
-    c = _to_lib(c, library)
+    c = _same_device(_to_lib(c, library), Q, library)
     _validate_matrix(Q, "Q")
     n = int(Q.shape[0])
     if tuple(Q.shape) != (n, n):
@@ -585,7 +597,7 @@ def quadratic(Q: Any, c: Any, *, x0: Any = None, library: str = "numpy", B: Any 
         Qx = Q @ x
         return 0.5 * (x * Qx).sum() - (c * x).sum(), Qx - c
 
-    return Minimize(lambda x: fun_and_grad(x)[0], None, _x0(x0, n, library),
+    return Minimize(lambda x: fun_and_grad(x)[0], None, _x0(x0, n, library, like=Q),
                     fun_and_grad=fun_and_grad, hess=lambda x: Q, hessp=lambda x, v: Q @ v,
                     B=B, name=name, structure={"hess_diag": lambda x: Q.diagonal()})
 

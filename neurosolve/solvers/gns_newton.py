@@ -265,8 +265,11 @@ class GNSNewton(Solver):
             if d is None:
                 state.search_log.append((state.k, gamma, lam, "not_pd"))
                 if model.psd and isinstance(model, DenseModel):
-                    scale = float(np.max(np.abs(_np(metric.la.diagonal(model.H))))) if problem.n else 0.0
-                    if lam > 1e-10 * max(scale, 1e-300):
+                    # for a PSD H, H + lam B >= lam lambda_min(B) I: a failure with that margin
+                    # well above rounding (relative 1e-8) proves H is not PSD
+                    bmin, bfro = metric.bounds()
+                    hfro = float(np.linalg.norm(_np(model.H)))
+                    if lam * bmin > 1e-8 * (hfro + lam * bfro):
                         state.failure = (Status.BREAKDOWN, (
                             f"the Hessian approximation {state.approx.name!r} is declared positive "
                             f"semi-definite but H + lambda B is not positive definite at lambda = "

@@ -213,6 +213,8 @@ class Metric:
     n : int
         The dimension.
     library : {"numpy", "torch"}
+    like : tensor, optional
+        For torch: the dtype and device ``B`` is moved to.
 
     Raises
     ------
@@ -223,7 +225,7 @@ class Metric:
         ``B`` from another array library than the problem.
     """
 
-    def __init__(self, B: Any, n: int, library: str = "numpy"):
+    def __init__(self, B: Any, n: int, library: str = "numpy", like: Any = None):
         self.n = int(n)
         self.library = library
         self.la = linalg_for(library)
@@ -232,10 +234,13 @@ class Metric:
             self.kind = "identity"
             self.B = None
             return
-        if library == "torch" and not is_torch(B):
+        if library == "torch":
             import torch
 
-            B = torch.as_tensor(np.asarray(B, dtype=float), dtype=torch.float64)
+            if not is_torch(B):
+                B = torch.as_tensor(np.asarray(B, dtype=float), dtype=torch.float64)
+            if like is not None:
+                B = B.to(dtype=like.dtype, device=like.device)
         elif library == "numpy":
             if is_torch(B):
                 raise TypeError("B is a torch tensor but the problem's data is numpy; convert B")
@@ -315,6 +320,18 @@ class Metric:
         if self.library == "numpy":
             out = np.asfortranarray(out)
         return out
+
+    def bounds(self) -> tuple[float, float]:
+        """``(lambda_min(B), ||B||_F)``, computed once (an eigenvalue solve for a dense B)."""
+        if getattr(self, "_bounds", None) is None:
+            if self.kind == "identity":
+                self._bounds = (1.0, float(self.n) ** 0.5)
+            elif self.kind == "diagonal":
+                self._bounds = (self.la.min(self.B), float((self.B * self.B).sum() ** 0.5))
+            else:
+                Bn = self.B.detach().cpu().numpy() if is_torch(self.B) else np.asarray(self.B)
+                self._bounds = (float(np.linalg.eigvalsh(Bn)[0]), float(np.linalg.norm(Bn)))
+        return self._bounds
 
     def diag_vector(self, like):
         """B's diagonal as a vector (identity / diagonal metrics only)."""
