@@ -710,6 +710,10 @@ class Bilevel:
         if not has_cons:
             if isinstance(self.X, _sets.Reals) and isinstance(self.Y, _sets.Reals):
                 return _sets.Reals(N)
+            if all(isinstance(S, (_sets.Reals, _sets.Box)) for S in (self.X, self.Y)):
+                lo = np.concatenate([getattr(S, "lower", np.full(S.dim, -np.inf)) for S in (self.X, self.Y)])
+                hi = np.concatenate([getattr(S, "upper", np.full(S.dim, np.inf)) for S in (self.X, self.Y)])
+                return _sets.Box(lo, hi)
             return _sets.Product(self.X, self.Y)
         if any(v is None for v in pieces.values()):
             raise ValueError("C is required: " + _sets.nonaffine_message("g", {"convex_violation": 0.0}))

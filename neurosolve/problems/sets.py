@@ -544,6 +544,7 @@ class Polyhedron(ConvexSet):
         settings.tol_gap_abs = self.tol
         settings.tol_gap_rel = self.tol
         settings.tol_feas = self.tol
+        settings.tol_ktratio = self.tol
         self._clarabel_args = (P, A, b, cones, settings)
         self._solver = clarabel.DefaultSolver(P, np.zeros(self.dim), A, b, cones, settings)
 
@@ -588,6 +589,8 @@ class Polyhedron(ConvexSet):
             self._dual_nnls_setup()
         if self._nnls:
             return self._project_nnls(np.asarray(w, dtype=float))
+        if self.violation(w) == 0.0:
+            return np.array(w, dtype=float, copy=True)
         if self._solver is None:
             self._setup()
         import clarabel
@@ -608,7 +611,72 @@ class Polyhedron(ConvexSet):
         if not ("Solved" in status):
             warnings.warn(f"Polyhedron projection: Clarabel returned status {status}",
                           RuntimeWarning, stacklevel=3)
-        return np.asarray(sol.x, dtype=float)
+        return self._polish(np.asarray(w, dtype=float), np.asarray(sol.x, dtype=float),
+                            np.asarray(sol.z, dtype=float))
+
+    def _rows(self):
+        if not hasattr(self, "_all_rows"):
+            import scipy.sparse as sp
+
+            I = sp.identity(self.dim, format="csr")
+            rows, rhs, eq = [], [], []
+            if self.A_eq is not None:
+                rows.append(self.A_eq)
+                rhs.append(self.b_eq)
+                eq.append(np.ones(self.A_eq.shape[0], bool))
+            if self.A_ub is not None:
+                rows.append(self.A_ub)
+                rhs.append(self.b_ub)
+                eq.append(np.zeros(self.A_ub.shape[0], bool))
+            for fin, M, v in ((np.isfinite(self.upper), I, self.upper),
+                              (np.isfinite(self.lower), -I, -self.lower)):
+                if fin.any():
+                    rows.append(M[fin])
+                    rhs.append(v[fin])
+                    eq.append(np.zeros(int(fin.sum()), bool))
+            self._all_rows = (sp.vstack(rows, format="csr"), np.concatenate(rhs), np.concatenate(eq))
+        return self._all_rows
+
+    def _polish(self, w, u, duals=None):
+        """Refine the interior-point answer: solve the KKT system on a guessed active set.
+
+        Candidate active sets come from the solver's multipliers and from a residual
+        threshold; the first whose exact solution is feasible with non-negative
+        multipliers wins (else the interior-point answer is returned). Each candidate
+        costs one sparse factorization of ``A_act A_act^T``.
+        """
+        import scipy.sparse.linalg as spla
+
+        M, rhs, eq = self._rows()
+        res = M @ u - rhs
+        sc = 1.0 + float(np.max(np.abs(u), initial=0.0))
+        cands = []
+        if duals is not None and duals.shape == res.shape:
+            dm = float(np.max(np.abs(duals), initial=0.0))
+            if dm > 0:
+                cands.append(eq | (duals > 1e-6 * dm))
+        for t in (1e-8, 1e-6, 1e-4):
+            cands.append(eq | (res >= -t * sc))
+        seen = set()
+        for act in cands:
+            key = act.tobytes()
+            if key in seen or not act.any() or act.sum() > self.dim:
+                continue
+            seen.add(key)
+            Aa = M[act]
+            try:
+                lu = spla.splu((Aa @ Aa.T).tocsc())
+                mu = lu.solve(Aa @ w - rhs[act])
+            except RuntimeError:  # singular: the candidate rows are dependent
+                continue
+            p = w - Aa.T @ mu
+            tol = 1e-11 * (1.0 + float(np.max(np.abs(p), initial=0.0)))
+            r = M @ p - rhs
+            mtol = 1e-9 * (1.0 + float(np.max(np.abs(mu), initial=0.0)))
+            if (np.all(np.isfinite(p)) and np.all(r[~eq] <= tol) and np.all(np.abs(r[eq]) <= tol)
+                    and np.all(mu[~eq[act]] >= -mtol)):
+                return p
+        return u
 
     def violation(self, w) -> float:
         v = _to_numpy(w)

@@ -232,7 +232,7 @@ def _zeros_like(x, k):
     return np.zeros(k)
 
 
-def penalized_stationarity(problem, sol, *, tol: float = 1e-9, maxiter: int = 2000) -> dict:
+def penalized_stationarity(problem, sol, *, tol: float = 1e-9, maxiter: int = 300) -> dict:
     """Residual of the penalized reformulation at a :class:`BilevelSolution`.
 
     With ``psi(x, y, z) = F(x, y) / c + f(x, y) - v_gamma(x, y, z)`` (``v_gamma`` solved
