@@ -54,13 +54,15 @@ class GMG(Preconditioner):
       aggregation. This is again a 5/7-point stencil whose couplings count the open fine
       faces between two aggregates and whose diagonal carries the Dirichlet (air and wall)
       contributions of the children, so cell types, walls and the per-component null space
-      are inherited automatically. The factor 1/2 makes it the rediscretized operator that
-      matches ``R = P^T`` below (on a full grid it equals ``2^{d-2}`` times the coarse
-      unscaled Laplacian... up to the scaling that the restriction's column sums ``2^d``
-      require).
+      are inherited automatically. On a full grid it equals ``2^(d-2) (2h)^2 L_2h``, the
+      rediscretized coarse Laplacian scaled for a restriction ``P^T`` whose columns sum to
+      ``2^d``; the factor 1/2 is the classical correction of the too-stiff aggregation
+      Galerkin operator.
     * **Transfers**: ``P`` is cell-centred (bi/tri)linear interpolation (weights 3/4, 1/4
-      per axis) from the active coarse cells, renormalized so constants are reproduced;
-      the restriction is exactly ``P^T``.
+      per axis). Weights on inactive coarse cells are dropped and the rest renormalized
+      (constants are reproduced next to solids and Neumann walls), except that all-air
+      coarse cells count as value 0 and a Dirichlet domain wall reflects oddly (ghost =
+      minus the parent). The restriction is exactly ``P^T``.
     * **Smoother**: red-black Gauss-Seidel, ``nu`` sweeps (red, black) before and the
       adjoint order (black, red) after the coarse correction.
     * **Coarsest level** (at most ``max_coarse`` active cells): the pseudo-inverse of the
