@@ -385,3 +385,21 @@ def test_rbgs_sweep_matches_reference():
         ref[i] = (b.ravel()[i] - (A[i] @ ref - A[i, i] * ref[i])) / A[i, i]
     K.rbgs_sweep(inv, cx, cy, cz, b, x, 0)
     np.testing.assert_allclose(x.ravel(), ref, atol=1e-13)
+
+
+def test_preconditioners_accept_systems_operators_and_matrices():
+    grid = P.sphere((10, 9, 8))
+    b = P.rhs_blobs(grid, seed=1)
+    csr_sys, mf_sys = grid.system(b), grid.system(b, matrix_free=True)
+    r = np.random.default_rng(2).standard_normal(grid.n) * grid.fluid.ravel()
+    for cls in (PC.Jacobi, PC.IC0, PC.SSOR):
+        z = [cls(src).matvec(r) for src in (csr_sys, mf_sys, mf_sys.A, grid.matrix())]
+        for zi in z[1:]:
+            np.testing.assert_array_equal(zi, z[0])
+    z = [PC.GMG(src).matvec(r) for src in (grid, csr_sys, mf_sys.A)]
+    for zi in z[1:]:
+        np.testing.assert_array_equal(zi, z[0])
+    res = ns.solve(mf_sys, ns.solvers.CG(rtol=1e-8, M=PC.IC0(mf_sys)))
+    assert res.success
+    with pytest.raises(TypeError, match="LinearSystem, a matrix or a Poisson operator"):
+        PC.IC0("A")
