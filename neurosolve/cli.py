@@ -61,13 +61,13 @@ def _solve_poisson(args) -> int:
     M = None
     P = ns.solvers.preconditioners
     if args.solver == "pcg-jacobi":
-        M = P.Jacobi(problem.A.matrix)
+        M = P.Jacobi(problem)
     elif args.solver == "pcg-ic0":
-        M = P.IC0(problem.A.matrix)
+        M = P.IC0(problem)
     elif args.solver == "pcg-ssor":
-        M = P.SSOR(problem.A.matrix)
+        M = P.SSOR(problem)
     elif args.solver == "pcg-amg":
-        M = P.AMG(problem.A.matrix)
+        M = P.AMG(problem)
     elif args.solver == "pcg-gmg":
         M = P.GMG(grid)
     if args.solver == "dcdm":

@@ -25,11 +25,11 @@ def test_common_library():
         common_library(np.ones(2), torch.ones(2), names=("A", "b"))
 
 
-@pytest.mark.parametrize("lib", ["numpy", "torch"])
+@pytest.mark.parametrize("lib", ["numpy", "numba", "torch"])
 def test_ops_agree(lib):
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(7), rng.standard_normal(7)
-    ops = ops_for(lib)
+    ops = ops_for("numpy", "numba") if lib == "numba" else ops_for(lib)
     A = ops.from_numpy(a) if lib == "torch" else a
     B = ops.from_numpy(b) if lib == "torch" else b
     assert float(ops.dot(A, B)) == pytest.approx(a @ b, rel=1e-14)

@@ -144,7 +144,7 @@ def backend_for(requested: str, library: str, device: str = "cpu",
         raise ValueError(
             f"this solver has no {name!r} kernels; available: {', '.join(available)}"
         )
-    return Backend(name=name, library=library, device=device, ops=ops_for(library))
+    return Backend(name=name, library=library, device=device, ops=ops_for(library, name))
 
 
 def resolve_backend(requested: str, solver: Any, problem: Any, x0: Any = None) -> Backend:
