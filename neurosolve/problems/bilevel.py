@@ -258,8 +258,10 @@ class AffineFunction:
             out.At = _to_library(At, "torch", dtype, device)
         elif kind == "sparse":
             out.At = out.A.T.tocsr()
+        elif kind == "dense":
+            out.At = np.ascontiguousarray(out.A.T)
         else:
-            out.At = out.A.T
+            out.At = out.A.T.contiguous()
         return out
 
     def value(self, w):

@@ -114,7 +114,11 @@ class LVHBA(Solver):
     per iteration (:mod:`neurosolve.backends.lvhba_kernels`) when the problem is given as
     arrays with :class:`~neurosolve.problems.bilevel.KronIdentity` Hessians, dense affine
     constraints, a box ``Y`` and ``C`` a box or half-space; otherwise it runs the numpy
-    iteration (``stats["kernel"]`` says which ran). All three agree to rounding.
+    iteration (``stats["kernel"]`` says which ran). The fused kernel is generated for the
+    block structure (number of blocks, nonzero pattern of the ``M`` factors, number of
+    constraints, kind of ``C``) and compiled once per structure (cached on disk under
+    ``$NEUROSOLVE_CACHE``, default ``~/.cache/neurosolve``). All three backends agree to
+    rounding (1e-10 over 100 steps in the tests).
 
     References
     ----------
@@ -309,7 +313,14 @@ class LVHBA(Solver):
         else:
             kind = K.C_REALS
         FQ, fQ = F.Q, f.Q
-        return dict(Fr=FQ.terms[0], Fc=FQ.terms[1], Fv=FQ.terms[2], cF=_numpy(F.c),
+        B = FQ.M.shape[0]
+        Bx = problem.n // FQ.size
+        if B <= 8 and len(bg) <= 8 and 0 < Bx < B:
+            kfun = K.generated_kron_step(FQ.M, fQ.M, B, Bx, len(bg), kind, isinstance(Y, _sets.Box))
+            kpost = (np.ascontiguousarray(FQ.M), np.ascontiguousarray(fQ.M))
+        else:
+            kfun, kpost = K.lvhba_kron_step, ()
+        return dict(kfun=kfun, kpost=kpost,Fr=FQ.terms[0], Fc=FQ.terms[1], Fv=FQ.terms[2], cF=_numpy(F.c),
                     fr=fQ.terms[0], fc=fQ.terms[1], fv=fQ.terms[2], cf=_numpy(f.c),
                     s=FQ.size, nx=problem.n, G=G, bg=bg, ylo=ylo, yhi=yhi, c_kind=kind,
                     clo=clo, chi=chi, ca=ca, cb=float(cb), ca_sq=float(ca_sq),
@@ -332,13 +343,11 @@ class LVHBA(Solver):
                    self.alpha, self.beta, self.eta, 1.0 / self.gamma1, 1.0 / self.gamma2)
 
     def _fused_step(self, st, c):
-        from neurosolve.backends.lvhba_kernels import lvhba_kron_step
-
         d = st.fused
         w_out, th_out, lam_out, z_out = st.alt
         v, b1, b2, b3, cons, met = st.work
-        lvhba_kron_step(*st.kpre, 1.0 / c, st.w, st.theta, st.lam, st.z,
-                        w_out, th_out, lam_out, z_out, v, b1, b2, b3, cons, met)
+        d["kfun"](*st.kpre, 1.0 / c, st.w, st.theta, st.lam, st.z,
+                  w_out, th_out, lam_out, z_out, v, b1, b2, b3, cons, met, *d["kpost"])
         st.alt = (st.w, st.theta, st.lam, st.z)
         st.prev = st.alt
         st.w, st.theta, st.lam, st.z = w_out, th_out, lam_out, z_out
