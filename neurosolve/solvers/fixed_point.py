@@ -135,7 +135,7 @@ class FixedPoint(Solver):
         ctx.count("F_evals")
         if tuple(g.shape) != problem.shape:
             raise ValueError(f"F returned shape {tuple(g.shape)}; expected {problem.shape}")
-        state = State(x=z, k=0, g=g, hist_z=[], hist_f=[], hist_valid=[], best=None)
+        state = State(x=z, k=0, g=g, Zb=None, Fb=None, gram=None, valid=None, slot=0, best=None)
         self._measure(problem, state)
         state.r0 = state.res_max
         state.k_start = 0
@@ -144,7 +144,7 @@ class FixedPoint(Solver):
     def resume(self, problem, state, ctx) -> State:
         """Warm start from ``result.state``: the iteration budget counts from here."""
         state.k_start = state.k
-        state.hist_z, state.hist_f, state.hist_valid, state.best = [], [], [], None
+        state.Zb = state.Fb = state.gram = state.valid = state.best = None
         return state
 
     def _measure(self, problem, state):
@@ -191,84 +191,94 @@ class FixedPoint(Solver):
         return state
 
     def _anderson(self, problem, state):
-        """One Anderson step; per-row weights, per-row restarts (see ``restart``)."""
+        """One Anderson step with per-row weights and per-row restarts.
+
+        The last ``memory`` iterates and residuals live in ring buffers of shape
+        ``(rows, memory, n)``; the Gram matrix is updated by one new row per step.
+        """
         z, f = state.x, state.f
         d = self.damping
         rows = z.shape[0] if problem.batched else 1
         tl = is_torch(z)
+        m = self.memory
+        zf, ff = z.reshape(rows, -1), f.reshape(rows, -1)
+        if state.Zb is None:
+            if tl:
+                import torch
+
+                state.Zb = torch.zeros((rows, m) + tuple(zf.shape[1:]), dtype=z.dtype, device=z.device)
+                state.Fb = torch.zeros_like(state.Zb)
+                state.gram = torch.zeros((rows, m, m), dtype=z.dtype, device=z.device)
+                state.valid = torch.zeros((rows, m), dtype=torch.bool, device=z.device)
+            else:
+                state.Zb = np.zeros((rows, m) + zf.shape[1:], dtype=z.dtype)
+                state.Fb = np.zeros_like(state.Zb)
+                state.gram = np.zeros((rows, m, m), dtype=z.dtype)
+                state.valid = np.zeros((rows, m), dtype=bool)
+            state.slot = 0
         res = state.res_rows
-        # safeguard: a row whose residual exceeds `restart` x its best since the last
-        # restart forgets its history (its next step is a plain damped step)
+        # safeguard: a row whose residual exceeds `restart` x its best since its last
+        # restart forgets its history (its next step is then a plain damped step)
         if state.best is None:
             state.best = res
         else:
             grow = res > self.restart * state.best
-            if bool(grow.any()):
-                for v in state.hist_valid:
-                    v[grow] = False
             if tl:
                 import torch
 
+                state.valid &= ~grow[:, None]
                 state.best = torch.where(grow, res, torch.minimum(state.best, res))
             else:
+                state.valid &= ~grow[:, None]
                 state.best = np.where(grow, res, np.minimum(state.best, res))
-        state.hist_z.append(z.reshape(rows, -1))
-        state.hist_f.append(f.reshape(rows, -1))
+        s = state.slot
+        state.slot = (s + 1) % m
+        state.Zb[:, s] = zf
+        state.Fb[:, s] = ff
+        state.valid[:, s] = True
         if tl:
             import torch
 
-            state.hist_valid.append(torch.ones(rows, dtype=torch.bool, device=z.device))
-        else:
-            state.hist_valid.append(np.ones(rows, dtype=bool))
-        if len(state.hist_z) > self.memory:
-            state.hist_z.pop(0)
-            state.hist_f.pop(0)
-            state.hist_valid.pop(0)
-        m = len(state.hist_z)
-        if m < 2:
-            return z + d * f
-        if tl:
-            import torch
-
-            Fm = torch.stack(state.hist_f, dim=1)  # (B, m, n)
-            Zm = torch.stack(state.hist_z, dim=1)
-            valid = torch.stack(state.hist_valid, dim=1)
-            gram = torch.einsum("bin,bjn->bij", Fm.conj(), Fm)
-            diag = torch.diagonal(gram, dim1=1, dim2=2).real
-            scale = (diag * valid).sum(1).div(valid.sum(1)).clamp_min(1e-300)
+            row = torch.einsum("bn,bjn->bj", ff.conj(), state.Fb)
+            state.gram[:, s, :] = row
+            state.gram[:, :, s] = row.conj()
+            valid = state.valid
+            diag = torch.diagonal(state.gram, dim1=1, dim2=2).real
+            cnt = valid.sum(1)
+            scale = ((diag * valid).sum(1) / cnt.clamp_min(1)).clamp_min(1e-300)
             pen = self.regularization * scale[:, None] + (~valid) * (1e30 * scale[:, None])
-            gram = gram + torch.diag_embed(pen.to(gram.dtype))
-            ones = torch.ones(rows, m, 1, dtype=gram.dtype, device=gram.device)
-            a = torch.linalg.solve_ex(gram, ones)[0][..., 0]
+            G = state.gram + torch.diag_embed(pen.to(state.gram.dtype))
+            ones = torch.ones(rows, m, 1, dtype=G.dtype, device=G.device)
+            a = torch.linalg.solve_ex(G, ones)[0][..., 0]
             a = a / a.sum(dim=1, keepdim=True)
-            bad = ~torch.isfinite(a).all(dim=1)
-            if bool(bad.any()):
-                last = torch.zeros_like(a)
-                last[:, -1] = 1
-                a = torch.where(bad[:, None], last, a)
-            new = torch.einsum("bi,bin->bn", a, Zm + d * Fm)
+            bad = ~torch.isfinite(a).all(dim=1) | (cnt < 2)
+            last = torch.zeros_like(a)
+            last[:, s] = 1
+            a = torch.where(bad[:, None], last, a)
+            new = torch.einsum("bi,bin->bn", a, state.Zb + d * state.Fb)
             return new.reshape(z.shape)
-        Fm = np.stack(state.hist_f, axis=1)
-        Zm = np.stack(state.hist_z, axis=1)
-        valid = np.stack(state.hist_valid, axis=1)
-        gram = np.einsum("bin,bjn->bij", Fm.conj(), Fm)
-        diag = np.real(np.einsum("bii->bi", gram))
-        scale = np.maximum((diag * valid).sum(1) / valid.sum(1), 1e-300)
+        row = np.einsum("bn,bjn->bj", ff.conj(), state.Fb)
+        state.gram[:, s, :] = row
+        state.gram[:, :, s] = row.conj()
+        valid = state.valid
+        diag = np.real(np.einsum("bii->bi", state.gram))
+        cnt = valid.sum(1)
+        scale = np.maximum((diag * valid).sum(1) / np.maximum(cnt, 1), 1e-300)
         pen = self.regularization * scale[:, None] + (~valid) * (1e30 * scale[:, None])
+        G = state.gram.copy()
         idx = np.arange(m)
-        gram[:, idx, idx] += pen
-        ones = np.ones((rows, m, 1), dtype=gram.dtype)
+        G[:, idx, idx] += pen
         with np.errstate(all="ignore"):
             try:
-                a = np.linalg.solve(gram, ones)[..., 0]
+                a = np.linalg.solve(G, np.ones((rows, m, 1), dtype=G.dtype))[..., 0]
             except np.linalg.LinAlgError:
-                a = np.full((rows, m), np.nan, dtype=gram.dtype)
+                a = np.full((rows, m), np.nan, dtype=G.dtype)
             a = a / a.sum(axis=1, keepdims=True)
-        bad = ~np.all(np.isfinite(a), axis=1)
+        bad = ~np.all(np.isfinite(a), axis=1) | (cnt < 2)
         if bad.any():
             a[bad] = 0
-            a[bad, -1] = 1
-        new = np.einsum("bi,bin->bn", a, Zm + d * Fm)
+            a[bad, s] = 1
+        new = np.einsum("bi,bin->bn", a, state.Zb + d * state.Fb)
         if not np.iscomplexobj(z) and np.iscomplexobj(new):
             new = new.real
         return new.reshape(z.shape).astype(z.dtype, copy=False)

@@ -21,7 +21,8 @@ of the *real* part, never by a complex max. It is shift-equivariant
 
 The Jacobian blocks are those of a chain: ``(l, l-1)`` and ``(l-1, l)`` off-diagonal plus
 a state-dependent diagonal block from the feedback's pooling curvature (symmetric).
-JVPs/VJPs come from ``torch.func`` on these explicit, holomorphic formulas.
+JVPs/VJPs come from torch.autograd (reverse mode and double backward) on these
+explicit, holomorphic formulas.
 
 References
 ----------
@@ -51,7 +52,8 @@ def _windows(v):
 
 
 def _weights(win):
-    m = (win.real if win.is_complex() else win).amax(dim=-1, keepdim=True).detach()
+    w0 = win.detach()  # the shift is a constant (detach also drops forward-mode tangents)
+    m = (w0.real if w0.is_complex() else w0).amax(dim=-1, keepdim=True)
     e = (win - m).exp()
     return e / e.sum(dim=-1, keepdim=True)
 

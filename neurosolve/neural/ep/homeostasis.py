@@ -23,10 +23,11 @@ Two ways to get it, both without materializing ``J``:
     Per sample a Gaussian probe ``eps``: ``a = H' eps``, ``b = H' a`` (two JVPs) and
     ``l(eps) = (||a||^2 - <eps, b>) / n``, whose expectation is the loss above (the
     identity part of ``J`` cancels exactly). The estimate averages ``n_probes`` draws per
-    sample over the batch; its standard error is reported. Parameter gradients: for dense
-    networks in closed form block by block (``(2 a eps^T - eps a^T - (H'^T eps) eps^T)/n``
-    restricted to each weight block); for other torch networks by reverse-mode through
-    the two JVPs.
+    sample over the batch; its standard error is reported. Parameter gradient (states
+    fixed): ``n dl = <2a - H'^T eps, dH' eps> - <eps, dH' a>``, i.e. two "bilinear"
+    terms; for dense networks each is one outer product per weight block
+    (``(2a - H'^T eps)_post eps_pre^T - eps_post a_pre^T``), for other torch networks a
+    double backward.
 
 References
 ----------
@@ -170,45 +171,21 @@ def probe_asymmetry(net: LayeredNetwork, r, *, params: dict | None = None, n_pro
     vals = []
     grads = _zeros(params) if with_grad else {}
     total = Bsz * n_probes
-    dense = isinstance(net, DenseNetwork)
     for _ in range(n_probes):
         eps = _xp.randn(rng, (Bsz, n), r)
         ed = lay.split(eps)
-        if dense or not with_grad:
-            a = lay.join(net.jvp(params, rd, ed), like=eps)
-            b = lay.join(net.jvp(params, rd, lay.split(a)), like=eps)
-            ell = ((a * a).sum(1) - (eps * b).sum(1)) / norm
-            vals.append(_xp.to_numpy(ell))
-            if with_grad:
-                bt = lay.join(net.vjp(params, rd, ed), like=eps)
-                ad, btd = lay.split(a), lay.split(bt)
-                for c in net.internal:
-                    ep_pre, ep_post = ed[c.pre], ed[c.post]
-                    G = (2 * ad[c.post] - btd[c.post]).T @ ep_pre - ep_post.T @ ad[c.pre]
-                    G = G / (norm * total)
-                    grads[c.weight] = grads[c.weight] + (G.T if c.transpose else G)
-        else:
-            import torch
-
-            keys = list(grads)
-
-            def f(*ps):
-                p = dict(params)
-                p.update(dict(zip(keys, ps)))
-
-                def H(x):
-                    return lay.join(net._internal_drive(p, lay.split(x)), like=x)
-
-                _, a = torch.func.jvp(H, (r,), (eps,))
-                _, b = torch.func.jvp(H, (r,), (a,))
-                ell = ((a * a).sum(1) - (eps * b).sum(1)) / norm
-                return ell.sum(), ell.detach()
-
-            g, ell = torch.func.grad(f, argnums=tuple(range(len(keys))), has_aux=True)(
-                *[params[k] for k in keys])
-            for k, gk in zip(keys, g):
-                grads[k] = grads[k] + gk / total
-            vals.append(_xp.to_numpy(ell))
+        a = lay.join(net.jvp(params, rd, ed), like=eps)
+        b = lay.join(net.jvp(params, rd, lay.split(a)), like=eps)
+        ell = ((a * a).sum(1) - (eps * b).sum(1)) / norm
+        vals.append(_xp.to_numpy(ell))
+        if with_grad:
+            # n dl = <2a - H'^T eps, dH' eps> - <eps, dH' a>: two bilinear terms, block by
+            # block for dense networks, double backward otherwise
+            bt = lay.join(net.vjp(params, rd, ed), like=eps)
+            g1 = net.bilinear_grad(params, rd, lay.split(2 * a - bt), ed)
+            g2 = net.bilinear_grad(params, rd, ed, lay.split(a))
+            for k in grads:
+                grads[k] = grads[k] + (g1[k] - g2[k]) / (norm * total)
     s = np.concatenate(vals)
     stderr = float(np.std(s, ddof=1) / math.sqrt(s.size)) if s.size > 1 else float("nan")
     return HomeostasisResult(value=float(s.mean()), grads=grads, stderr=stderr, method="probe",

@@ -26,7 +26,7 @@ homeostatic loss need is written block by block and matrix-free:
 :mod:`~neurosolve.neural.ep.diagnostics` builds it only for small diagnostic nets.
 The dense networks run on numpy (float64 / complex128) and torch (any device and dtype)
 with the same code; the convolutional network (:class:`ConvNetwork`) is torch-only and
-takes its JVPs/VJPs from ``torch.func``.
+takes its JVPs/VJPs from torch.autograd.
 
 State layout: the relaxation works on a flat array of shape ``(batch, n)``;
 :class:`Layout` splits it into per-layer views and joins it back.
@@ -229,30 +229,47 @@ class LayeredNetwork:
         raise NotImplementedError
 
     # -- generic autodiff versions (torch) ----------------------------------------------
+    # Used by networks whose Jacobian depends on the state (the convolutional one): plain
+    # torch.autograd reverse mode (VJPs) and double backward (JVPs, Jacobian-penalty
+    # gradients). Dense networks override all four with block-by-block matrix products.
+    def _leaf(self, d: dict) -> dict:
+        return {k: v.detach().clone().requires_grad_(True) for k, v in d.items()}
+
     def jvp(self, params, r: dict, v: dict) -> dict:
-        """``H'(r) v`` (``r`` real; torch.func forward mode). Dense networks override."""
+        """``H'(r) v`` (``r`` held fixed). Dense networks override.
+
+        Computed as the derivative of ``u -> H'(r)^T u`` (a reverse-mode product, linear in
+        ``u``) in the direction ``v``: two backward passes. (torch's forward-mode AD would do
+        it in one pass but costs seconds of one-time initialization per process.)
+        """
         import torch
 
         names = self.layout.names
-
-        def f(*rs):
-            return tuple(self._internal_drive(params, dict(zip(names, rs)))[n] for n in names)
-
-        _, out = torch.func.jvp(f, tuple(r[n] for n in names), tuple(v[n] for n in names))
-        return dict(zip(names, out))
+        with torch.enable_grad():
+            rl = self._leaf({n: r[n] for n in names})
+            out = self._internal_drive(params, rl)
+            keys = [n for n in names if n in out]
+            us = [torch.zeros_like(out[n], requires_grad=True) for n in keys]
+            g = torch.autograd.grad([out[n] for n in keys], [rl[n] for n in names],
+                                    grad_outputs=us, create_graph=True, allow_unused=True)
+            pairs = [(gi, v[n]) for gi, n in zip(g, names) if gi is not None]
+            jv = torch.autograd.grad([p for p, _ in pairs], us,
+                                     grad_outputs=[t.detach() for _, t in pairs], allow_unused=True)
+        return {n: (t.detach() if t is not None else torch.zeros_like(out[n]))
+                for n, t in zip(keys, jv)}
 
     def vjp(self, params, r: dict, w: dict) -> dict:
-        """``H'(r)^T w`` (torch.func reverse mode). Dense networks override."""
+        """``H'(r)^T w`` (reverse mode, real states). Dense networks override."""
         import torch
 
         names = self.layout.names
-
-        def f(*rs):
-            return tuple(self._internal_drive(params, dict(zip(names, rs)))[n] for n in names)
-
-        _, pull = torch.func.vjp(f, *tuple(r[n] for n in names))
-        out = pull(tuple(w[n] for n in names))
-        return dict(zip(names, out))
+        with torch.enable_grad():
+            rl = self._leaf({n: r[n] for n in names})
+            out = self._internal_drive(params, rl)
+            keys = [n for n in names if n in out and w.get(n) is not None]
+            g = torch.autograd.grad([out[n] for n in keys], [rl[n] for n in names],
+                                    grad_outputs=[w[n] for n in keys], allow_unused=True)
+        return {n: (gi if gi is not None else torch.zeros_like(r[n])) for n, gi in zip(names, g)}
 
     def param_vjp(self, params, r: dict, x, w: dict) -> dict:
         """``(dH/dtheta)^T w``, summed over the batch, for every non-readout parameter."""
@@ -260,17 +277,41 @@ class LayeredNetwork:
 
         keys = [k for k in params if not k.startswith("readout_")]
         names = self.layout.names
-
-        def f(*ps):
+        with torch.enable_grad():
+            pl = self._leaf({k: params[k] for k in keys})
             p = dict(params)
-            p.update(dict(zip(keys, ps)))
-            ext = self.input_drive(p, x)
-            h = self.drive(p, r, ext)
-            return tuple(h[n] for n in names)
+            p.update(pl)
+            h = self.drive(p, {n: r[n].detach() for n in names}, self.input_drive(p, x))
+            outs = [n for n in names if n in h and w.get(n) is not None]
+            g = torch.autograd.grad([h[n] for n in outs], [pl[k] for k in keys],
+                                    grad_outputs=[w[n] for n in outs], allow_unused=True)
+        return {k: (gi if gi is not None else torch.zeros_like(params[k])) for k, gi in zip(keys, g)}
 
-        _, pull = torch.func.vjp(f, *[params[k] for k in keys])
-        out = pull(tuple(w[n] for n in names))
-        return dict(zip(keys, out))
+    def bilinear_grad(self, params, r: dict, w: dict, v: dict) -> dict:
+        """``d/dtheta sum_b <w_b, H'(r_b) v_b>`` with ``r, w, v`` held fixed.
+
+        The building block of parameter gradients of Jacobian penalties (homeostasis,
+        contraction). Generic version: ``<H'^T w, v>`` by reverse mode with a graph, then
+        reverse mode again (double backward). Dense networks override it with per-block
+        outer products.
+        """
+        import torch
+
+        keys = [k for k in params if not k.startswith("readout_")]
+        names = self.layout.names
+        with torch.enable_grad():
+            pl = self._leaf({k: params[k] for k in keys})
+            p = dict(params)
+            p.update(pl)
+            rl = self._leaf({n: r[n] for n in names})
+            out = self._internal_drive(p, rl)
+            outs = [n for n in names if n in out and w.get(n) is not None]
+            gr = torch.autograd.grad([out[n] for n in outs], [rl[n] for n in names],
+                                     grad_outputs=[w[n].detach() for n in outs],
+                                     create_graph=True, allow_unused=True)
+            s = sum((gi * v[n].detach()).sum() for n, gi in zip(names, gr) if gi is not None)
+            g = torch.autograd.grad(s, [pl[k] for k in keys], allow_unused=True)
+        return {k: (gi if gi is not None else torch.zeros_like(params[k])) for k, gi in zip(keys, g)}
 
     def _internal_drive(self, params, r):
         """``H(r)`` without the state-independent part (its Jacobian is ``H'``)."""
@@ -486,6 +527,17 @@ class DenseNetwork(LayeredNetwork):
                 grads[k] = _xp.zeros_like(params[k])
         return grads
 
+    def bilinear_grad(self, params, r, w, v):
+        """``d/dtheta sum_b <w_b, H' v_b>``: per block ``w_post^T v_pre`` (no autodiff)."""
+        grads = {k: _xp.zeros_like(p) for k, p in params.items() if not k.startswith("readout_")}
+        for c in self.internal:
+            wp, vp = w.get(c.post), v.get(c.pre)
+            if wp is None or vp is None:
+                continue
+            G = wp.T @ vp
+            grads[c.weight] = grads[c.weight] + (G.T if c.transpose else G)
+        return grads
+
     def forward_state(self, params, x):
         """Feed-forward pass through the forward connections only (a warm start)."""
         ext = self.input_drive(params, x)
@@ -542,6 +594,7 @@ def _readout(rng, params, n_out, n_classes, loss):
 
 def mlp(sizes: Sequence[int], *, n_classes: int | None = None, activation="sigmoid",
         angle: float = 90.0, tied: bool = False, loss: str = "xent", seed: int = 0,
+        recurrent_scale: float = 1.0,
         library: str = "numpy", dtype: Any = None, device: str | None = None) -> DenseNetwork:
     """MLP with reciprocal (untied) feedback: ``in -> h1 <-> h2 <-> ... <-> out``.
 
@@ -562,6 +615,11 @@ def mlp(sizes: Sequence[int], *, n_classes: int | None = None, activation="sigmo
     loss : {"xent", "mse"}
     seed : int
         Initialization seed (LeCun normal kernels, zero biases).
+    recurrent_scale : float
+        Multiplies every hidden-to-hidden / hidden-to-output kernel (forward and feedback)
+        after initialization, scaling the loop gain ``rho(H' D)`` by the same factor
+        (LeCun init gives about 0.85 for the sigmoid net at rest, close to instability).
+        1 reproduces the reference initialization.
     library, dtype, device
         numpy (default float64) or torch (default float64 on CPU).
 
@@ -602,6 +660,10 @@ def mlp(sizes: Sequence[int], *, n_classes: int | None = None, activation="sigmo
             Binit = lecun_normal(rng, (sizes[i], sizes[i + 1]), sizes[i + 1])
             params[f"B_{hi}_{lo}"] = rotate_feedback(Binit, W, angle)
             conns.append(Connection(hi, lo, f"B_{hi}_{lo}", kind="feedback"))
+    if recurrent_scale != 1.0:
+        for k in params:
+            if (k.startswith("W_") and not k.startswith("W_input")) or k.startswith("B_"):
+                params[k] = recurrent_scale * params[k]
     _readout(rng, params, sizes[-1], n_classes, loss)
     return DenseNetwork(layer_sizes, conns, _finish_params(params, library, dtype, device),
                         n_in=sizes[0], activation=activation, loss=loss, n_classes=n_classes)

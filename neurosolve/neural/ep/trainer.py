@@ -41,6 +41,7 @@ from neurosolve.neural.ep.estimators import (
 )
 from neurosolve.neural.ep.homeostasis import homeostatic_loss
 from neurosolve.neural.ep.networks import DenseNetwork, LayeredNetwork
+from neurosolve.neural.ep.stability import contraction_penalty
 from neurosolve.solvers.fixed_point import FixedPoint
 
 __all__ = ["TrainConfig", "TrainResult", "SGD", "AdamW", "train", "evaluate", "plot_histories"]
@@ -53,14 +54,15 @@ class SGD:
         self.lr, self.momentum, self.wd = lr, momentum, weight_decay
         self.buf: dict = {}
 
-    def step(self, params: dict, grads: dict) -> None:
+    def step(self, params: dict, grads: dict, scales: dict | None = None) -> None:
         for k, g in grads.items():
+            lr = self.lr * (scales.get(k, 1.0) if scales else 1.0)
             if self.wd:
                 g = g + self.wd * params[k]
             b = self.buf.get(k)
             b = g if b is None else self.momentum * b + g
             self.buf[k] = b
-            params[k] = params[k] - self.lr * b
+            params[k] = params[k] - lr * b
 
 
 class AdamW:
@@ -72,7 +74,7 @@ class AdamW:
         self.v: dict = {}
         self.t = 0
 
-    def step(self, params: dict, grads: dict) -> None:
+    def step(self, params: dict, grads: dict, scales: dict | None = None) -> None:
         self.t += 1
         c1 = 1 - self.b1 ** self.t
         c2 = 1 - self.b2 ** self.t
@@ -83,10 +85,11 @@ class AdamW:
             v = (1 - self.b2) * g * g if v is None else self.b2 * v + (1 - self.b2) * g * g
             self.m[k], self.v[k] = m, v
             upd = (m / c1) / ((v / c2) ** 0.5 + self.eps)
+            lr = self.lr * (scales.get(k, 1.0) if scales else 1.0)
             p = params[k]
             if self.wd:
-                p = p * (1 - self.lr * self.wd)
-            params[k] = p - self.lr * upd
+                p = p * (1 - lr * self.wd)
+            params[k] = p - lr * upd
 
 
 def _default_solver() -> FixedPoint:
@@ -104,6 +107,8 @@ class TrainConfig:
         Cauchy estimator settings (``method="ep"``).
     optimizer : {"sgd", "adamw"}
     lr, momentum, weight_decay
+    readout_lr_scale : float
+        Learning-rate multiplier of the readout (the reference CNN recipe uses 5).
     homeostasis : float
         ``lambda``, the weight of the homeostatic loss (0 = off).
     homeostasis_method : {"auto", "exact", "probe"}
@@ -114,6 +119,9 @@ class TrainConfig:
         For every phase (default Anderson, damping 0.5, ``rtol=1e-7``, 400 iterations).
     init : {"zero", "forward"}
         Free-phase start.
+    contraction, contraction_target, contraction_iters
+        Weight, target gain and power iterations of the stabilizing contraction penalty
+        (:func:`~neurosolve.neural.ep.stability.contraction_penalty`; 0 = off).
     grad_clip : float or None
         Clip the global gradient norm (off by default).
     strict : bool
@@ -130,6 +138,7 @@ class TrainConfig:
     conjugate_shortcut: bool = True
     optimizer: str = "adamw"
     lr: float = 1e-3
+    readout_lr_scale: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 0.0
     homeostasis: float = 0.0
@@ -140,6 +149,9 @@ class TrainConfig:
     seed: int = 0
     solver: FixedPoint = field(default_factory=_default_solver)
     init: str = "zero"
+    contraction: float = 0.0
+    contraction_target: float = 0.9
+    contraction_iters: int = 10
     grad_clip: float | None = None
     strict: bool = False
     max_steps: int | None = None
@@ -307,6 +319,7 @@ def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConf
 
         bar = tqdm(total=cfg.epochs, desc=f"train[{cfg.method}, lambda={cfg.homeostasis:g}]",
                    leave=False)
+    lr_scales = {k: cfg.readout_lr_scale for k in net.params if k.startswith("readout_")}
     steps = 0
     stop = False
     try:
@@ -331,6 +344,12 @@ def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConf
                     grads = dict(grads)
                     for k, g in h.grads.items():
                         grads[k] = grads[k] + cfg.homeostasis * g
+                if cfg.contraction > 0:
+                    cp = contraction_penalty(net, est.free, target=cfg.contraction_target,
+                                             iters=cfg.contraction_iters, rng=probe_rng)
+                    grads = dict(grads)
+                    for k, g in cp.grads.items():
+                        grads[k] = grads[k] + cfg.contraction * g
                 if est.status is Status.NONFINITE or not all(_xp.isfinite_all(g) for g in grads.values()):
                     if cfg.strict:
                         raise RuntimeError(f"non-finite gradient estimate at step {steps}: {est.message}")
@@ -340,7 +359,7 @@ def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConf
                     gn = _gnorm(grads)
                     if gn > cfg.grad_clip:
                         grads = {k: g * (cfg.grad_clip / gn) for k, g in grads.items()}
-                opt.step(net.params, grads)
+                opt.step(net.params, grads, lr_scales)
                 steps += 1
                 if cfg.max_steps is not None and steps >= cfg.max_steps:
                     stop = True
