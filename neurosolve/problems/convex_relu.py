@@ -1,0 +1,654 @@
+"""Convex training of a two-layer ReLU network: the (sampled) Pilanci-Ergen program.
+
+For data ``X`` (n x d after standardization, with a column of ones appended when
+``bias=True``) and activation patterns ``D_i = diag(1[X h_i >= 0])``, ``i = 1..P``::
+
+    min   loss( sum_i D_i X (v_i - w_i), y ) + beta sum_i (||v_i||_2 + ||w_i||_2)
+    s.t.  (2 D_i - I) X v_i >= 0,   (2 D_i - I) X w_i >= 0
+
+Every feasible point maps to a ReLU network with at most 2P neurons and the same objective
+(``u = v/sqrt||v||, alpha = +sqrt||v||`` and the same with ``-`` for w), so the program's
+optimum bounds the non-convex training objective of width-2P networks from above; with
+all patterns it equals the global optimum of the non-convex problem (for wide enough
+networks). With ``epsilon > 0`` the program is the robust counterpart of section 4 of the
+paper: ``(2D_i - I) X v_i >= epsilon ||v_i||_q`` on the non-bias coordinates and the
+worst-case loss over the l_inf (``q = 1``) or l_2 (``q = 2``) ball of radius epsilon.
+
+References
+----------
+.. [1] Y. Bai, T. Gautam, S. Sojoudi, "Efficient Global Optimization of Two-layer ReLU
+   Networks: Quadratic-time Algorithms and Adversarial Training", SIAM J. Math. Data Sci.
+   2023, arXiv:2201.01965.
+.. [2] M. Pilanci, T. Ergen, "Neural Networks are Convex Regularizers", ICML 2020.
+.. [3] Y. Bai, T. Gautam, Y. Gai, S. Sojoudi, "Practical Convex Formulation of Robust
+   One-hidden-layer Neural Network Training", ACC 2022, arXiv:2105.12237.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from neurosolve.backends import common_library, is_torch
+from neurosolve.solvers import relu_losses as RL
+from neurosolve.solvers import relu_patterns as RP
+
+__all__ = ["ConvexReLU"]
+
+
+def _to_numpy(a):
+    if is_torch(a):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+class ConvexReLU:
+    """The convex (sampled or exact) training program of a two-layer ReLU network.
+
+    Parameters
+    ----------
+    X : array of shape (n, d_in)
+        Training inputs (numpy array or torch tensor; the solution comes back in the same
+        library and device).
+    y : array of shape (n,) or (n, c)
+        Targets. ``squared``: real values (2-D for several outputs). ``logistic`` and
+        ``hinge``: binary labels in {-1, +1} or {0, 1} (0 is read as -1); class labels
+        with ``one_vs_all=True``; or a 2-D +-1 matrix (one column per output).
+    beta : float
+        Weight-decay strength (> 0). The regularizer ``beta (||v_i|| + ||w_i||)`` is the
+        weight decay ``beta/2 (||u_j||^2 + alpha_j^2)`` of the recovered network.
+    loss : {"squared", "logistic", "hinge"}
+        ``squared``: ``1/2 (z - y)^2``; ``logistic``: ``log(1 + exp(-y z))`` with +-1
+        labels (the authors' BCE is this loss on ``2 z``); ``hinge``: ``max(0, 1 - y z)``.
+    patterns : int, array, "all" or "from_network"
+        An int ``P``: sample ``P`` distinct patterns from Gaussian directions (redrawing up
+        to ``max_rounds`` rounds; fewer if the data admit fewer, see
+        :mod:`neurosolve.solvers.relu_patterns`). A 0/1 array of shape (n, P): use these
+        patterns (duplicates and all-zero columns are dropped). ``"all"``: enumerate every
+        pattern exactly (small d only). ``"from_network"``: the patterns of the hidden
+        neurons of ``network``.
+    network : optional
+        With ``patterns="from_network"``: a torch module whose first ``nn.Linear`` is the
+        hidden layer, a :class:`~neurosolve.neural.relu_network.ReLUNetwork`, or a pair
+        ``(W, b)`` of hidden weights (m, d_in) and biases (m,) acting on the raw inputs.
+    bias : bool
+        Append a column of ones (the hidden biases; regularized like the other weights).
+    standardize : bool
+        Center (when ``bias``) and scale each input column by its training mean and
+        standard deviation; the recovered network applies the same transform to new data.
+    seed : int
+        Seed of the pattern sampling.
+    epsilon : float
+        Radius of the adversarial ball (0: the ordinary program). Measured in the raw
+        input units; the bias column is never perturbed.
+    attack_norm : {"inf", 2}
+        Norm of the adversarial ball.
+    reduction : {"sum", "mean"}
+        Sum or average the per-sample losses.
+    one_vs_all : bool, optional
+        Read ``y`` as class labels and train one output per class against the rest (two
+        classes give one output). Must be asked for: non-binary labels with a binary loss
+        raise ``ValueError``.
+    max_rounds : int
+        Sampling rounds for ``patterns=P``.
+
+    Attributes
+    ----------
+    n, d, P, c : int
+        Samples, features (bias included), patterns and outputs.
+    D : array (n, P)
+        The 0/1 pattern matrix (same library as X).
+    x_shape : tuple
+        Shape of a solution: ``(2, P, d)`` (``x[0][i] = v_i``, ``x[1][i] = w_i``), or
+        ``(2, P, d, c)`` with several outputs.
+
+    Raises
+    ------
+    ValueError
+        Mismatched lengths of X and y, NaN/inf in X or y, beta <= 0, non-binary labels
+        for a binary loss, unknown loss, bad pattern matrix, negative epsilon.
+    TypeError
+        X and y from different array libraries, or a non-array input.
+
+    Examples
+    --------
+    >>> import numpy as np, neurosolve as ns
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((60, 3)); y = np.sign(X[:, 0] * X[:, 1])
+    >>> prob = ns.problems.ConvexReLU(X, y, beta=0.1, patterns=8, seed=0)
+    >>> res = ns.solve(prob)
+    >>> net = prob.network(res)          # numpy predictor; net.to_torch() is an nn.Module
+    >>> bool(abs(res.certificate["nc_objective"] - res.certificate["objective"]) < 1e-2)
+    True
+    """
+
+    def __init__(self, X: Any, y: Any, beta: float, *, loss: str = "squared",
+                 patterns: Any = 16, network: Any = None, bias: bool = True,
+                 standardize: bool = True, seed: int = 0, epsilon: float = 0.0,
+                 attack_norm: Any = "inf", reduction: str = "sum",
+                 one_vs_all: bool | None = None, max_rounds: int = 20):
+        self.array_library = common_library(X, y, names=("X", "y"))
+        for name, a in (("X", X), ("y", y)):
+            if not (is_torch(a) or isinstance(a, np.ndarray)):
+                if isinstance(a, (list, tuple)):
+                    continue
+                raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(a).__name__}")
+        self.device = str(X.device) if is_torch(X) else "cpu"
+        self._torch_dtype = X.dtype if is_torch(X) else None
+        Xn = np.asarray(_to_numpy(X), dtype=np.float64)
+        yn = np.asarray(_to_numpy(y))
+        if Xn.ndim != 2:
+            raise ValueError(f"X must be a 2-D array (n samples, d features), got shape {Xn.shape}")
+        if yn.ndim not in (1, 2):
+            raise ValueError(f"y must be 1-D (n,) or 2-D (n, c), got shape {yn.shape}")
+        if yn.shape[0] != Xn.shape[0]:
+            raise ValueError(
+                f"X and y must have the same number of samples: X has {Xn.shape[0]} rows, "
+                f"y has {yn.shape[0]}"
+            )
+        if Xn.shape[0] < 1:
+            raise ValueError("X must have at least one sample")
+        if not np.all(np.isfinite(Xn)):
+            raise ValueError("X contains NaN or inf entries; clean or impute the data first")
+        if yn.dtype.kind in "fc" and not np.all(np.isfinite(yn)):
+            raise ValueError("y contains NaN or inf entries")
+        if not isinstance(beta, (int, float, np.floating, np.integer)) or not np.isfinite(beta) \
+                or beta <= 0:
+            raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+        if loss not in RL.LOSSES:
+            raise ValueError(f"loss must be one of {RL.LOSSES}, got {loss!r}")
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        if not isinstance(epsilon, (int, float, np.floating)) or not np.isfinite(epsilon) \
+                or epsilon < 0:
+            raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon!r}")
+        if attack_norm in ("inf", np.inf, float("inf")):
+            self.attack_norm, self.q = "inf", 1
+        elif attack_norm in (2, "2"):
+            self.attack_norm, self.q = 2, 2
+        else:
+            raise ValueError(f"attack_norm must be 'inf' or 2, got {attack_norm!r}")
+        self.loss = loss
+        self.beta = float(beta)
+        self.epsilon = float(epsilon)
+        self.reduction = reduction
+        self.bias = bool(bias)
+        self.standardize = bool(standardize)
+        self.seed = seed
+        n, d_in = Xn.shape
+        self.n, self.d_in = n, d_in
+        self.w = 1.0 if reduction == "sum" else 1.0 / n
+
+        # ---- targets
+        self.classes = None
+        self.task = "regression"
+        Y = self._targets(yn, loss, one_vs_all)
+        self.c = Y.shape[1]
+        self.Y_np = Y
+
+        # ---- features
+        if standardize:
+            mean = Xn.mean(axis=0) if bias else np.zeros(d_in)
+            std = Xn.std(axis=0)
+            std = np.where(std > 1e-12 * max(1.0, np.abs(Xn).max()), std, 1.0)
+        else:
+            mean, std = np.zeros(d_in), np.ones(d_in)
+        self.mean, self.scale = mean, std
+        Xt = self.transform_numpy(Xn)
+        self.X_raw_np = Xn
+        self.Xt_np = Xt
+        self.d = Xt.shape[1]
+        # feature scale of the robust terms (0 on the bias coordinate)
+        sc = 1.0 / std
+        self.sc_np = np.concatenate([sc, [0.0]]) if bias else sc
+
+        # ---- patterns
+        self._H = None
+        if isinstance(patterns, str):
+            if patterns == "all":
+                D = RP.enumerate_patterns(Xt)
+            elif patterns == "from_network":
+                if network is None:
+                    raise ValueError("patterns='from_network' needs network=... (a torch module, "
+                                     "a ReLUNetwork or a pair (W, b))")
+                Wh, bh = _hidden_layer(network, d_in)
+                Hraw = (Wh * std[None, :]).T  # act on standardized features
+                hb = bh + Wh @ mean
+                if bias:
+                    H = np.vstack([Hraw, hb[None, :]])
+                elif np.any(hb != 0):
+                    raise ValueError("the network has hidden biases but bias=False")
+                else:
+                    H = Hraw
+                D, self._H = RP.dedup_patterns(RP.pattern_matrix(Xt, H), H)
+            else:
+                raise ValueError(
+                    f"patterns must be an int, a 0/1 array, 'all' or 'from_network', got {patterns!r}"
+                )
+        elif isinstance(patterns, (int, np.integer)) and not isinstance(patterns, bool):
+            if patterns < 1:
+                raise ValueError(f"patterns must be >= 1, got {patterns}")
+            D, self._H = RP.sample_patterns(Xt, int(patterns), seed=seed, max_rounds=max_rounds)
+        else:
+            Dm = np.asarray(_to_numpy(patterns), dtype=np.float64)
+            if Dm.ndim != 2 or Dm.shape[0] != n:
+                raise ValueError(f"a pattern matrix must have shape (n={n}, P), got {Dm.shape}")
+            if not np.all((Dm == 0) | (Dm == 1)):
+                raise ValueError("a pattern matrix must contain only 0 and 1")
+            D, _ = RP.dedup_patterns(Dm)
+        if D.shape[1] == 0:
+            raise ValueError("no usable activation pattern (all candidate patterns were empty)")
+        self.D_np = np.ascontiguousarray(D)
+        self.P = D.shape[1]
+
+        # ---- arrays in the input's library
+        self.X = X
+        if self.array_library == "torch":
+            import torch
+
+            dt = X.dtype if X.dtype in (torch.float32, torch.float64) else torch.float64
+            kw = dict(dtype=dt, device=X.device)
+            self.Xt = torch.as_tensor(Xt, **kw)
+            self.Y = torch.as_tensor(Y, **kw)
+            self.D = torch.as_tensor(self.D_np, **kw)
+            self.sc = torch.as_tensor(self.sc_np, **kw)
+        else:
+            self.Xt, self.Y, self.D, self.sc = Xt, Y, self.D_np, self.sc_np
+
+    # ------------------------------------------------------------------------------------
+    def _targets(self, yn, loss, one_vs_all):
+        binary_loss = loss in ("logistic", "hinge")
+        if one_vs_all:
+            if yn.ndim != 1:
+                raise ValueError("one_vs_all=True needs a 1-D vector of class labels y")
+            classes = np.unique(yn)
+            if classes.size < 2:
+                raise ValueError("one_vs_all=True needs at least two classes in y")
+            self.classes = classes
+            if classes.size == 2:
+                self.task = "binary"
+                return np.where(yn == classes[1], 1.0, -1.0)[:, None]
+            self.task = "multiclass"
+            return np.where(yn[:, None] == classes[None, :], 1.0, -1.0)
+        if yn.dtype.kind not in "biuf":
+            raise ValueError(f"y must be numeric, got dtype {yn.dtype}; for class labels pass "
+                             "one_vs_all=True")
+        Y = yn.astype(np.float64)
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        if binary_loss:
+            vals = np.unique(Y)
+            if np.all(np.isin(vals, (-1.0, 1.0))):
+                pass
+            elif np.all(np.isin(vals, (0.0, 1.0))):
+                Y = 2.0 * Y - 1.0
+            else:
+                shown = ", ".join(f"{v:g}" for v in vals[:6]) + (" ..." if vals.size > 6 else "")
+                raise ValueError(
+                    f"loss={loss!r} needs binary labels in {{-1, +1}} or {{0, 1}}; y has values "
+                    f"{{{shown}}}. For more than two classes pass one_vs_all=True; for real "
+                    "targets use loss='squared'"
+                )
+            self.task = "binary" if Y.shape[1] == 1 else "multilabel"
+            self.classes = np.array([-1.0, 1.0]) if Y.shape[1] == 1 else None
+        return np.ascontiguousarray(Y)
+
+    def transform_numpy(self, Xraw) -> np.ndarray:
+        """The design matrix of new raw inputs: standardized columns plus the bias column."""
+        Xs = (np.asarray(Xraw, dtype=np.float64) - self.mean) / self.scale
+        if self.bias:
+            Xs = np.hstack([Xs, np.ones((Xs.shape[0], 1))])
+        return Xs
+
+    @property
+    def x_shape(self) -> tuple:
+        return (2, self.P, self.d) if self.c == 1 else (2, self.P, self.d, self.c)
+
+    @property
+    def robust(self) -> bool:
+        return self.epsilon > 0
+
+    @property
+    def dtype(self):
+        return self.Xt.dtype
+
+    @property
+    def directions(self) -> np.ndarray:
+        """(d, P) directions h_i with ``D[:, i] = 1[X h_i >= 0]`` (computed by LP if unknown)."""
+        if self._H is None:
+            self._H = RP.pattern_directions(self.Xt_np, self.D_np)
+        return self._H
+
+    def default_solver(self):
+        from neurosolve.solvers.admm_relu import ADMM
+
+        return ADMM()
+
+    def __repr__(self):
+        rob = f", epsilon={self.epsilon:g} (l_{self.attack_norm})" if self.robust else ""
+        return (f"ConvexReLU(n={self.n}, d={self.d}, P={self.P}, c={self.c}, loss={self.loss!r}, "
+                f"beta={self.beta:g}{rob})")
+
+    # ------------------------------------------------------------------------------------
+    # variables
+    def zeros(self):
+        """A zero solution in the problem's array library."""
+        x = np.zeros(self.x_shape)
+        return self._from_numpy(x)
+
+    def _from_numpy(self, a):
+        if self.array_library == "torch":
+            import torch
+
+            return torch.as_tensor(a, dtype=self.Xt.dtype, device=self.Xt.device)
+        return a
+
+    def _vw(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """numpy (P, d, c) blocks v and w of a solution x."""
+        xa = np.asarray(_to_numpy(x), dtype=np.float64)
+        if xa.shape == (2, self.P, self.d) and self.c == 1:
+            xa = xa[..., None]
+        if xa.shape != (2, self.P, self.d, self.c):
+            raise ValueError(f"x must have shape {self.x_shape}, got {xa.shape}")
+        return xa[0], xa[1]
+
+    def split(self, x):
+        """``(v, w)`` of a solution, each of shape (P, d) or (P, d, c)."""
+        return x[0], x[1]
+
+    def convex_output(self, x) -> np.ndarray:
+        """``sum_i D_i X (v_i - w_i)`` on the training data, shape (n, c) (numpy)."""
+        v, w = self._vw(x)
+        Z = np.einsum("nd,pdc->npc", self.Xt_np, v - w)
+        return (Z * self.D_np[:, :, None]).sum(axis=1)
+
+    def _bnorm(self, v, w) -> np.ndarray:
+        """Per-sample dual norms ``||b_k||_q`` of the input gradients (n, c)."""
+        B = np.einsum("np,pdc->ndc", self.D_np, (v - w) * self.sc_np[None, :, None])
+        return np.abs(B).sum(1) if self.q == 1 else np.sqrt((B * B).sum(1))
+
+    def objective(self, x) -> float:
+        """The convex objective (worst-case loss when epsilon > 0) of x."""
+        v, w = self._vw(x)
+        z = self.convex_output(x)
+        reg = self.beta * (np.linalg.norm(v, axis=1).sum() + np.linalg.norm(w, axis=1).sum())
+        return float(self._loss(z, v, w)) + float(reg)
+
+    def _loss(self, z, v=None, w=None):
+        if self.robust:
+            return RL.robust_loss_value(self.loss, z, self.Y_np, self._bnorm(v, w), self.epsilon,
+                                        self.w)
+        return RL.loss_value(self.loss, z, self.Y_np, self.w)
+
+    def cone_violation(self, x) -> tuple[float, float]:
+        """Largest violation ``max(0, -((2D_i - I) X v_i - eps ||v_i||_q))`` and its ratio to
+        ``max |X v_i|`` (the relative violation)."""
+        v, w = self._vw(x)
+        E = 2.0 * self.D_np - 1.0
+        worst, scale = 0.0, 0.0
+        for blk in (v, w):
+            XV = np.einsum("nd,pdc->npc", self.Xt_np, blk)
+            G = E[:, :, None] * XV
+            if self.robust:
+                nb = (np.abs(blk * self.sc_np[None, :, None]).sum(1) if self.q == 1
+                      else np.sqrt(((blk * self.sc_np[None, :, None]) ** 2).sum(1)))
+                G = G - self.epsilon * nb[None]
+            worst = max(worst, float(np.maximum(-G, 0).max(initial=0.0)))
+            scale = max(scale, float(np.abs(XV).max(initial=0.0)))
+        return worst, (worst / scale if scale > 0 else 0.0)
+
+    # ------------------------------------------------------------------------------------
+    # duality
+    def _cone_dual_norms(self, lam: np.ndarray, x=None, max_rows: int | None = None) -> np.ndarray:
+        """Upper bounds on ``c_g = max_{u in K_g, ||u|| <= 1} -lam^T F_g u`` for every block
+        g and output, shape (2, P, c).
+
+        ``c_g = ||Pi_{K_g}(a_g)|| = min_{mu >= 0} ||a_g + G_g^T mu||`` (Moreau), computed by
+        non-negative least squares. Any ``mu >= 0`` gives an upper bound, so for large n the
+        NNLS is restricted to ``max_rows`` candidate constraints (those ``a_g`` violates
+        most and, for a nonzero block of ``x``, those closest to active): the bound stays
+        valid and is exact when the optimal multipliers live on the candidates.
+        """
+        from scipy.optimize import nnls
+
+        X, D = self.Xt_np, self.D_np
+        n, d = X.shape
+        max_rows = max_rows or 20 * d
+        E = 2.0 * D - 1.0
+        out = np.zeros((2, self.P, self.c))
+        if x is not None:
+            v, w = self._vw(x)
+            XV = np.einsum("nd,pdc->npc", X, np.stack([v, w]).reshape(-1, d, self.c))
+        for o in range(self.c):
+            A = X.T @ (D * lam[:, o:o + 1])  # (d, P): X^T D_i lam
+            for i in range(self.P):
+                Gt = (X * E[:, i:i + 1]).T  # (d, n): G_i^T
+                for sgn, a in ((0, -A[:, i]), (1, A[:, i])):
+                    if not np.any(a):
+                        continue
+                    if n <= max_rows:
+                        cols = slice(None)
+                    else:
+                        ga = Gt.T @ a
+                        cand = np.argpartition(ga, max_rows // 2)[: max_rows // 2]
+                        if x is not None:
+                            gv = np.abs(XV[:, sgn * self.P + i, o])
+                            if gv.max() > 0:
+                                near = np.argpartition(gv, max_rows // 2)[: max_rows // 2]
+                                cand = np.union1d(cand, near)
+                        cols = cand
+                    _, rn = nnls(Gt[:, cols], -a, maxiter=50 * d + 500)
+                    out[sgn, i, o] = rn
+        return out
+
+    def dual_bound(self, x) -> tuple[float, float]:
+        """A lower bound on the program's optimum from the gradient of the loss at x.
+
+        ``lam = grad loss(z(x))`` is scaled by ``t = min(1, beta / max_g c_g)`` so that
+        ``max_{u in K_g, ||u|| <= 1} -lam^T F_g u <= beta`` for every block (computed
+        by NNLS, restricted to candidate constraints for large n; see
+        :meth:`_cone_dual_norms`). Returns ``(dual_value, t)``. Not available for robust programs
+        (returns nan).
+        """
+        if self.robust:
+            return float("nan"), float("nan")
+        z = self.convex_output(x)
+        lam = np.asarray(RL.loss_grad(self.loss, z, self.Y_np, self.w), dtype=np.float64)
+        cmax = float(self._cone_dual_norms(lam, x).max(initial=0.0))
+        t = 1.0 if cmax <= self.beta else self.beta / cmax
+        return RL.loss_conjugate_neg(self.loss, t * lam, self.Y_np, self.w), t
+
+    def beta_max(self) -> float:
+        """Smallest beta for which x = 0 is optimal (every neuron pruned)."""
+        if self.robust:
+            raise ValueError("beta_max is only available for epsilon = 0")
+        lam = np.asarray(RL.loss_grad(self.loss, np.zeros_like(self.Y_np), self.Y_np, self.w))
+        return float(self._cone_dual_norms(lam, max_rows=self.n).max(initial=0.0))
+
+    # ------------------------------------------------------------------------------------
+    def network(self, x_or_result, *, prune_tol: float = 1e-8):
+        """The ReLU network of a convex solution (section 2.3 of the paper), pruned.
+
+        Each nonzero block ``v_i`` becomes a neuron ``u = v_i / sqrt(||v_i||)`` with output
+        weight ``+sqrt(||v_i||)``, each ``w_i`` one with ``-sqrt(||w_i||)``; blocks with
+        norm below ``prune_tol`` times the largest are dropped.
+
+        Parameters
+        ----------
+        x_or_result : array or Result
+        prune_tol : float
+
+        Returns
+        -------
+        neurosolve.neural.relu_network.ReLUNetwork
+            A numpy predictor (``net(X)``, ``net.predict(X)``) on raw inputs;
+            ``net.to_torch()`` gives the same network as a ``torch.nn.Module``.
+        """
+        from neurosolve.neural.relu_network import ReLUNetwork
+
+        x = getattr(x_or_result, "x", x_or_result)
+        v, w = self._vw(x)
+        norms = np.concatenate([np.linalg.norm(v, axis=1), np.linalg.norm(w, axis=1)])  # (2P, c)
+        blocks = np.concatenate([v, w])  # (2P, d, c)
+        top = norms.max(initial=0.0)
+        U, A = [], []
+        for g in range(2 * self.P):
+            for o in range(self.c):
+                nr = norms[g, o]
+                if nr <= prune_tol * top or nr == 0:
+                    continue
+                r = np.sqrt(nr)
+                U.append(blocks[g, :, o] / r)
+                a = np.zeros(self.c)
+                a[o] = r if g < self.P else -r
+                A.append(a)
+        U = np.array(U).reshape(-1, self.d)
+        A = np.array(A).reshape(-1, self.c)
+        return ReLUNetwork(U=U, alpha=A, mean=self.mean, scale=self.scale, bias=self.bias,
+                           task=self.task, classes=self.classes)
+
+    def nc_objective(self, net) -> float:
+        """Non-convex training objective of a network on this problem's data and loss
+        (weight decay measured in the problem's standardized coordinates). With
+        epsilon > 0: the worst-case loss of the network linearized at each sample (exact
+        when no neuron changes activity on the ball, which the robust constraints
+        guarantee)."""
+        H = self.Xt_np @ net.U.T
+        act = (H >= 0).astype(np.float64)
+        z = np.maximum(H, 0.0) @ net.alpha
+        reg = 0.5 * self.beta * (np.sum(net.U**2) + np.sum(net.alpha**2))
+        if self.robust:
+            Usc = net.U * self.sc_np[None, :]
+            # b_k = sum_j act_kj alpha_jo Usc_j  -> (n, d, c)
+            B = np.einsum("nm,mo,md->ndo", act, net.alpha, Usc)
+            bn = np.abs(B).sum(1) if self.q == 1 else np.sqrt((B * B).sum(1))
+            return float(RL.robust_loss_value(self.loss, z, self.Y_np, bn, self.epsilon, self.w)) \
+                + float(reg)
+        return float(RL.loss_value(self.loss, z, self.Y_np, self.w)) + float(reg)
+
+    def accuracy(self, z: np.ndarray, Y: np.ndarray | None = None, margin: float = 0.0) -> float:
+        """Classification accuracy of outputs z against +-1 targets (argmax for multiclass)."""
+        Y = self.Y_np if Y is None else Y
+        if self.task == "multiclass":
+            return float(np.mean(np.argmax(z, 1) == np.argmax(Y, 1)))
+        return float(np.mean(Y * z > margin))
+
+    def certified_accuracy(self, x, tol: float = 1e-9) -> float:
+        """Fraction of training samples certifiably robust: ``y z - eps ||b||_q > tol``."""
+        v, w = self._vw(x)
+        z = self.convex_output(x)
+        return float(np.mean(self.Y_np * z - self.epsilon * self._bnorm(v, w) > tol))
+
+    def certificate(self, x) -> dict[str, float]:
+        """What proves a solution, recomputed from scratch (numpy, float64).
+
+        Returns
+        -------
+        dict
+            ``objective`` (convex objective; worst-case loss when robust),
+            ``nc_objective`` (non-convex objective of the recovered, pruned network),
+            ``cone_violation`` and ``relative_cone_violation`` (see :meth:`cone_violation`),
+            ``dual_objective`` and ``duality_gap`` (``objective - dual`` with a dual point
+            made feasible by NNLS, so the gap bounds the suboptimality of x up to its cone
+            violation; nan when robust or n P c > 4e6), ``relative_gap`` (gap over ``max(1, |objective|)``),
+            ``active_neurons``, ``train_accuracy`` (classification) and, when robust,
+            ``certified_accuracy``.
+        """
+        obj = self.objective(x)
+        viol, rviol = self.cone_violation(x)
+        net = self.network(x)
+        cert = {"objective": obj, "nc_objective": self.nc_objective(net),
+                "cone_violation": viol, "relative_cone_violation": rviol}
+        if self.robust:
+            dual, gap = float("nan"), float("nan")
+        elif self.n * self.P * self.c <= 4_000_000:
+            dual, _ = self.dual_bound(x)
+            gap = obj - dual
+        else:
+            dual, gap = float("nan"), float("nan")
+        cert["dual_objective"] = dual
+        cert["duality_gap"] = gap
+        cert["relative_gap"] = gap / max(1.0, abs(obj)) if np.isfinite(gap) else float("nan")
+        cert["active_neurons"] = float(net.width)
+        if self.task != "regression":
+            cert["train_accuracy"] = self.accuracy(self.convex_output(x))
+        if self.robust:
+            cert["certified_accuracy"] = self.certified_accuracy(x)
+        return cert
+
+    # ------------------------------------------------------------------------------------
+    def optimality_check(self, network, *, patterns: Any = "auto", samples: int = 2000,
+                         seed: int = 0) -> dict[str, Any]:
+        """Global-optimality check of a given network (section 9 of the spec / [2]).
+
+        With ``lam = grad loss(net(X))`` the network is a global minimizer of the
+        non-convex training problem (for any width) iff
+        ``max_{||u|| <= 1} |lam^T (X u)_+| <= beta``; the maximum is taken pattern by
+        pattern (exactly, by NNLS over each pattern cone). ``patterns="all"`` enumerates
+        every pattern (exact; small d), an int samples that many (a probabilistic check),
+        ``"auto"`` enumerates when feasible and samples otherwise.
+
+        Returns
+        -------
+        dict
+            ``ratio`` (max over patterns of ``c_i / beta``; <= 1 certifies optimality),
+            ``lower_bound`` (a lower bound on the global optimum: the dual value at
+            ``t lam``, ``t = min(1, 1/ratio)``; exact only when patterns are enumerated),
+            ``objective`` (the network's), ``gap`` (``objective - lower_bound``),
+            ``exact`` (whether all patterns were used), ``n_patterns``.
+        """
+        if self.robust:
+            raise ValueError("optimality_check is for epsilon = 0 programs")
+        X = self.Xt_np
+        if patterns == "auto":
+            patterns = "all" if RP.count_enumeration(self.n, self.d) <= 200_000 else samples
+        if patterns == "all":
+            D = RP.enumerate_patterns(X)
+            exact = True
+        else:
+            D, _ = RP.sample_patterns(X, int(patterns), seed=seed)
+            exact = False
+        z = np.maximum(X @ network.U.T, 0.0) @ network.alpha
+        lam = np.asarray(RL.loss_grad(self.loss, z, self.Y_np, self.w), dtype=np.float64)
+        sub = _Sub(self, D)
+        cmax = float(ConvexReLU._cone_dual_norms(sub, lam, max_rows=self.n).max(initial=0.0))
+        ratio = cmax / self.beta
+        t = 1.0 if ratio <= 1 else 1.0 / ratio
+        lb = RL.loss_conjugate_neg(self.loss, t * lam, self.Y_np, self.w)
+        obj = self.nc_objective(network)
+        return {"ratio": ratio, "lower_bound": lb, "objective": obj, "gap": obj - lb,
+                "exact": exact, "n_patterns": int(D.shape[1])}
+
+
+class _Sub:
+    """A view of a problem with another pattern matrix (for the optimality check)."""
+
+    def __init__(self, prob, D):
+        self.Xt_np, self.D_np, self.P, self.c = prob.Xt_np, D, D.shape[1], prob.c
+
+
+def _hidden_layer(network, d_in):
+    """(W (m, d_in), b (m,)) of a network's hidden layer, on raw inputs."""
+    from neurosolve.neural.relu_network import ReLUNetwork
+
+    if isinstance(network, ReLUNetwork):
+        return network.raw_first_layer()
+    if isinstance(network, (tuple, list)) and len(network) == 2:
+        W = np.asarray(_to_numpy(network[0]), dtype=np.float64)
+        b = np.asarray(_to_numpy(network[1]), dtype=np.float64).reshape(-1)
+    elif hasattr(network, "modules"):
+        import torch
+
+        lin = next((m for m in network.modules() if isinstance(m, torch.nn.Linear)), None)
+        if lin is None:
+            raise ValueError("network has no torch.nn.Linear layer")
+        W = lin.weight.detach().cpu().double().numpy()
+        b = (lin.bias.detach().cpu().double().numpy() if lin.bias is not None
+             else np.zeros(W.shape[0]))
+    else:
+        raise TypeError("network must be a torch module, a ReLUNetwork or a pair (W, b)")
+    if W.ndim != 2 or W.shape[1] != d_in or b.shape != (W.shape[0],):
+        raise ValueError(f"the network's hidden layer must have weights (m, {d_in}) and biases "
+                         f"(m,), got {W.shape} and {b.shape}")
+    return W, b

@@ -1,0 +1,711 @@
+"""ADMM for the convex two-layer ReLU training program (Bai, Gautam, Sojoudi, section 3).
+
+Splitting (scaled form, two penalties): ::
+
+    min  loss(F u) + beta ||v||_{2,1} + 1(s >= 0)   s.t.  u = v  (rho1),  G u = s  (rho2)
+
+``u`` is the loss copy of the weights, ``v`` the sparse copy (the answer), ``s`` the slack of
+the cone constraints ``(2D_i - I) X v_i >= 0``. For the squared loss the u-step is one
+linear solve with a fixed matrix (:mod:`neurosolve.solvers.relu_linsys`); for the logistic
+and hinge losses, and for every robust program, the loss is split off as well
+(``z = F u``, penalty ``rho_loss``; robust: also the input gradients ``b = H u``) and handled
+by its exact proximal map (:mod:`neurosolve.solvers.relu_losses`); ``u_step="rbcd"``
+instead minimizes the u-subproblem inexactly by randomized block coordinate descent
+(section 4, ADMM-RBCD).
+
+References
+----------
+.. [1] Y. Bai, T. Gautam, S. Sojoudi, "Efficient Global Optimization of Two-layer ReLU
+   Networks: Quadratic-time Algorithms and Adversarial Training", SIAM J. Math. Data Sci.
+   2023, arXiv:2201.01965, sections 3-4.
+.. [2] S. Boyd, N. Parikh, E. Chu, B. Peleato, J. Eckstein, "Distributed Optimization and
+   Statistical Learning via the Alternating Direction Method of Multipliers", Found.
+   Trends Mach. Learn. 3(1), 2011 (over-relaxation, residual balancing).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from neurosolve.core import Solver, State, Status, to_float
+from neurosolve.problems.convex_relu import ConvexReLU
+from neurosolve.solvers import relu_losses as RL
+from neurosolve.solvers.relu_linsys import UStepSystem, choose_ustep, make_ustep
+
+__all__ = ["ADMM", "default_rho2"]
+
+
+def default_rho2(problem: ConvexReLU) -> float:
+    """The starting cone penalty ``rho2`` (adapted during the solve when ``adaptive``).
+
+    ``rho2 = 0.02 w n`` with ``w`` the loss weight (1 for sums, 1/n for means). The cone
+    term ``rho2 G^T G`` and the loss term ``w F^T F`` scale alike with X, so this rule is
+    invariant under rescaling of X; the factor 0.02 n comes from measurements at
+    n = 500..5000 (docs/convex_relu.md). Split losses use the same value for ``rho_loss``.
+    """
+    return 0.02 * problem.w * problem.n
+
+
+@dataclass(frozen=True, kw_only=True)
+class ADMM(Solver):
+    """ADMM (and ADMM-RBCD) for :class:`~neurosolve.problems.ConvexReLU`.
+
+    Parameters
+    ----------
+    rtol : float
+        Relative tolerance of the stopping rule (below).
+    atol : float
+        Absolute floor added to every test (guards all-zero solutions).
+    rho1 : float, optional
+        Penalty of ``u = v``. Default: ``rho2 / 10``.
+    rho2 : float, optional
+        Penalty of the cone split ``G u = s``. Default: :func:`default_rho2`.
+    rho_loss : float, optional
+        Penalty of the loss split ``z = F u`` (logistic, hinge, robust). Default: ``rho2``.
+    alpha : float
+        Over-relaxation (1 = plain ADMM; 1.6 measured best).
+    adaptive : bool
+        Residual balancing of ``rho2`` (and ``rho_loss``): at iterations 50, 100, 200, ...
+        (doubling, then every 800), when the relative cone residual and the relative dual
+        residual differ by more than ``adapt_mu``, multiply the penalty by the square root
+        of their ratio (at most 10x) and refactorize.
+    adapt_mu : float
+    u_step : {"auto", "cholesky", "woodbury", "cg", "rbcd"}
+        How the u-subproblem is solved (see :mod:`neurosolve.solvers.relu_linsys`).
+        ``auto``: Cholesky when the ``2dP x 2dP`` matrix is small, Woodbury when
+        ``n < 2dP`` and the n x n matrix fits in ``memory_limit``, CG otherwise.
+        ``rbcd``: inexact randomized block coordinate descent (squared and logistic
+        losses keep the loss in the u-step; hinge minimizes the split quadratic).
+    cg_rtol, cg_maxiter : float, int
+        Inner CG tolerance and iteration cap (u_step="cg"); warm started.
+    rbcd_block : int
+        Patterns per RBCD block.
+    rbcd_thresh : float
+        RBCD inner stop: mean of the last ``ceil(8 sqrt(P/b))`` decreases of the
+        u-objective below ``rbcd_thresh * max(1, |L_u|)``; multiplied by 0.96 per ADMM
+        iteration.
+    rbcd_step : float
+        Initial RBCD step size.
+    memory_limit : float
+        Bytes the automatic u-step choice may use for matrices.
+    check_interval : int
+        The exact u-optimality residual is evaluated at most every this many iterations.
+    seed : int
+        Seed of the RBCD block draws.
+    maxiter : int, optional
+        Default 20000.
+
+    Notes
+    -----
+    **Stopping rule.** With ``s = max(W, 0)`` the slack, ``nu`` the scaled cone dual and
+    ``lambda`` the scaled dual of ``u = v``, stop (CONVERGED) when
+
+    * ``||u - v|| <= rtol max(||u||, ||v||) + atol``,
+    * ``||G u - s|| <= rtol max(||G u||, ||s||) + atol`` (robust: also the split ``r``),
+    * the u-optimality residual
+      ``||grad_u loss + rho1 lambda + rho2 G^T nu|| <= rtol max(||rho1 lambda||, ||grad_u loss||) + atol``,
+      computed exactly (one extra product with F and G) every ``check_interval``
+      iterations once the primal tests pass,
+    * split losses: ``||F u - z|| <= rtol max(||F u||, ||z||) + atol``.
+
+    The v- and s-optimality conditions of the spec (``beta v_g/||v_g|| = rho1 lambda_g`` on
+    active groups, ``||rho1 lambda_g|| <= beta`` on zero groups; ``s >= 0 >= nu``,
+    ``s nu = 0``) hold exactly after every iteration by construction of the proximal steps.
+
+    Status: CONVERGED; MAX_ITER; NONFINITE (NaN in the iterates); INFEASIBLE for a robust
+    program whose solution is all zero (epsilon too large for any neuron to stay robust,
+    or beta too large).
+
+    Metrics: ``objective`` (convex objective at the loss copy u), ``primal_residual``,
+    ``cone_residual``, ``dual_residual`` (the cheap bound, relative), ``rho2``.
+
+    References
+    ----------
+    .. [1] Y. Bai, T. Gautam, S. Sojoudi, arXiv:2201.01965, sections 3 and 4.
+    .. [2] S. Boyd et al., Found. Trends Mach. Learn. 3(1), 2011, sections 3.3-3.4.
+
+    Examples
+    --------
+    >>> import numpy as np, neurosolve as ns
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((100, 4)); y = np.sign(X[:, 0] + X[:, 1] ** 2 - 1)
+    >>> prob = ns.problems.ConvexReLU(X, y, beta=0.5, patterns=10)
+    >>> res = ns.solve(prob, ns.solvers.ADMM(rtol=1e-5))
+    >>> res.status.name
+    'CONVERGED'
+    """
+
+    rtol: float = 1e-4
+    dual_rtol: float = 1e-2
+    window: int = 100
+    atol: float = 1e-9
+    rho1: float | None = None
+    rho2: float | None = None
+    rho_loss: float | None = None
+    alpha: float = 1.6
+    adaptive: bool = True
+    adapt_mu: float = 20.0
+    adapt_bias: float = 10.0
+    u_step: str = "auto"
+    cg_rtol: float = 1e-9
+    cg_maxiter: int = 200
+    rbcd_block: int = 1
+    rbcd_thresh: float = 1e-3
+    rbcd_step: float = 1e-3
+    memory_limit: float = 1.5e9
+    check_interval: int = 10
+    certify_every: int = 100
+    seed: int = 0
+
+    metrics: ClassVar[tuple[str, ...]] = ("objective", "gap", "cone_violation",
+                                          "primal_residual", "cone_residual", "dual_residual",
+                                          "rho2")
+    problem_types: ClassVar[tuple[type, ...]] = (ConvexReLU,)
+    backends: ClassVar[tuple[str, ...]] = ("numpy", "numba", "torch")
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("rtol", "atol"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        for name in ("rho1", "rho2", "rho_loss"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0):
+                raise ValueError(f"{name} must be a finite number > 0 or None, got {v!r}")
+        if not (0 < self.alpha < 2):
+            raise ValueError(f"alpha (over-relaxation) must lie in (0, 2), got {self.alpha!r}")
+        if self.u_step not in ("auto", "cholesky", "woodbury", "cg", "rbcd"):
+            raise ValueError(
+                f"u_step must be 'auto', 'cholesky', 'woodbury', 'cg' or 'rbcd', got {self.u_step!r}")
+        if not isinstance(self.rbcd_block, int) or self.rbcd_block < 1:
+            raise ValueError(f"rbcd_block must be a positive integer, got {self.rbcd_block!r}")
+
+    def max_iterations(self, problem):
+        return self.maxiter if self.maxiter is not None else 20000
+
+    # ------------------------------------------------------------------------------------
+    def init(self, problem: ConvexReLU, x0, ctx) -> State:
+        lib = problem.array_library
+        X, D, Y = problem.Xt, problem.D, problem.Y
+        n, d, P, c = problem.n, problem.d, problem.P, problem.c
+        robust = problem.robust
+        split = robust or problem.loss != "squared"
+        kind = self.u_step
+        if kind == "rbcd":
+            if robust:
+                raise ValueError("u_step='rbcd' does not support robust programs (epsilon > 0); "
+                                 "use u_step='cholesky' or 'cg'")
+            split = problem.loss == "hinge"
+        elif kind == "auto":
+            kind = choose_ustep(n, d, P, robust, self.memory_limit)
+        if kind == "woodbury" and robust:
+            raise ValueError("u_step='woodbury' does not support robust programs; use "
+                             "'cholesky' or 'cg'")
+        rho2 = self.rho2 if self.rho2 is not None else default_rho2(problem)
+        rho1 = self.rho1 if self.rho1 is not None else rho2 / 10.0
+        rhoz = (self.rho_loss if self.rho_loss is not None else rho2) if split else 0.0
+        w = problem.w
+        aF = rhoz if split else w
+        sc = problem.sc if robust else None
+        system = UStepSystem(X, D, c, aF=aF, rho1=rho1, rho2=rho2, sc=sc,
+                             aH=rhoz if robust else 0.0)
+        t0 = time.perf_counter()
+        if kind == "rbcd":
+            ustep = None
+        elif kind == "cg":
+            ustep = make_ustep("cg", system, rtol=self.cg_rtol, maxiter=self.cg_maxiter)
+        else:
+            ustep = make_ustep(kind, system)
+        if ustep is not None:
+            ctx.count("factorizations")
+        t_factor = time.perf_counter() - t0
+
+        E = 2.0 * D - 1.0
+        if lib == "torch":
+            import torch
+
+            E2c = torch.repeat_interleave(torch.cat([E, E], 1), c, dim=1)
+            zeros = lambda *s: torch.zeros(s, dtype=X.dtype, device=X.device)  # noqa: E731
+            normX = float(torch.linalg.matrix_norm(X, ord=2))
+        else:
+            E2c = np.repeat(np.concatenate([E, E], 1), c, axis=1)
+            zeros = lambda *s: np.zeros(s, dtype=X.dtype)  # noqa: E731
+            normX = float(np.linalg.norm(X, 2))
+        st = State(x=None, k=0)
+        st.kind, st.split, st.robust = kind, split, robust
+        st.sys, st.ustep, st.E, st.E2c, st.normX = system, ustep, E, E2c, normX
+        st.rho1, st.rho2, st.rhoz = rho1, rho2, rhoz
+        st.t_factor = t_factor
+        st.use_numba = ctx.backend.use_numba
+        if not split:
+            st.FtY = system.Ft(Y) * w  # w F^T y
+        U = zeros(d, 2 * P, c)
+        if x0 is not None:
+            xs = tuple(x0.shape)
+            if xs != problem.x_shape:
+                raise ValueError(f"x0 must have shape {problem.x_shape}, got {xs}")
+            x4 = x0 if c > 1 else x0[..., None]
+            U = (x4.permute(2, 0, 1, 3) if lib == "torch" else x4.transpose(2, 0, 1, 3)).reshape(d, 2 * P, c) + 0
+        st.U, st.V, st.L = U + 0, U + 0, zeros(d, 2 * P, c)
+        XU = (X @ U.reshape(d, -1))
+        st.W = E2c * XU  # s = G u, nu = 0
+        st.EabsW = E2c * abs(st.W)
+        st.XU = XU
+        if split:
+            st.Z = system.F(U) + 0
+            st.Mu = zeros(n, c)
+            if robust:
+                st.B = system.H(U) + 0
+                st.MuB = zeros(n, d, c)
+                st.S = st.W.clip(min=0)
+                st.Nu = zeros(n, 2 * P * c)
+                st.R = U * problem.sc[:, None, None]
+                st.NuR = zeros(d, 2 * P, c)
+        st.rng = np.random.default_rng(self.seed)
+        st.rbcd_thresh = self.rbcd_thresh
+        st.rbcd_step = self.rbcd_step
+        st.next_adapt = 25
+        st.obj_hist = []
+        st.last = {}
+        st.metrics = self._metrics(problem, st, first=True)
+        st.x = None
+        return st
+
+    # ------------------------------------------------------------------------------------
+    def _rhs_common(self, problem, st):
+        s = st.sys
+        d = problem.d
+        if st.robust:
+            GtSN = (problem.Xt.T @ (st.E2c * (st.S - st.Nu))).reshape(st.U.shape)
+            GtSN = GtSN + problem.sc[:, None, None] * (st.R - st.NuR)
+        else:
+            GtSN = (problem.Xt.T @ st.EabsW).reshape(d, -1, problem.c)
+        rhs = s.rho1 * (st.V - st.L) + s.rho2 * GtSN
+        if st.split:
+            rhs = rhs + s.aF * s.Ft(st.Z - st.Mu)
+            if st.robust:
+                rhs = rhs + s.aH * s.Ht(st.B - st.MuB)
+        else:
+            rhs = rhs + st.FtY
+        return rhs
+
+    def step(self, problem: ConvexReLU, st: State, ctx) -> State:
+        s = st.sys
+        X = problem.Xt
+        d, P, c = problem.d, problem.P, problem.c
+        a = self.alpha
+        # ---- u-step
+        if st.kind == "rbcd":
+            st.U = _rbcd_ustep(self, problem, st, ctx)
+        else:
+            rhs = self._rhs_common(problem, st)
+            st.U = st.ustep.solve(rhs, st.U)
+        XU = X @ st.U.reshape(d, -1)
+        st.XU = XU
+        # ---- v-step (group soft-threshold) and its dual
+        V_old = st.V
+        A = a * st.U + (1 - a) * V_old + st.L
+        A2 = A.reshape(d, -1)
+        if st.use_numba:
+            from neurosolve.backends.relu_kernels import group_soft_threshold
+
+            Vn = group_soft_threshold(np.ascontiguousarray(A2), problem.beta / s.rho1)
+        else:
+            from neurosolve.backends.relu_kernels import group_soft_threshold_ref
+
+            Vn = group_soft_threshold_ref(A2, problem.beta / s.rho1)
+        st.V = Vn.reshape(st.U.shape)
+        st.L = A - st.V
+        # ---- cone step
+        if st.robust:
+            GU = st.E2c * XU
+            RU = st.U * problem.sc[:, None, None]
+            S_old, R_old = st.S, st.R
+            Gh = a * GU + (1 - a) * S_old + st.Nu
+            Rh = a * RU + (1 - a) * R_old + st.NuR
+            n2 = 2 * P * c
+            Sn, Rn = RL.project_robust_cone(Gh, Rh.reshape(d, n2), problem.epsilon, problem.q)
+            st.S, st.R = Sn, Rn.reshape(st.U.shape)
+            st.Nu = Gh - st.S
+            st.NuR = Rh - st.R
+            prim2 = float(((GU - st.S) ** 2).sum() + ((RU - st.R) ** 2).sum())
+            ds2 = float(((st.S - S_old) ** 2).sum() + ((st.R - R_old) ** 2).sum())
+            ngu2 = float((GU**2).sum() + (RU**2).sum())
+            ns2 = float((st.S**2).sum() + (st.R**2).sum())
+            nnu2 = float((st.Nu**2).sum() + (st.NuR**2).sum())
+        elif st.use_numba:
+            from neurosolve.backends.relu_kernels import cone_update
+
+            st.EabsW, FU, sums = cone_update(XU, st.E, st.W, a, c, st.EabsW)
+            prim2, ds2, ngu2, ns2 = sums
+            nnu2 = None
+        else:
+            GU = st.E2c * XU
+            s_old = st.W.clip(min=0)
+            Wn = a * GU + (1 - a) * s_old + st.W.clip(max=0)
+            s_new = Wn.clip(min=0)
+            st.W = Wn
+            st.EabsW = st.E2c * abs(Wn)
+            prim2 = to_float(((GU - s_new) ** 2).sum())
+            ds2 = to_float(((s_new - s_old) ** 2).sum())
+            ngu2 = to_float((GU**2).sum())
+            ns2 = to_float((s_new**2).sum())
+            nnu2 = None
+        # ---- loss split
+        if not (st.use_numba and not st.robust):
+            FU = _masked(XU, problem.D, c, st.use_numba)
+        if st.split:
+            Zh = a * FU + (1 - a) * st.Z
+            if st.robust:
+                HU = s.H(st.U)
+                Bh = a * HU + (1 - a) * st.B
+                Zn, Bn = RL.prox_robust_loss(problem.loss, (Zh + st.Mu).reshape(-1),
+                                             _flat_b(Bh + st.MuB), problem.Y.reshape(-1),
+                                             problem.epsilon, problem.q, problem.w, s.aF)
+                Zn = Zn.reshape(Zh.shape)
+                Bn = _unflat_b(Bn, Bh.shape)
+                st.MuB = st.MuB + Bh - Bn
+                st.B = Bn
+                st.zres2 = to_float(((FU - Zn) ** 2).sum() + ((HU - Bn) ** 2).sum())
+                st.zscale2 = max(to_float((FU**2).sum() + (HU**2).sum()),
+                                 to_float((Zn**2).sum() + (Bn**2).sum()))
+            else:
+                Zn = RL.prox_loss(problem.loss, Zh + st.Mu, problem.Y, problem.w, s.aF)
+                st.zres2 = to_float(((FU - Zn) ** 2).sum())
+                st.zscale2 = max(to_float((FU**2).sum()), to_float((Zn**2).sum()))
+            st.Mu = st.Mu + Zh - Zn
+            st.Z = Zn
+        st.FU = FU
+        st.k += 1
+        st.last = dict(prim2=prim2, ds2=ds2, ngu2=ngu2, ns2=ns2, nnu2=nnu2,
+                       dv=to_float(((st.V - V_old) ** 2).sum()) ** 0.5)
+        st.metrics = self._metrics(problem, st)
+        if self.adaptive and st.k >= st.next_adapt:
+            self._adapt(problem, st, ctx)
+        return st
+
+    # ------------------------------------------------------------------------------------
+    def _metrics(self, problem, st, first=False):
+        s = st.sys
+        U, V = st.U, st.V
+        nu_ = to_float((U * U).sum()) ** 0.5
+        nv = to_float((V * V).sum()) ** 0.5
+        if first:
+            FU = s.F(U)
+            st.FU = FU
+            st.gap = st.viol = float("nan")
+            return {"objective": self._objective_u(problem, st, FU), "gap": st.gap,
+                    "cone_violation": st.viol, "primal_residual": float("nan"),
+                    "cone_residual": float("nan"), "dual_residual": float("nan"), "rho2": s.rho2}
+        L = st.last
+        pr = to_float(((U - V) ** 2).sum()) ** 0.5 / max(nu_, nv, 1e-300)
+        cr = math.sqrt(L["prim2"]) / max(math.sqrt(L["ngu2"]), math.sqrt(L["ns2"]), 1e-300)
+        dual_bound = s.rho1 * L["dv"] + s.rho2 * st.normX * math.sqrt(L["ds2"])
+        lam_scale = s.rho1 * to_float((st.L * st.L).sum()) ** 0.5
+        dr = dual_bound / max(lam_scale, problem.beta, 1e-300)
+        st.abs_prim = to_float(((U - V) ** 2).sum()) ** 0.5
+        st.scale_prim = max(nu_, nv)
+        return {"objective": self._objective_u(problem, st, st.FU),
+                "gap": st.gap, "cone_violation": st.viol, "primal_residual": pr,
+                "cone_residual": cr, "dual_residual": dr, "rho2": s.rho2}
+
+    def _objective_u(self, problem, st, FU):
+        U = st.U
+        reg = problem.beta * ((U * U).sum(0) ** 0.5).sum()
+        if problem.robust:
+            B = st.sys.H(U)
+            bn = abs(B).sum(1) if problem.q == 1 else ((B * B).sum(1)) ** 0.5
+            val = RL.robust_loss_value(problem.loss, FU, problem.Y, bn, problem.epsilon, problem.w)
+        else:
+            val = RL.loss_value(problem.loss, FU, problem.Y, problem.w)
+        return val + reg
+
+    def _adapt(self, problem, st, ctx):
+        """Residual balancing of rho2 (and of rho_loss for split losses)."""
+        st.next_adapt = st.k * 2 if st.k < 800 else st.k + 800
+        cr = st.metrics["cone_residual"]
+        res, scale = self._u_optimality(problem, st)
+        ctx.count("kkt_checks")
+        dr = res / max(scale, 1e-300)
+        if not (cr > 0 and dr > 0 and math.isfinite(cr) and math.isfinite(dr)):
+            return
+        ratio = self.adapt_bias * cr / dr
+        if 1.0 / self.adapt_mu <= ratio <= self.adapt_mu:
+            return
+        f = min(10.0, max(0.1, math.sqrt(ratio)))
+        s = st.sys
+        old2, new2 = s.rho2, s.rho2 * f
+        pen = {"rho2": new2}
+        if st.split:
+            pen["aF"] = s.aF * f
+            if st.robust:
+                pen["aH"] = s.aH * f
+        if st.ustep is not None:
+            st.ustep.update(**pen)
+            ctx.count("factorizations")
+        else:
+            s.set_penalties(**pen)
+        ctx.count("rho_updates")
+        # rescale the scaled duals of the changed constraints
+        if st.robust:
+            st.Nu = st.Nu * (old2 / new2)
+            st.NuR = st.NuR * (old2 / new2)
+        else:
+            st.W = st.W.clip(min=0) + st.W.clip(max=0) * (old2 / new2)
+            st.EabsW = st.E2c * abs(st.W)
+        if st.split:
+            st.Mu = st.Mu / f
+            if st.robust:
+                st.MuB = st.MuB / f
+
+    # ------------------------------------------------------------------------------------
+    def _u_optimality(self, problem, st):
+        """Exact relative u-optimality residual ``||grad + rho1 lam + rho2 G^T nu||``."""
+        s = st.sys
+        X = problem.Xt
+        d, c = problem.d, problem.c
+        if st.split:
+            grad = s.aF * s.Ft(st.FU - st.Z + st.Mu)
+            if st.robust:
+                grad = grad + s.aH * s.Ht(s.H(st.U) - st.B + st.MuB)
+        else:
+            grad = problem.w * s.Ft(st.FU) - st.FtY
+        if st.robust:
+            GtNu = (X.T @ (st.E2c * st.Nu)).reshape(st.U.shape) + problem.sc[:, None, None] * st.NuR
+        else:
+            GtNu = (X.T @ (st.E2c * st.W.clip(max=0))).reshape(d, -1, c)
+        lam = s.rho1 * st.L
+        res = grad + lam + s.rho2 * GtNu
+        scale = max(to_float((lam * lam).sum()) ** 0.5, to_float((grad * grad).sum()) ** 0.5)
+        return to_float((res * res).sum()) ** 0.5, scale
+
+    def _certify(self, problem, st, ctx):
+        """Relative duality gap and relative cone violation of the current v (non-robust).
+
+        The dual point is ``lam = grad loss(F v)`` (squared) or the loss-split multiplier
+        ``rho_loss mu`` (a subgradient at z), with the cone multipliers ``-rho2 nu >= 0`` of
+        the ADMM state: ``c_g <= ||-F_g^T lam + G_g^T mu_g||`` bounds each block's dual
+        constraint, so ``t = min(1, beta / max_g c_g)`` makes ``t lam`` dual feasible and
+        ``-loss*(t lam)`` is a lower bound on the program's optimum.
+        """
+        s = st.sys
+        X = problem.Xt
+        d, P, c = problem.d, problem.P, problem.c
+        V = st.V
+        XV = X @ V.reshape(d, -1)
+        FV = _masked(XV, problem.D, c, st.use_numba)
+        obj = to_float(RL.loss_value(problem.loss, FV, problem.Y, problem.w)
+                       + problem.beta * ((V * V).sum(0) ** 0.5).sum())
+        GV = st.E2c * XV
+        top = to_float(abs(XV).max())
+        viol = to_float((-GV).clip(min=0).max()) / top if top > 0 else 0.0
+        if st.split:
+            lam = s.aF * st.Mu
+        else:
+            lam = RL.loss_grad(problem.loss, FV, problem.Y, problem.w)
+        mu = -s.rho2 * st.W.clip(max=0)
+        Acoef = -s.Ft(lam) + (X.T @ (st.E2c * mu)).reshape(d, 2 * P, c)
+        cmax = to_float(((Acoef * Acoef).sum(0) ** 0.5).max())
+        t = 1.0 if cmax <= problem.beta else problem.beta / cmax
+        lam_np = lam.detach().cpu().numpy() if hasattr(lam, "detach") else np.asarray(lam)
+        dual = RL.loss_conjugate_neg(problem.loss, t * lam_np, problem.Y_np, problem.w)
+        ctx.count("certificate_checks")
+        st.gap = (obj - dual) / max(1.0, abs(obj))
+        st.viol = viol
+        st.metrics["gap"] = st.gap
+        st.metrics["cone_violation"] = viol
+        return st.gap, viol
+
+    def _violation(self, problem, st):
+        """``max(0, -G v) / max |X v|``: the relative cone violation of v."""
+        XV = problem.Xt @ st.V.reshape(problem.d, -1)
+        top = to_float(abs(XV).max())
+        st.viol = to_float((-(st.E2c * XV)).clip(min=0).max()) / top if top > 0 else 0.0
+        return st.viol
+
+    def check(self, problem: ConvexReLU, st: State, ctx):
+        m = st.metrics
+        if st.k == 0:
+            return None
+        obj = to_float(m["objective"])
+        if not math.isfinite(obj) or not math.isfinite(m["primal_residual"]):
+            return Status.NONFINITE, (
+                f"a NaN/inf appeared at iteration {st.k}; check the data scaling or lower rho2")
+        if st.k % self.check_interval != 0:
+            return None
+        tol, atol = self.rtol, self.atol
+        if not problem.robust and self.certify_every and st.k % self.certify_every == 0:
+            self._certify(problem, st, ctx)
+        obj_hist = st.obj_hist
+        obj_hist.append((st.k, obj))
+        while obj_hist and obj_hist[0][0] < st.k - self.window:
+            obj_hist.pop(0)
+        if obj_hist[0][0] != st.k - self.window:
+            return None
+        if abs(obj - obj_hist[0][1]) > tol * max(1.0, abs(obj)):
+            return None
+        L = st.last
+        ok = st.abs_prim <= tol * st.scale_prim + atol
+        ok = ok and math.sqrt(L["prim2"]) <= tol * max(math.sqrt(L["ngu2"]), math.sqrt(L["ns2"])) + atol
+        if st.split:
+            ok = ok and math.sqrt(st.zres2) <= tol * math.sqrt(st.zscale2) + atol
+        if not ok:
+            return None
+        res, scale = self._u_optimality(problem, st)
+        ctx.count("kkt_checks")
+        if res > self.dual_rtol * scale + atol:
+            return None
+        if not problem.robust and self._violation(problem, st) > tol:
+            return None
+        if problem.robust and to_float(abs(st.V).max()) == 0.0:
+            return Status.INFEASIBLE, (
+                f"the robust program's solution is all zero: with epsilon={problem.epsilon:g} no "
+                "neuron can keep its activation pattern on the whole perturbation ball (or beta "
+                "is too large). Reduce epsilon or beta, or use more patterns.")
+        return Status.CONVERGED
+
+    def finalize(self, problem: ConvexReLU, st: State, ctx):
+        ctx.counters["factor_time"] = st.t_factor
+        if st.ustep is not None and hasattr(st.ustep, "iters"):
+            ctx.counters["cg_iterations"] = st.ustep.iters
+        ctx.counters["u_step"] = st.kind
+        ctx.counters["rho2_final"] = st.sys.rho2
+        V = st.V  # (d, 2P, c)
+        d, P, c = problem.d, problem.P, problem.c
+        V4 = V.reshape(d, 2, P, c)
+        x = V4.permute(1, 2, 0, 3) if problem.array_library == "torch" else V4.transpose(1, 2, 0, 3)
+        x = x + 0
+        return x[..., 0] if c == 1 else x
+
+
+def _masked(XU, D, c, use_numba):
+    if use_numba:
+        from neurosolve.backends.relu_kernels import masked_output
+
+        return masked_output(XU, D, c)
+    from neurosolve.backends.relu_kernels import masked_output_ref
+
+    return masked_output_ref(XU, D, c)
+
+
+def _flat_b(B):
+    """(n, d, c) -> (n*c, d) rows per (sample, output)."""
+    n, d, c = B.shape
+    T = B.permute(0, 2, 1) if not isinstance(B, np.ndarray) else B.transpose(0, 2, 1)
+    return T.reshape(n * c, d)
+
+
+def _unflat_b(Bf, shape):
+    n, d, c = shape
+    T = Bf.reshape(n, c, d)
+    return T.permute(0, 2, 1) if not isinstance(T, np.ndarray) else T.transpose(0, 2, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# ADMM-RBCD u-step (section 4)
+# ---------------------------------------------------------------------------------------
+def _rbcd_ustep(solver: ADMM, problem: ConvexReLU, st: State, ctx):
+    """Inexact u-step by randomized block coordinate descent over pattern blocks.
+
+    Minimizes ``L_u(u) = f(F u) + rho1/2 ||u - v + lam||^2 + rho2/2 ||G u - (s - nu)||^2``
+    where ``f`` is the loss (squared, logistic) or, for the hinge loss, the split quadratic
+    ``rho_loss/2 ||F u - (z - mu)||^2``. Blocks of ``rbcd_block`` patterns (their v and w
+    parts) take gradient steps with Armijo backtracking (accept when the decrease is at
+    least ``1e-3 alpha ||g||^2``; otherwise divide the step by 2.5 and the next starting
+    step by 1.5; after an accepted step the starting step grows by 1.05). The inner loop
+    stops when the mean of the last ``ceil(8 sqrt(P/b))`` decreases falls below
+    ``thresh * max(1, |L_u|)`` or after ``50 P / b`` blocks.
+    """
+    s = st.sys
+    X, D = problem.Xt, problem.D
+    d, P, c = problem.d, problem.P, problem.c
+    b = min(solver.rbcd_block, P)
+    U = st.U + 0
+    rho1, rho2 = s.rho1, s.rho2
+    if st.split:
+        loss, target, wt = "squared", st.Z - st.Mu, s.aF
+    else:
+        loss, target, wt = problem.loss, problem.Y, problem.w
+    SN = (X.T @ st.EabsW).reshape(d, 2 * P, c)  # G^T (s - nu)
+    VL = st.V - st.L
+    XtX = s.XtX
+    yhat = s.F(U)
+
+    def f_val(z):
+        return to_float(RL.loss_value(loss, z, target, wt))
+
+    def quad(Ublk, idx):  # rho1/2||u - v + lam||^2 + rho2/2 (u^T XtX u - 2 sn^T u) on blocks
+        Dv = Ublk - VL[:, idx]
+        XU_ = (XtX @ Ublk.reshape(d, -1)).reshape(Ublk.shape)
+        return to_float(0.5 * rho1 * (Dv * Dv).sum() + rho2 * (0.5 * (Ublk * XU_).sum()
+                                                                 - (SN[:, idx] * Ublk).sum()))
+
+    win = int(math.ceil(8 * math.sqrt(P / b)))
+    buf = []
+    fcur = f_val(yhat)
+    Lu0 = abs(fcur + quad(U, slice(None)))
+    thresh = st.rbcd_thresh * max(1.0, Lu0)
+    step0 = st.rbcd_step
+    nblocks = 0
+    is_np = isinstance(X, np.ndarray)
+    for _ in range(max(1, (50 * P) // b)):
+        pats = st.rng.choice(P, size=b, replace=False)
+        idx = np.concatenate([pats, pats + P])
+        idx_t = idx if is_np else __import__("torch").as_tensor(idx, device=X.device)
+        pats_t = pats if is_np else idx_t[:b]
+        g_loss = RL.loss_grad(loss, yhat, target, wt)  # (n, c)
+        Dp = D[:, pats_t]  # (n, b)
+        half = (X.T @ (Dp[:, :, None] * g_loss[:, None, :]).reshape(X.shape[0], -1)).reshape(d, b, c)
+        gF = _cat2(half, -half)
+        Ublk = U[:, idx_t]
+        XU_ = (XtX @ Ublk.reshape(d, -1)).reshape(Ublk.shape)
+        grad = gF + rho1 * (Ublk - VL[:, idx_t]) + rho2 * (XU_ - SN[:, idx_t])
+        gn2 = to_float((grad * grad).sum())
+        if gn2 == 0:
+            continue
+        q0 = quad(Ublk, idx_t)
+        a_ = step0
+        accepted = False
+        while a_ >= 1e-8 * step0 and a_ > 1e-14:
+            Unew = Ublk - a_ * grad
+            dU = Unew - Ublk
+            dy = ((X @ (dU[:, :b] - dU[:, b:]).reshape(d, -1)).reshape(-1, b, c)
+                  * Dp[:, :, None]).sum(1)
+            fnew = f_val(yhat + dy)
+            change = (fnew - fcur) + (quad(Unew, idx_t) - q0)
+            if change <= -1e-3 * a_ * gn2:
+                accepted = True
+                break
+            a_ /= 2.5
+            step0 = max(1e-10, step0 / 1.5)
+        nblocks += 1
+        if accepted:
+            U[:, idx_t] = Unew
+            yhat = yhat + dy
+            fcur = fnew
+            step0 *= 1.05
+            buf.append(-change)
+        else:
+            buf.append(0.0)
+        if len(buf) > win:
+            buf.pop(0)
+        if len(buf) == win and sum(buf) / win <= thresh:
+            break
+    ctx.count("rbcd_blocks", nblocks)
+    st.rbcd_step = step0
+    st.rbcd_thresh = max(1e-14, st.rbcd_thresh * 0.96)
+    return U
+
+
+def _cat2(a, b):
+    if isinstance(a, np.ndarray):
+        return np.concatenate([a, b], axis=1)
+    import torch
+
+    return torch.cat([a, b], dim=1)
