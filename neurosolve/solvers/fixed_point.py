@@ -255,7 +255,8 @@ class FixedPoint(Solver):
             last = torch.zeros_like(a)
             last[:, s] = 1
             a = torch.where(bad[:, None], last, a)
-            new = torch.einsum("bi,bin->bn", a, state.Zb + d * state.Fb)
+            new = torch.einsum("bi,bin->bn", a, state.Zb)
+            new += d * torch.einsum("bi,bin->bn", a, state.Fb)
             return new.reshape(z.shape)
         row = np.einsum("bn,bjn->bj", ff.conj(), state.Fb)
         state.gram[:, s, :] = row
@@ -278,7 +279,8 @@ class FixedPoint(Solver):
         if bad.any():
             a[bad] = 0
             a[bad, s] = 1
-        new = np.einsum("bi,bin->bn", a, state.Zb + d * state.Fb)
+        new = np.einsum("bi,bin->bn", a, state.Zb)
+        new += d * np.einsum("bi,bin->bn", a, state.Fb)
         if not np.iscomplexobj(z) and np.iscomplexobj(new):
             new = new.real
         return new.reshape(z.shape).astype(z.dtype, copy=False)

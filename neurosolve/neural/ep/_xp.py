@@ -67,8 +67,32 @@ def as_dtype(a, like):
     return a
 
 
+def _complex_real_mm(r, M):
+    """``r @ M`` for complex ``r`` and real ``M``: one real product on stacked (re, im) rows.
+
+    Half the arithmetic of a complex-by-complex product and no complex copy of ``M``.
+    """
+    B = r.shape[0]
+    if is_torch(r):
+        import torch
+
+        out = torch.cat([r.real, r.imag], dim=0) @ M
+        return torch.complex(out[:B], out[B:])
+    out = np.concatenate([r.real, r.imag], axis=0) @ M
+    res = np.empty((B, out.shape[1]), dtype=r.dtype)
+    res.real = out[:B]
+    res.imag = out[B:]
+    return res
+
+
+def _is_real(W) -> bool:
+    return not (W.is_complex() if is_torch(W) else np.iscomplexobj(W))
+
+
 def mm(r, W):
     """Batched ``r @ W.T`` (rows of ``r`` times a weight matrix of shape (out, in))."""
+    if is_complex(r) and _is_real(W) and r.ndim == 2:
+        return _complex_real_mm(r, W.T)
     if is_torch(r):
         return r @ as_dtype(W, r).T
     return r @ W.T
@@ -76,6 +100,8 @@ def mm(r, W):
 
 def mm_t(w, W):
     """Batched ``w @ W`` (the transpose action)."""
+    if is_complex(w) and _is_real(W) and w.ndim == 2:
+        return _complex_real_mm(w, W)
     if is_torch(w):
         return w @ as_dtype(W, w)
     return w @ W
