@@ -364,7 +364,8 @@ def test_nonfinite_start_and_shape_mismatch():
     with pytest.raises(ValueError, match=r"x0 has shape \(2,\); the problem has dimension 3"):
         ns.solve(p, GNSNewton(), np.ones(2))
     q = Minimize(lambda x: 0.5 * x @ x, lambda x: x, np.ones(3), hess=lambda x: np.eye(2))
-    with pytest.raises(ValueError, match=r"hess returned a matrix of shape \(2, 2\); expected \(3, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"hess returned a matrix of shape \(2, 2\); expected \(3, 3\)"):
         ns.solve(q, GNSNewton())
     with pytest.raises(ValueError, match="non-symmetric matrix"):
         ns.solve(Minimize(lambda x: 0.5 * x @ x, lambda x: x, np.ones(2),
@@ -424,7 +425,8 @@ def test_result_contract_history_callback_warm_start():
 
 # -- baselines ---------------------------------------------------------------------------------
 def test_baselines_reach_the_same_minimizer():
-    from neurosolve.solvers.newton_baselines import CubicNewton, GradientMethod, SuperUniversalNewton
+    from neurosolve.solvers.newton_baselines import (CubicNewton, GradientMethod,
+                                                     SuperUniversalNewton)
 
     A, y = gal.synthetic_classification(300, 8, seed=12)
     prob = gal.logistic(A, y, 1e-2)
@@ -492,8 +494,8 @@ def test_minimize_with_torch_autograd():
     res = ns.minimize(lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2, x0, gtol=1e-10)
     assert res.success and isinstance(res.x, torch.Tensor)
     assert torch.allclose(res.x, torch.ones(2, dtype=torch.float64))
-    mf = ns.minimize(lambda x: ((x - 2.0) ** 4).sum() + (x ** 2).sum(), torch.zeros(5, dtype=torch.float64),
-                     hess="hessp", gtol=1e-9)
+    mf = ns.minimize(lambda x: ((x - 2.0) ** 4).sum() + (x ** 2).sum(),
+                     torch.zeros(5, dtype=torch.float64), hess="hessp", gtol=1e-9)
     assert mf.success and mf.stats.get("hessp_calls", 0) > 0
 
 
@@ -511,7 +513,8 @@ def test_cuda_float64_reproduces_cpu_trace():
     lse_cpu = ns.solve(gal.lse_instance(60, 120, 0.2), GNSNewton(ftol=1e-9, gtol=0.0))
     p = gal.lse_instance(60, 120, 0.2, library="torch")
     d = p.data
-    pg = gal.logsumexp(d["A"].cuda(), d["b"].cuda(), d["mu"], x0=torch.ones(60, dtype=torch.float64),
-                       B="gram", library="torch", f_star=p.f_star)
+    pg = gal.logsumexp(d["A"].cuda(), d["b"].cuda(), d["mu"],
+                       x0=torch.ones(60, dtype=torch.float64), B="gram", library="torch",
+                       f_star=p.f_star)
     lse_gpu = ns.solve(pg, GNSNewton(ftol=1e-9, gtol=0.0))
     assert [o for *_, o in lse_gpu.state.search_log] == [o for *_, o in lse_cpu.state.search_log]

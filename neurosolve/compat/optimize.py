@@ -80,7 +80,8 @@ def minimize(fun: Callable, x0: Any, args: tuple = (), method: str = "gns",
                 return False
             try:
                 if new_style:
-                    callback(intermediate_result=OptimizeResult(x=view.x, fun=float(view.metrics["f"])))
+                    callback(intermediate_result=OptimizeResult(
+                        x=view.x, fun=float(view.metrics["f"])))
                 else:
                     callback(view.x)
             except StopIteration:

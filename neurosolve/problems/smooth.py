@@ -134,7 +134,8 @@ class Minimize:
                 raise TypeError(f"{nm} must be callable, got {type(fn).__name__}")
         torch_ = self.array_library == "torch"
         if sample_losses is not None and not torch_:
-            raise TypeError("sample_losses needs a torch x0 (autograd); for numpy pass sample_grads=")
+            raise TypeError("sample_losses needs a torch x0 (autograd); "
+                            "for numpy pass sample_grads=")
 
         base: dict[str, Any] = {"fun": fun, "grad": grad, "hess": hess, "hessp": hessp,
                                 "fun_and_grad": fun_and_grad, "residual": residual,
@@ -160,7 +161,8 @@ class Minimize:
             base["hessp"] = lambda x, v: h_(x) @ v
         for k, v in (structure or {}).items():
             if k not in _ORACLE_KEYS:
-                raise ValueError(f"unknown structure oracle {k!r}; known: {', '.join(_ORACLE_KEYS)}")
+                raise ValueError(f"unknown structure oracle {k!r}; "
+                                 f"known: {', '.join(_ORACLE_KEYS)}")
             base[k] = v
         self._oracles = base
         self._kernels = {}
@@ -254,8 +256,8 @@ class Minimize:
         if backend == "numba" and "numba" not in self._kernels:
             backend = "numpy"
         table.update(self._kernels.get(backend, {}))
-        if "fun_and_grad" not in self._kernels.get(backend, {}) and (
-                "fun" in self._kernels.get(backend, {}) or "grad" in self._kernels.get(backend, {})):
+        own = self._kernels.get(backend, {})
+        if "fun_and_grad" not in own and ("fun" in own or "grad" in own):
             f_, g_ = table["fun"], table["grad"]
             table["fun_and_grad"] = lambda x: (f_(x), g_(x))
         return table
@@ -291,7 +293,8 @@ class Minimize:
         Returns ``(f, g, message)`` where ``message`` is None or says what is non-finite.
         """
         if tuple(x.shape) != (self.n,):
-            raise ValueError(f"{who} has shape {tuple(x.shape)}; the problem has dimension {self.n}")
+            raise ValueError(f"{who} has shape {tuple(x.shape)}; "
+                             f"the problem has dimension {self.n}")
         f, g = (oracles or self._oracles)["fun_and_grad"](x)
         if not hasattr(g, "shape") or tuple(g.shape) != (self.n,):
             shape = tuple(g.shape) if hasattr(g, "shape") else type(g).__name__

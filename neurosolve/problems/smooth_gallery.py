@@ -808,7 +808,8 @@ def _sklearn():
     try:
         import sklearn.datasets as ds
     except ImportError as exc:  # pragma: no cover
-        raise ImportError("this data set ships with scikit-learn: pip install scikit-learn") from exc
+        raise ImportError("this data set ships with scikit-learn: "
+                          "pip install scikit-learn") from exc
     return ds
 
 

@@ -177,7 +177,8 @@ class GNSNewton(Solver):
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"{name} must be a finite positive number, got {v!r}")
         if self.gamma_min >= self.gamma_max:
-            raise ValueError(f"gamma_min ({self.gamma_min}) must be below gamma_max ({self.gamma_max})")
+            raise ValueError(f"gamma_min ({self.gamma_min}) must be below "
+                             f"gamma_max ({self.gamma_max})")
         if not (isinstance(self.increase, (int, float)) and self.increase >= 1):
             raise ValueError(f"increase must be >= 1, got {self.increase!r}")
         if not (isinstance(self.decrease, (int, float)) and 0 < self.decrease < 1):
@@ -192,10 +193,12 @@ class GNSNewton(Solver):
             raise ValueError(f"ftol must be None or a non-negative number, got {self.ftol!r}")
         if not callable(self.rule):
             if self.rule not in RULES:
-                raise ValueError(f"rule must be one of {', '.join(RULES)} or a callable, got {self.rule!r}")
+                raise ValueError(f"rule must be one of {', '.join(RULES)} or a callable, "
+                                 f"got {self.rule!r}")
             if self.rule in ("lipschitz", "holder", "bounded-variation"):
                 if self.L is None or not (isinstance(self.L, (int, float)) and self.L > 0):
-                    raise ValueError(f"rule={self.rule!r} needs a positive constant L, got {self.L!r}")
+                    raise ValueError(f"rule={self.rule!r} needs a positive constant L, "
+                                     f"got {self.L!r}")
             if self.rule == "holder" and not (0 <= self.nu <= 1):
                 raise ValueError(f"nu must be in [0, 1], got {self.nu!r}")
         if self.hessian is not None:
@@ -345,7 +348,7 @@ class GNSNewton(Solver):
 
     @staticmethod
     def _failed(state, n_trials, n_fact):
-        """A failed iteration: x does not move; the iteration still counts (history stays aligned)."""
+        """A failed iteration: x does not move; it still counts (history stays aligned)."""
         state.k += 1
         state.metrics = dict(state.metrics, gamma=float("nan"), lam=float("nan"), trials=n_trials,
                              factorizations=n_fact, step_norm=0.0, lemma1=float("nan"),

@@ -191,14 +191,6 @@ def linalg_for(library: str):
     return _LA_CACHE[library]
 
 
-def _library_of(a) -> str:
-    return "torch" if is_torch(a) else "numpy"
-
-
-def _matvec(M, v):
-    return M @ v
-
-
 # ---------------------------------------------------------------------------------------
 # the metric B
 # ---------------------------------------------------------------------------------------
@@ -249,7 +241,8 @@ class Metric:
             raise ValueError("B contains NaN or inf entries")
         if B.ndim == 1:
             if tuple(B.shape) != (self.n,):
-                raise ValueError(f"B (a diagonal) must have length {self.n}, got shape {tuple(B.shape)}")
+                raise ValueError(f"B (a diagonal) must have length {self.n}, "
+                                 f"got shape {tuple(B.shape)}")
             if self.la.min(B) <= 0:
                 raise ValueError("B (a diagonal) must have strictly positive entries")
             self.kind = "diagonal"
@@ -262,7 +255,8 @@ class Metric:
             raise ValueError("B must be symmetric positive definite; it is not symmetric")
         fac = self.la.cholesky(B.copy() if library == "numpy" else B)
         if fac is None:
-            raise ValueError("B must be symmetric positive definite; its Cholesky factorization failed")
+            raise ValueError("B must be symmetric positive definite; "
+                             "its Cholesky factorization failed")
         self.kind = "dense"
         self.B = B
         self.factor = fac
@@ -587,6 +581,10 @@ class HessianApprox:
         return f"{type(self).__name__}()"
 
 
+_COMPOSITE_HINT = ("build the problem with Minimize.composite(residual, jac, p, ...) or a "
+                   "gallery problem")
+
+
 def _need(oracles: dict, key: str, who: str, hint: str):
     fn = oracles.get(key)
     if fn is None:
@@ -666,8 +664,8 @@ class GaussNewton(HessianApprox):
     name = "gauss-newton"
 
     def evaluate(self, problem, x, oracles, ctx=None):
-        hint = "build the problem with Minimize.composite(residual, jac, p, ...) or a gallery problem"
-        res = _need(oracles, "residual", "GaussNewton()", hint)
+        res = _need(oracles, "residual", "GaussNewton()", _COMPOSITE_HINT)
+        hint = _COMPOSITE_HINT
         p = float(oracles.get("power", 2.0))
         u = res(x)
         nu = float((u * u).sum() ** 0.5)
@@ -713,8 +711,7 @@ class FisherTerm(HessianApprox):
     name = "fisher-term"
 
     def evaluate(self, problem, x, oracles, ctx=None):
-        hint = "build the problem with Minimize.composite(residual, jac, p, ...) or a gallery problem"
-        res = _need(oracles, "residual", "FisherTerm()", hint)
+        res = _need(oracles, "residual", "FisherTerm()", _COMPOSITE_HINT)
         p = float(oracles.get("power", 2.0))
         u = res(x)
         nu = float((u * u).sum() ** 0.5)
@@ -751,7 +748,8 @@ class EmpiricalFisher(HessianApprox):
             ctx.count("nhev")
         m, d = int(G.shape[0]), int(G.shape[1])
         if d != problem.n:
-            raise ValueError(f"sample_grads returned shape {tuple(G.shape)}; expected (m, {problem.n})")
+            raise ValueError(f"sample_grads returned shape {tuple(G.shape)}; "
+                             f"expected (m, {problem.n})")
         reg = float(oracles.get("fisher_reg", 0.0) or 0.0)
         metric = problem.metric
         use_wb = self.woodbury if self.woodbury is not None else m < d
@@ -974,4 +972,5 @@ def as_hessian_approx(h: Any) -> HessianApprox:
         return Zero()
     if callable(h):
         return UserHessian(h)
-    raise TypeError(f"hessian must be a name, a HessianApprox or a callable, got {type(h).__name__}")
+    raise TypeError(f"hessian must be a name, a HessianApprox or a callable, "
+                    f"got {type(h).__name__}")
