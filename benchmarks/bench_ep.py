@@ -8,8 +8,9 @@ Groups
 ``ep-step``      time of one gradient estimate on a digits batch (MLP 64-64-64-10, angle 90,
                  batch 50) for N = 0 (``ep_exact``), 2, 4, 8 and the BP adjoint (peer).
 ``homeostasis``  exact block form vs the 5-probe estimator (value + gradient) at widths
-                 256 ... 2048; ``extra_info["ratio_to_2jvp"]`` is the block form's time
-                 divided by the time of two JVPs of the probe form (target <= 1).
+                 256 ... 2048; ``extra_info["ratio_to_2jvp"]`` is the best time of the form
+                 divided by the best time of two JVPs (batch 50) of the probe form; the
+                 exact form asserts it is <= 1.
 ``fixed-point``  a free-phase relaxation (360 digits, torch float64): FixedPoint Anderson
                  and damped vs torchdeq's ``anderson`` and ``fixed_point_iter`` (peers,
                  skipped when torchdeq is not installed), same absolute tolerance.
@@ -81,12 +82,15 @@ def _wide(width):
     return net, r
 
 
-def _time(fn, reps=5):
+def _time(fn, reps=7):
+    """Best of ``reps`` (the least disturbed run on a shared machine)."""
     fn()
-    t = time.perf_counter()
+    best = float("inf")
     for _ in range(reps):
+        t = time.perf_counter()
         fn()
-    return (time.perf_counter() - t) / reps
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 @pytest.mark.benchmark(group="homeostasis")
@@ -103,9 +107,13 @@ def test_homeostasis(benchmark, width, form):
     else:
         res = benchmark.pedantic(lambda: probe_asymmetry(net, r, n_probes=5, rng=0), rounds=3,
                                  iterations=1, warmup_rounds=1)
-    t_form = benchmark.stats.stats.mean
+    t_form = benchmark.stats.stats.min
+    ratio = t_form / (2 * t_jvp)
     benchmark.extra_info.update(width=width, n=net.n_state, value=res.value, stderr=res.stderr,
-                                jvp_s=t_jvp, ratio_to_2jvp=t_form / (2 * t_jvp))
+                                jvp_s=t_jvp, ratio_to_2jvp=ratio)
+    if form == "exact":
+        # the issue's requirement: the block form costs no more than 2 JVPs of the probe form
+        assert ratio <= 1.0, f"exact block form took {ratio:.2f} x the time of 2 JVPs"
 
 
 @pytest.fixture(scope="module")

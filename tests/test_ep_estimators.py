@@ -273,6 +273,28 @@ def test_numpy_torch_agree(sym):
             assert np.linalg.norm(ga - gb) <= 1e-10 * max(np.linalg.norm(ga), 1e-12), (method, k)
 
 
+@pytest.mark.cuda
+def test_cuda_parity(sym):
+    """float64 on the GPU equals numpy to 1e-10; complex64 (float32 parameters) is within
+    the documented 1e-3 relative tolerance of the float64 reference."""
+    import torch
+
+    net, x, y, _ = sym
+    ref = estimate_gradient(net, x, y, "ep", beta=0.1, n_points=4, solver=TIGHT)
+    for dtype, tol, solver in (
+            (torch.float64, 1e-10, TIGHT),
+            (torch.float32, 1e-3, FixedPoint(method="anderson", rtol=1e-6, atol=1e-7, maxiter=3000))):
+        nt = net.to("torch", dtype=dtype, device="cuda")
+        xt = torch.as_tensor(x, dtype=dtype, device="cuda")
+        est = estimate_gradient(nt, xt, torch.as_tensor(y, device="cuda"), "ep", beta=0.1,
+                                n_points=4, solver=solver)
+        assert est.ok and est.delta.device.type == "cuda"
+        assert _rel(est.delta.cpu().numpy(), ref.delta) < tol
+        for k in ref.grads:
+            g = est.grads[k].cpu().numpy()
+            assert np.linalg.norm(g - ref.grads[k]) <= tol * max(np.linalg.norm(ref.grads[k]), 1e-12)
+
+
 # -- bad input -------------------------------------------------------------------------------
 def test_bad_inputs(sym):
     net, x, y, fp = sym
