@@ -183,3 +183,16 @@ def test_bad_inputs(rng):
         homeostatic_loss(net, np.zeros((2, 5)), method="probe")
     with pytest.raises(TypeError, match="use method='probe'"):
         exact_asymmetry(conv_net((1, 8, 8), (2, 2, 2)))
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (130, 70), (64, 64)])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_pair_asymmetry_kernel_matches_numpy(shape, order, rng):
+    from neurosolve.neural.ep._kernels import pair_asymmetry, pair_asymmetry_numpy
+
+    M = np.asarray(rng.standard_normal(shape), order=order)
+    Mt = np.asarray(rng.standard_normal(shape[::-1]), order=order)
+    v, gM, gMt = pair_asymmetry(M, Mt, 0.3)
+    w, hM, hMt = pair_asymmetry_numpy(M, Mt, 0.3)
+    assert abs(v - w) < 1e-12 * w
+    assert np.allclose(gM, hM, atol=1e-15) and np.allclose(gMt, hMt, atol=1e-15)

@@ -82,6 +82,24 @@ class HomeostasisResult:
     samples: Any = None
 
 
+def _numba_ok(M, Mt) -> bool:
+    return (isinstance(M, np.ndarray) and isinstance(Mt, np.ndarray) and M.dtype == Mt.dtype
+            and M.dtype in (np.float32, np.float64))
+
+
+def _sumsq(D) -> float:
+    """Squared Frobenius norm (real or complex), one pass over memory."""
+    if _xp.lib(D) == "torch":
+        return float(torch_vdot(D))
+    flat = D.ravel(order="K")
+    return float(np.real(np.vdot(flat, flat)))
+
+
+def torch_vdot(D):
+    flat = D.reshape(-1)
+    return (flat.conj() @ flat).real if D.is_complex() else flat @ flat
+
+
 def _zeros(params):
     return {k: _xp.zeros_like(v) for k, v in params.items() if not k.startswith("readout_")}
 
@@ -100,7 +118,7 @@ def exact_asymmetry(net: DenseNetwork, params: dict | None = None, *,
         )
     params = net.params if params is None else params
     n = net.n_state if normalize else 1
-    # effective block M[(post, pre)] = sum of weights pre -> post
+    # effective block M[(post, pre)] = sum of weights pre -> post (one term in the usual case)
     blocks: dict = {}
     for c in net.internal:
         W = params[c.weight]
@@ -109,28 +127,35 @@ def exact_asymmetry(net: DenseNetwork, params: dict | None = None, *,
         blocks[key] = W if key not in blocks else blocks[key] + W
     value = 0.0
     diff: dict = {}
-    done = set()
     for (post, pre), M in blocks.items():
-        if (post, pre) in done:
+        if (post, pre) in diff:
             continue
         if post == pre:
             D = M - M.T
-            value += 0.5 * float(_xp.sumsq(D))
-            diff[(post, pre)] = 2 * D
-            done.add((post, pre))
+            value += 0.5 * _sumsq(D)
+            diff[(post, pre)] = (2.0 / n) * D
             continue
         Mt = blocks.get((pre, post))
-        D = M - (Mt.T if Mt is not None else 0 * M)
-        value += float(_xp.sumsq(D))
-        diff[(post, pre)] = 2 * D
-        diff[(pre, post)] = -2 * D.T
-        done.add((post, pre))
-        done.add((pre, post))
-    grads = _zeros(params)
+        if Mt is not None and _numba_ok(M, Mt):
+            # one tiled pass for value and both gradients (numba; numpy reference in tests)
+            from neurosolve.neural.ep._kernels import pair_asymmetry
+
+            v, gM, gMt = pair_asymmetry(M, Mt, 2.0 / n)
+            value += v
+            diff[(post, pre)], diff[(pre, post)] = gM, gMt
+            continue
+        D = M - Mt.T if Mt is not None else M
+        value += _sumsq(D)
+        diff[(post, pre)] = (2.0 / n) * D
+        diff[(pre, post)] = (-2.0 / n) * D.T  # a transposed view: no strided copy
+    grads: dict = {}
     for c in net.internal:
-        g = diff[(c.post, c.pre)] / n
+        g = diff[(c.post, c.pre)]
         g = g.T if c.transpose else g
-        grads[c.weight] = grads[c.weight] + g
+        grads[c.weight] = g if c.weight not in grads else grads[c.weight] + g
+    for k, v in params.items():
+        if not k.startswith("readout_") and k not in grads:
+            grads[k] = _xp.zeros_like(v)
     return HomeostasisResult(value=value / n, grads=grads, stderr=0.0, method="exact", n=net.n_state)
 
 
