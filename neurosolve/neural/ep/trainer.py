@@ -273,10 +273,11 @@ def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConf
     --------
     >>> from neurosolve.neural.ep import mlp, train, load_digits_split
     >>> Xtr, ytr, Xte, yte = load_digits_split()
-    >>> net = mlp([64, 32, 32, 10], angle=90, seed=0)
-    >>> res = train(net, Xtr, ytr, Xte, yte, epochs=1, homeostasis=1.0, progress=False)
-    >>> res.history["test_acc"][-1] > 0.2
-    True
+    >>> net = mlp([64, 16, 16, 10], angle=90, seed=0, recurrent_scale=0.6)
+    >>> res = train(net, Xtr[:200], ytr[:200], epochs=2, batch_size=20, homeostasis=10.0,
+    ...             contraction=100.0, progress=False)
+    >>> res.steps, res.history["cos_h1"][-1] > res.history["cos_h1"][0]
+    (20, True)
     """
     cfg = config or TrainConfig()
     if overrides:
