@@ -176,3 +176,11 @@ def test_contraction_penalty_gradient_matches_finite_differences(rng):
         f2 = contraction_penalty(net, fp, target=0.3, iters=0, v0=v0, params=p2).value
         fd = (f1 - f2) / (2 * h)
         assert abs(fd - cp.grads[k][idx]) < 1e-6 * max(abs(fd), 1e-4), (k, fd, cp.grads[k][idx])
+
+
+def test_public_names_resolve():
+    import neurosolve
+
+    assert neurosolve.neural.ep.mlp is mlp
+    assert neurosolve.solvers.FixedPoint is FixedPoint
+    from neurosolve.demos.ep import run  # noqa: F401
