@@ -30,10 +30,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="network: the paper's '64'/'128' or the deeper 'unet'")
     p.add_argument("--levels", type=int, default=4, help="pooling levels of the unet variant")
     p.add_argument("--channels", type=int, default=16, help="feature channels")
-    p.add_argument("--data", choices=("box", "mixture", "ritz-box"), default="box",
+    p.add_argument("--data", choices=("box", "mixture", "ritz-box", "mixture-ritz"),
+                   default="box",
                    help="box: empty Neumann box, DCT modes on the fly (paper recipe); "
-                        "ritz-box: same matrix, Lanczos Ritz vectors; mixture: Ritz vectors of "
-                        "random gallery geometries plus the box")
+                        "ritz-box: same matrix, Lanczos Ritz vectors; mixture: random gallery "
+                        "geometries with spectrally filtered noise, plus the box; mixture-ritz: "
+                        "the same geometries with Ritz vectors")
     p.add_argument("--n-geometries", type=int, default=8, help="geometries of --data mixture")
     p.add_argument("--ritz-m", type=int, default=400, help="Lanczos steps per matrix")
     p.add_argument("--low-fraction", type=float, default=0.55,
@@ -50,6 +52,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder for checkpoint.pt, loss.png and summary.json")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init", type=pathlib.Path, default=None,
+                   help="start from these weights (a checkpoint.pt or a shipped NAME.pt of the "
+                        "same architecture), e.g. pretrained on a smaller grid")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--name", default=None,
@@ -83,6 +88,9 @@ def _command_line(args) -> str:
     for key in ("dim", "grid", "variant", "levels", "channels", "data", "n_geometries", "ritz_m",
                 "low_fraction", "factor", "steps", "batch", "lr", "lr_final", "seed"):
         parts += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    parts += ["--out", str(args.out)]
+    if args.init:
+        parts += ["--init", str(args.init)]
     if args.name:
         parts += ["--name", args.name]
     return shlex.join(parts)
@@ -108,7 +116,7 @@ def main(args) -> int:
     t_data = time.perf_counter() - t0
     res = train(cfg, checkpoint=out / "checkpoint.pt", checkpoint_every=args.checkpoint_every,
                 resume=args.resume, device=args.device, progress=not args.no_progress,
-                loss_png=out / "loss.png", data=data)
+                loss_png=out / "loss.png", data=data, init=args.init)
     refs = reference_losses(*data, net=res.model.cpu())
     summary = {
         "config": cfg.__dict__,
@@ -121,6 +129,11 @@ def main(args) -> int:
         "device": str(next(res.model.parameters()).device),
         "command": _command_line(args),
     }
+    if args.init is not None:
+        prev = pathlib.Path(args.init).parent / "summary.json"
+        if prev.exists():  # the chain of commands that regenerates these weights
+            before = json.loads(prev.read_text())
+            summary["init_commands"] = before.get("init_commands", []) + [before["command"]]
     if args.evaluate:
         from neurosolve.neural.dcdm_train import evaluate_model
 
@@ -140,7 +153,7 @@ def main(args) -> int:
                            f"'{cfg.data}' data",
             "grid": [cfg.grid] * cfg.dim,
             "data": {"kind": cfg.data, "low_fraction": cfg.low_fraction, "factor": cfg.factor,
-                     "ritz_m": cfg.ritz_m if cfg.data != "box" else None,
+                     "ritz_m": cfg.ritz_m if "ritz" in cfg.data else None,
                      "n_geometries": cfg.n_geometries if cfg.data == "mixture" else None},
             "training": {"steps": res.steps_done, "batch": cfg.batch, "lr": cfg.lr,
                          "lr_final": cfg.lr_final, "optimizer": "Adam, cosine decay",
@@ -150,6 +163,8 @@ def main(args) -> int:
             "heldout_loss": refs,
             "command": summary["command"],
         }
+        if "init_commands" in summary:
+            info["init_commands"] = summary["init_commands"]
         if "measured" in summary:
             info["measured_iterations"] = summary["measured"]
         path = save_pretrained(res.model, args.name, info, directory=args.weights_dir)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from neurosolve.neural.dcdm_data import BoxSampler, MixtureSampler, RitzSampler
+from neurosolve.neural.dcdm_data import BoxSampler, FilterSampler, MixtureSampler, RitzSampler
 from neurosolve.neural.dcdm_net import DCDMNet
 
 __all__ = [
@@ -180,6 +180,9 @@ def dcdm_loss(f: torch.Tensor, b: torch.Tensor, Af: torch.Tensor,
 # --------------------------------------------------------------------------------------------
 # configuration and data
 # --------------------------------------------------------------------------------------------
+DATA_KINDS = ("box", "mixture", "ritz-box", "mixture-ritz")
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (stored in checkpoints and manifests).
@@ -194,11 +197,12 @@ class TrainConfig:
     levels : int
         Pooling levels of the ``"unet"`` variant.
     channels : int
-    data : {"box", "mixture", "ritz-box"}
+    data : {"box", "mixture", "ritz-box", "mixture-ritz"}
         ``"box"``: the paper's recipe, the empty Neumann box, with exact DCT modes sampled on
         the fly. ``"ritz-box"``: the same matrix with Lanczos Ritz vectors (as the paper).
-        ``"mixture"``: Ritz vectors of ``n_geometries`` random gallery geometries (solids,
-        air, walls) plus the empty box's DCT modes.
+        ``"mixture"``: ``n_geometries`` random gallery geometries (solids, air, both wall
+        kinds) with filtered-noise samples (:class:`FilterSampler`) plus the empty box's
+        DCT modes. ``"mixture-ritz"``: the same geometries with Ritz-vector samples.
     n_geometries : int
         Geometries of the ``"mixture"`` data.
     ritz_m : int
@@ -231,8 +235,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3, got {self.dim!r}")
-        if self.data not in ("box", "mixture", "ritz-box"):
-            raise ValueError(f"data must be 'box', 'mixture' or 'ritz-box', got {self.data!r}")
+        if self.data not in DATA_KINDS:
+            raise ValueError(f"data must be one of {', '.join(DATA_KINDS)}, got {self.data!r}")
         for name in ("grid", "steps", "batch", "ritz_m", "n_geometries"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
@@ -289,9 +293,14 @@ def build_data(cfg: TrainConfig, progress: bool = False):
     for i, g in enumerate(it):
         A = g.matrix()
         geoms.append(StencilGeometry.from_matrix(A, shape, f"geometry-{i}"))
-        samplers.append(RitzSampler.from_matrix(
-            A, shape, cfg.ritz_m, factor=cfg.factor,
-            shift=int(round((cfg.low_fraction - 0.5) * cfg.ritz_m)), seed=cfg.seed * 1000 + i))
+        if cfg.data == "mixture-ritz":
+            samplers.append(RitzSampler.from_matrix(
+                A, shape, cfg.ritz_m, factor=cfg.factor,
+                shift=int(round((cfg.low_fraction - 0.5) * cfg.ritz_m)), seed=cfg.seed * 1000 + i))
+        else:
+            samplers.append(FilterSampler(A, shape, nullspace=g.nullspace(),
+                                          low_fraction=cfg.low_fraction, factor=cfg.factor,
+                                          seed=cfg.seed * 1000 + i))
     return MixtureSampler(samplers, seed=cfg.seed), geoms
 
 
@@ -362,7 +371,8 @@ def _device(device: str | None) -> torch.device:
 def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
           checkpoint_every: int = 50, resume: bool = False, device: str | None = "auto",
           progress: bool = True, loss_png: str | pathlib.Path | None = None,
-          data=None, log_every: int = 10) -> TrainResult:
+          data=None, log_every: int = 10, stop_after: int | None = None,
+          init: str | pathlib.Path | dict | None = None) -> TrainResult:
     """Train a :class:`~neurosolve.neural.DCDMNet` with the DCDM loss.
 
     Parameters
@@ -383,6 +393,13 @@ def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
         Write the loss curve there at the end.
     data : (sampler, geometries), optional
         Prebuilt :func:`build_data` output (otherwise built from ``cfg``).
+    stop_after : int, optional
+        Run at most this many steps in this call (checkpointed; resume later).
+    init : path or state dict, optional
+        Start from these weights (a training checkpoint, a shipped ``NAME.pt`` or a state
+        dict of the same architecture) instead of a random initialization: e.g. pretrain
+        on a small grid, then fine-tune on the target grid (the network is resolution
+        independent).
 
     Returns
     -------
@@ -391,6 +408,8 @@ def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
     dev = _device(device)
     torch.manual_seed(cfg.seed)
     net = cfg.network().to(dev)
+    if init is not None:
+        net.load_state_dict(_init_state(init))
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     losses: list[float] = []
     start = 0
@@ -435,7 +454,8 @@ def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
     step = start
     try:
         for step in range(start, cfg.steps):
-            if cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes:
+            if (cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes) \
+                    or (stop_after is not None and step - start >= stop_after):
                 stopped = True
                 break
             for group in opt.param_groups:
@@ -465,6 +485,15 @@ def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
     tail = losses[-max(1, min(50, len(losses))):]
     return TrainResult(net, cfg, losses, done, elapsed0 + time.perf_counter() - t0, stopped,
                        float(np.mean(tail)) if tail else float("nan"))
+
+
+def _init_state(init) -> dict:
+    if isinstance(init, dict):
+        return init
+    state = torch.load(init, map_location="cpu", weights_only=True)
+    if "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    return {k: v.float() for k, v in state.items()}
 
 
 def plot_losses(losses: Sequence[float], path, title: str = "DCDM training") -> None:
@@ -499,3 +528,53 @@ def load_checkpoint(path, device: str = "cpu") -> tuple[DCDMNet, TrainConfig, di
     net.eval()
     return net, cfg, state
 
+
+
+# --------------------------------------------------------------------------------------------
+# measuring a trained model
+# --------------------------------------------------------------------------------------------
+def evaluation_problems(dim: int, n: int, seed: int = 0) -> list:
+    """Unseen gallery geometries for measuring a model: ``(name, PoissonSystem)`` pairs.
+
+    Obstacles the training never used (fixed seeds far from the training seeds), with and
+    without air, right-hand sides from :func:`~neurosolve.problems.poisson.rhs_blobs`.
+    """
+    from neurosolve.problems import poisson
+
+    shape = (n,) * dim
+    grids = [
+        ("sphere", poisson.sphere(shape, center=[0.42 * n] * dim, radius=0.22 * n)),
+        ("ellipsoids", poisson.ellipsoids(shape, n=3, seed=9001 + seed)),
+        ("pool+obstacles", poisson.pool(shape, depth=0.7, obstacles=2, seed=9002 + seed,
+                                        waves=0.1)),
+    ]
+    return [(name, g.system(poisson.rhs_blobs(g, seed=seed))) for name, g in grids]
+
+
+def evaluate_model(model, dim: int, sizes: Sequence[int] | None = None,
+                   rtols: Sequence[float] = (1e-4, 1e-6), maxiter: int = 2000,
+                   progress: bool = False) -> list[dict]:
+    """Iterations of CG and of DCDM with ``model`` on :func:`evaluation_problems`.
+
+    Returns one row per (geometry, size, rtol): ``cg``, ``dcdm``, their ratio, the
+    network evaluations and whether DCDM converged.
+    """
+    from neurosolve.core import solve
+    from neurosolve.solvers.cg import CG
+    from neurosolve.solvers.dcdm import DCDM
+
+    sizes = sizes if sizes is not None else ((256,) if dim == 2 else (32,))
+    rows = []
+    for n in sizes:
+        for name, prob in evaluation_problems(dim, n):
+            for rtol in rtols:
+                cg = solve(prob, CG(rtol=rtol, maxiter=maxiter))
+                dc = solve(prob, DCDM(model=model, rtol=rtol, maxiter=maxiter))
+                rows.append({"geometry": name, "grid": [n] * dim, "rtol": rtol,
+                             "cg": cg.n_iter, "dcdm": dc.n_iter,
+                             "ratio": round(cg.n_iter / max(dc.n_iter, 1), 2),
+                             "converged": bool(dc.success),
+                             "guard_steps": int(dc.stats.get("guard_steps", 0))})
+                if progress:
+                    print(rows[-1], flush=True)
+    return rows
