@@ -167,3 +167,151 @@ def group_soft_threshold_ref(A, kappa):
         scale = torch.where(nrm > kappa, 1.0 - kappa / torch.where(nrm > 0, nrm, torch.ones_like(nrm)),
                             torch.zeros_like(nrm))
     return A * scale
+
+
+# ---------------------------------------------------------------------------------------
+# robust program: projection onto the robust cones and the worst-case loss prox
+# (numpy references: neurosolve.solvers.relu_losses.project_robust_cone / prox_robust_loss)
+# ---------------------------------------------------------------------------------------
+@njit(cache=True)
+def _l1_theta(a_sorted, csum, radius):
+    """Soft-threshold level putting |a| (sorted decreasing) on the l1 ball of `radius`."""
+    m = a_sorted.shape[0]
+    th = csum[0] - radius  # the support has at least one element
+    for j in range(1, m):
+        t = (csum[j] - radius) / (j + 1)
+        if a_sorted[j] > t:
+            th = t
+        else:
+            break
+    return th if th > 0.0 else 0.0
+
+
+@njit(cache=True)
+def robust_cone_project(S0, R0, eps, q, iters=60):
+    """Numba version of :func:`neurosolve.solvers.relu_losses.project_robust_cone`."""
+    n, m = S0.shape
+    d = R0.shape[0]
+    S = S0.copy()
+    R = R0.copy()
+    a = np.empty(d)
+    for g in range(m):
+        rn = 0.0
+        for j in range(d):
+            a[j] = abs(R0[j, g])
+            rn += a[j] if q == 1 else a[j] * a[j]
+        if q != 1:
+            rn = np.sqrt(rn)
+        smin = S0[0, g]
+        for k in range(n):
+            if S0[k, g] < smin:
+                smin = S0[k, g]
+        if eps * rn <= smin:
+            continue
+        a_sorted = -np.sort(-a)
+        csum = np.cumsum(a_sorted)
+        lo = 0.0
+        hi = eps * rn
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            acc = 0.0
+            for k in range(n):
+                t = mid - S0[k, g]
+                if t > 0.0:
+                    acc += t
+            if q == 1:
+                th = _l1_theta(a_sorted, csum, mid / eps)
+            else:
+                th = rn - mid / eps
+                th = th if th > 0.0 else 0.0
+            if acc - th / eps < 0.0:
+                lo = mid
+            else:
+                hi = mid
+        tau = 0.5 * (lo + hi)
+        for k in range(n):
+            if S0[k, g] < tau:
+                S[k, g] = tau
+        if q == 1:
+            th = _l1_theta(a_sorted, csum, tau / eps)
+            for j in range(d):
+                v = abs(R0[j, g]) - th
+                R[j, g] = np.sign(R0[j, g]) * v if v > 0.0 else 0.0
+        else:
+            th = rn - tau / eps
+            th = th if th > 0.0 else 0.0
+            sc = 1.0 - th / rn if rn > 0.0 else 0.0
+            sc = sc if sc > 0.0 else 0.0
+            for j in range(d):
+                R[j, g] = R0[j, g] * sc
+    return S, R
+
+
+@njit(cache=True)
+def _shrink_row(b0, q, t, out):
+    d = b0.shape[0]
+    nb = 0.0
+    if q == 1:
+        for j in range(d):
+            v = abs(b0[j]) - t
+            out[j] = np.sign(b0[j]) * v if v > 0.0 else 0.0
+            nb += abs(out[j])
+    else:
+        nr = 0.0
+        for j in range(d):
+            nr += b0[j] * b0[j]
+        nr = np.sqrt(nr)
+        sc = 1.0 - t / nr if nr > t else 0.0
+        for j in range(d):
+            out[j] = b0[j] * sc
+        nb = nr * sc
+    return nb
+
+
+@njit(cache=True)
+def robust_loss_prox(loss, z0, B0, y, eps, q, w, rho, iters=60):
+    """Numba version of :func:`neurosolve.solvers.relu_losses.prox_robust_loss`.
+
+    ``loss``: 0 squared, 1 logistic, 2 hinge. Returns ``(z, B)``.
+    """
+    n, d = B0.shape
+    z = np.empty(n)
+    B = np.empty_like(B0)
+    tmp = np.empty(d)
+    for k in range(n):
+        b0 = B0[k]
+        if loss == 0:
+            e0 = z0[k] - y[k]
+            ae0 = abs(e0)
+            nb0 = _shrink_row(b0, q, 0.0, tmp)
+            lo = 0.0
+            hi = w * (ae0 + eps * nb0)
+        else:
+            m0 = -y[k] * z0[k]
+            lo = 0.0
+            hi = w
+        for _ in range(iters):
+            th = 0.5 * (lo + hi)
+            nb = _shrink_row(b0, q, th * eps / rho, tmp)
+            if loss == 0:
+                e = ae0 - th / rho
+                h = (e if e > 0.0 else 0.0) + eps * nb
+                r = th - w * h
+            else:
+                m = m0 - th / rho + eps * nb
+                if loss == 2:
+                    r = th - w if 1.0 + m > 0.0 else th
+                else:
+                    r = th - w * 0.5 * (1.0 + np.tanh(0.5 * m))
+            if r < 0.0:
+                lo = th
+            else:
+                hi = th
+        th = 0.5 * (lo + hi)
+        _shrink_row(b0, q, th * eps / rho, B[k])
+        if loss == 0:
+            e = ae0 - th / rho
+            z[k] = y[k] + (1.0 if e0 >= 0.0 else -1.0) * (e if e > 0.0 else 0.0)
+        else:
+            z[k] = z0[k] + y[k] * th / rho
+    return z, B

@@ -381,6 +381,13 @@ class ConvexReLU:
                                         self.w)
         return RL.loss_value(self.loss, z, self.Y_np, self.w)
 
+    def is_trivial(self, x, tol: float = 1e-6) -> bool:
+        """True when the network of x outputs (numerically) zero on the training data:
+        ``max |z| <= tol max(1, max |y|)``. For a robust program this signals an epsilon
+        so large that no neuron can stay on one side of every sample's ball."""
+        z = self.convex_output(x)
+        return float(np.abs(z).max(initial=0.0)) <= tol * max(1.0, float(np.abs(self.Y_np).max()))
+
     def cone_violation(self, x) -> tuple[float, float]:
         """Largest violation ``max(0, -((2D_i - I) X v_i - eps ||v_i||_q))`` and its ratio to
         ``max |X v_i|`` (the relative violation)."""

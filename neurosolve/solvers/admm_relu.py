@@ -91,6 +91,8 @@ class ADMM(Solver):
         iteration.
     rbcd_step : float
         Initial RBCD step size.
+    rbcd_max_sweeps : int
+        At most ``rbcd_max_sweeps * ceil(P / b)`` blocks per u-step.
     memory_limit : float
         Bytes the automatic u-step choice may use for matrices.
     check_interval : int
@@ -157,6 +159,7 @@ class ADMM(Solver):
     rbcd_block: int = 1
     rbcd_thresh: float = 1e-3
     rbcd_step: float = 1e-3
+    rbcd_max_sweeps: int = 4
     memory_limit: float = 1.5e9
     check_interval: int = 10
     certify_every: int = 100
@@ -330,7 +333,14 @@ class ADMM(Solver):
             Gh = a * GU + (1 - a) * S_old + st.Nu
             Rh = a * RU + (1 - a) * R_old + st.NuR
             n2 = 2 * P * c
-            Sn, Rn = RL.project_robust_cone(Gh, Rh.reshape(d, n2), problem.epsilon, problem.q)
+            if st.use_numba:
+                from neurosolve.backends.relu_kernels import robust_cone_project
+
+                Sn, Rn = robust_cone_project(np.ascontiguousarray(Gh),
+                                             np.ascontiguousarray(Rh.reshape(d, n2)),
+                                             problem.epsilon, problem.q)
+            else:
+                Sn, Rn = RL.project_robust_cone(Gh, Rh.reshape(d, n2), problem.epsilon, problem.q)
             st.S, st.R = Sn, Rn.reshape(st.U.shape)
             st.Nu = Gh - st.S
             st.NuR = Rh - st.R
@@ -365,9 +375,18 @@ class ADMM(Solver):
             if st.robust:
                 HU = s.H(st.U)
                 Bh = a * HU + (1 - a) * st.B
-                Zn, Bn = RL.prox_robust_loss(problem.loss, (Zh + st.Mu).reshape(-1),
-                                             _flat_b(Bh + st.MuB), problem.Y.reshape(-1),
-                                             problem.epsilon, problem.q, problem.w, s.aF)
+                if st.use_numba:
+                    from neurosolve.backends.relu_kernels import robust_loss_prox
+
+                    code = {"squared": 0, "logistic": 1, "hinge": 2}[problem.loss]
+                    Zn, Bn = robust_loss_prox(code, np.ascontiguousarray((Zh + st.Mu).reshape(-1)),
+                                              np.ascontiguousarray(_flat_b(Bh + st.MuB)),
+                                              np.ascontiguousarray(problem.Y.reshape(-1)),
+                                              problem.epsilon, problem.q, problem.w, s.aF)
+                else:
+                    Zn, Bn = RL.prox_robust_loss(problem.loss, (Zh + st.Mu).reshape(-1),
+                                                 _flat_b(Bh + st.MuB), problem.Y.reshape(-1),
+                                                 problem.epsilon, problem.q, problem.w, s.aF)
                 Zn = Zn.reshape(Zh.shape)
                 Bn = _unflat_b(Bn, Bh.shape)
                 st.MuB = st.MuB + Bh - Bn
@@ -563,7 +582,7 @@ class ADMM(Solver):
             return None
         if not problem.robust and self._violation(problem, st) > tol:
             return None
-        if problem.robust and to_float(abs(st.V).max()) == 0.0:
+        if problem.robust and problem.is_trivial(self.finalize(problem, st, _NullCtx())):
             return Status.INFEASIBLE, (
                 f"the robust program's solution is all zero: with epsilon={problem.epsilon:g} no "
                 "neuron can keep its activation pattern on the whole perturbation ball (or beta "
@@ -582,6 +601,10 @@ class ADMM(Solver):
         x = V4.permute(1, 2, 0, 3) if problem.array_library == "torch" else V4.transpose(1, 2, 0, 3)
         x = x + 0
         return x[..., 0] if c == 1 else x
+
+
+class _NullCtx:
+    counters: dict = {}
 
 
 def _masked(XU, D, c, use_numba):
@@ -620,7 +643,7 @@ def _rbcd_ustep(solver: ADMM, problem: ConvexReLU, st: State, ctx):
     least ``1e-3 alpha ||g||^2``; otherwise divide the step by 2.5 and the next starting
     step by 1.5; after an accepted step the starting step grows by 1.05). The inner loop
     stops when the mean of the last ``ceil(8 sqrt(P/b))`` decreases falls below
-    ``thresh * max(1, |L_u|)`` or after ``50 P / b`` blocks.
+    ``thresh * max(1, |L_u|)`` or after ``rbcd_max_sweeps * ceil(P / b)`` blocks.
     """
     s = st.sys
     X, D = problem.Xt, problem.D
@@ -654,7 +677,7 @@ def _rbcd_ustep(solver: ADMM, problem: ConvexReLU, st: State, ctx):
     step0 = st.rbcd_step
     nblocks = 0
     is_np = isinstance(X, np.ndarray)
-    for _ in range(max(1, (50 * P) // b)):
+    for _ in range(max(1, solver.rbcd_max_sweeps * math.ceil(P / b))):
         pats = st.rng.choice(P, size=b, replace=False)
         idx = np.concatenate([pats, pats + P])
         idx_t = idx if is_np else __import__("torch").as_tensor(idx, device=X.device)

@@ -153,7 +153,7 @@ class CvxpyReLU(Solver):
         st.build_time = t_build
         st.total_time = t_total
         st.metrics = {"objective": float(st.objective) if st.objective is not None else float("nan")}
-        st.zero = not np.any(x)
+        st.zero = problem.is_trivial(x)
         return st
 
     def step(self, problem, st, ctx):  # pragma: no cover - init does all the work

@@ -265,7 +265,7 @@ def _shrink(B0, q, t, L, a_sorted=None, csum=None):
 
 
 def prox_robust_loss(loss: str, z0, B0, y, eps: float, q: int, w: float, rho: float,
-                     iters: int = 60):
+                     iters: int = 40):
     """Prox of the per-sample worst-case loss ``f(z, b) = phi_eps(z, ||b||_q)``.
 
     Minimizes ``f(z, b) + rho/2 (|z - z0|^2 + ||b - B0||^2)`` for every sample (rows of
@@ -321,7 +321,7 @@ def prox_robust_loss(loss: str, z0, B0, y, eps: float, q: int, w: float, rho: fl
     return z, Bt
 
 
-def project_robust_cone(S0, R0, eps: float, q: int, iters: int = 60):
+def project_robust_cone(S0, R0, eps: float, q: int, iters: int = 40):
     """Project ``(s_g, r_g)`` onto ``{(s, r): s_k >= eps ||r||_q for all k}``, per column g.
 
     ``S0`` is ``(n, m)`` and ``R0`` is ``(d, m)``. With ``eps = 0`` this is the projection

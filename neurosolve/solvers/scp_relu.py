@@ -48,7 +48,7 @@ class SCP(Solver):
     rtol : float
         Stop when the duality gap of the SCP program is at most
         ``rtol * max(1, |objective|)``.
-    step : float, optional
+    step_size : float, optional
         Step size; default ``1 / L`` with ``L = smoothness(loss) * ||Phi||_2^2``.
     restart : bool
         Function-value restart of the momentum (O'Donoghue-Candes).
@@ -80,7 +80,7 @@ class SCP(Solver):
     """
 
     rtol: float = 1e-6
-    step: float | None = None
+    step_size: float | None = None
     restart: bool = True
 
     metrics: ClassVar[tuple[str, ...]] = ("objective", "relative_gap")
@@ -91,8 +91,8 @@ class SCP(Solver):
         super().__post_init__()
         if not isinstance(self.rtol, (int, float)) or not np.isfinite(self.rtol) or self.rtol < 0:
             raise ValueError(f"rtol must be a finite number >= 0, got {self.rtol!r}")
-        if self.step is not None and not (self.step > 0):
-            raise ValueError(f"step must be > 0, got {self.step!r}")
+        if self.step_size is not None and not (self.step_size > 0):
+            raise ValueError(f"step_size must be > 0, got {self.step_size!r}")
 
     def max_iterations(self, problem):
         return self.maxiter if self.maxiter is not None else 20000
@@ -108,7 +108,7 @@ class SCP(Solver):
         Phi = np.maximum(problem.Xt_np @ Hn, 0.0)
         smooth = problem.w if problem.loss == "squared" else problem.w / 4.0
         L = smooth * float(np.linalg.norm(Phi, 2)) ** 2
-        step = self.step if self.step is not None else 1.0 / max(L, 1e-300)
+        step = self.step_size if self.step_size is not None else 1.0 / max(L, 1e-300)
         st = State(x=None, k=0)
         st.Hn_np = Hn
         st.Phi = problem._from_numpy(Phi)
