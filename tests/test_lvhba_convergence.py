@@ -29,9 +29,9 @@ def test_toy_b_converges_tightly():
 def test_toy_a_within_penalty_bias_and_bias_shrinks_with_c():
     p = bilevel_gallery.toy_a(n=10)
     kw = p.meta["solver_kwargs"]
-    res = ns.solve(p, LVHBA(**kw, maxiter=50000), backend="numba")
+    res = ns.solve(p, LVHBA(**kw, maxiter=30000), backend="numba")
     err = rel(res.x.x, p.meta["x_star"])
-    assert err < 3e-2                                # bias-limited (spec: 1.1e-2)
+    assert err < 3e-2                                # bias-limited (spec: 1.1e-2 at 30k and 50k)
     assert abs(res.x.lam[0] - 1.0) < 1e-2
     errs = {}
     with warnings.catch_warnings():
@@ -72,9 +72,10 @@ def _cleaning_run(seed, iters, n_train):
 
 
 def test_hyper_cleaning_beats_svm_on_noisy_labels_fast():
-    # fast version: 2 seeds, 100 iterations, 120 training samples (measured: 0.845 vs 0.652).
-    # The 10-seed run at the paper-like size is the slow test below and the benchmark.
-    accs, bases = zip(*[_cleaning_run(s, 100, 120) for s in (0, 1)])
+    # fast version: 2 seeds, 80 iterations, 100 training samples (measured: 0.890 vs 0.640;
+    # seeds 0-5 all won by >= 0.17). The 10-seed run at 300 samples / 300 iterations is the
+    # slow test below and the benchmark (LVHBA_BENCH_FULL=1).
+    accs, bases = zip(*[_cleaning_run(s, 80, 100) for s in (0, 1)])
     assert np.mean(accs) > np.mean(bases) + 0.05
 
 

@@ -325,7 +325,7 @@ def _emit_kernel(maskF, maskf, B, Bx, nl, c_kind, y_box) -> str:
         a(f"    lam_out[{r}] = t; m{r} = t; dlam += (t - l{r}) ** 2; ll += t * t; lm = max(lm, abs(t))")
         a(f"    cq{r} = 0.0")
     # phase B: x, y step with the new theta, lambda and the old x, y
-    a("    Fv = 0.0; fv = 0.0; fth = 0.0; aw = 0.0; adw = 0.0; dwt = 0.0; wwt = 0.0")
+    a("    Fv = 0.0; fv = 0.0; fth = 0.0; aw = 0.0; dwt = 0.0; wwt = 0.0")
     a("    for i in range(s):")
     for b in range(B):
         a(f"        u{b} = w{b}[i]")
@@ -356,15 +356,16 @@ def _emit_kernel(maskF, maskf, B, Bx, nl, c_kind, y_box) -> str:
         a(f"        wo{b}[i] = o")
         a(f"        d = o - u{b}; dwt += d * d; wwt += o * o")
         if c_kind == C_HALFSPACE:
-            a(f"        aw += a{b}[i] * o; adw += a{b}[i] * d")
+            a(f"        aw += a{b}[i] * o")
     if c_kind == C_HALFSPACE:
         a("    ex = aw - cb")
         a("    if ex > 0.0:")
         a("        sc = ex / ca_sq")
+        a("        dwt = 0.0; wwt = 0.0")
         a("        for j in range(w_out.shape[0]):")
-        a("            w_out[j] -= sc * ca[j]")
-        a("        dwt = dwt - 2.0 * sc * adw + sc * sc * ca_sq")
-        a("        wwt = wwt - 2.0 * sc * aw + sc * sc * ca_sq")
+        a("            o = w_out[j] - sc * ca[j]")
+        a("            w_out[j] = o")
+        a("            d = o - w[j]; dwt += d * d; wwt += o * o")
     a("    lag = 0.5 * fth + 0.5 * dty * inv_g1")
     for r in range(nl):
         a(f"    lag += m{r} * (cq{r} - bg[{r}]) - 0.5 * (m{r} - z[{r}]) ** 2 * inv_g2")

@@ -8,7 +8,7 @@ Rows:
   eliminated (lower level solved by L-BFGS each step, adjoint by CG on Hessian-vector
   products) and a LinearSVC trained on the noisy labels. Reports test accuracy, the
   certified lower-level gap and time; ``peer_ratio`` is LV-HBA time / implicit-diff time.
-* ``toy B``: the BiC-GAFFA toy (n = 100, 300 variables), 20000 (small) or 50000
+* ``toy B``: the BiC-GAFFA toy (n = 100, 300 variables), 40000 (small) or 50000
   iterations with the fused numba kernel; peer: the straightforward numpy loop of the same
   iteration (closed-form gradients), run for the same number of iterations.
 
@@ -97,7 +97,7 @@ def _run(small: bool, outdir: pathlib.Path, progress: bool) -> list[dict]:
     p = G.toy_b(n=n)
     kw = p.meta["solver_kwargs"]
     xs = p.meta["x_star"]
-    K = 20000 if small else 50000
+    K = 40000 if small else 50000
     ns.solve(p, LVHBA(**kw, maxiter=2), backend="numba")
     res = ns.solve(p, LVHBA(**kw, maxiter=K), backend="numba", progress=progress, record_every=100)
     err = float(np.linalg.norm(res.x.x - xs) / np.linalg.norm(xs))
