@@ -142,17 +142,31 @@ def _TorchReLUNet(*args, **kwargs):
 
 def train_nonconvex(problem, width: int, *, epochs: int = 2000, lr: float = 1e-2,
                     optimizer: str = "adam", seed: int = 0, init_scale: float = 1.0,
-                    verbose: bool = False) -> ReLUNetwork:
+                    verbose: bool = False, num_threads: int | None = 1) -> ReLUNetwork:
     """Train a width-``width`` ReLU network on ``problem``'s non-convex objective.
 
     Full-batch Adam (or plain gradient descent with ``optimizer="sgd"``) on
     ``loss(net(X), y) + beta/2 (||U||^2 + ||alpha||^2)``, in the problem's coordinates,
     loss and reduction (float64, CPU). Robust problems are trained on the clean loss.
+    ``num_threads`` torch threads are used during training (default 1: these problems are
+    small, and extra threads only contend on busy machines); None keeps torch's setting.
 
     Returns
     -------
     ReLUNetwork
     """
+    import torch
+
+    nthreads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        return _train(problem, width, epochs, lr, optimizer, seed, init_scale, verbose)
+    finally:
+        torch.set_num_threads(nthreads)
+
+
+def _train(problem, width, epochs, lr, optimizer, seed, init_scale, verbose):
     import torch
 
     from neurosolve.solvers import relu_losses as RL

@@ -277,6 +277,9 @@ class ConvexReLU:
         Y = yn.astype(np.float64)
         if Y.ndim == 1:
             Y = Y[:, None]
+            if not binary_loss and np.all(np.isin(np.unique(Y), (-1.0, 1.0))):
+                # +-1 targets with the squared loss: a classifier (predict by sign)
+                self.task, self.classes = "binary", np.array([-1.0, 1.0])
         if binary_loss:
             vals = np.unique(Y)
             if np.all(np.isin(vals, (-1.0, 1.0))):

@@ -1,0 +1,192 @@
+"""Convex two-layer ReLU training: ADMM vs cvxpy+Clarabel vs pyscnn, side by side.
+
+Instances follow section 3.7 of specs/convex_relu.md: ``X = randn(n, d)/sqrt(d)``,
+``y = sign(sin(3 x_0) + d x_1 x_2 + 0.1 noise)``, patterns ``1[X G >= 0]`` with Gaussian G,
+``beta = 1e-3 n``, squared loss, no bias, no standardization (seed 0).
+
+* ``test_peers`` -- time to solve with default settings (``admm``: rtol=1e-4, the
+  default; ``admm-tight``: rtol=1e-5); every peer on the same instance
+  in the same run; ``extra_info`` holds the objective, its relative gap to the best
+  objective of the run (Clarabel's when it finished), the cone violation, iterations, the
+  time at which ADMM's iterate first stayed within 1e-4 of the reference, and status.
+  Peers are capped (``> cap`` recorded as status "capped").
+* ``test_admm_iteration_cost`` -- ADMM per-iteration time and peak traced memory for
+  n in {1000, 5000, 20000} x P in {16, 64} (d = 20), no peers.
+
+Sizes: the default run is short (n = 1000, d = 20, P = 16 with peers; cost scaling);
+``NEUROSOLVE_BENCH_HEADLINE=1`` adds the headline case n = 5000, d = 20, P = 32;
+``NEUROSOLVE_BENCH_LARGE=1`` runs the issue's grid n in {1000, 5000, 20000} x d in
+{20, 100} x P in {16, 64} with 10-minute peer caps (``NEUROSOLVE_BENCH_CAP`` seconds
+overrides the cap). Everything runs on one BLAS thread
+(Clarabel is single-threaded; the comparison is per core).
+
+Run: ``pytest benchmarks/bench_convex_relu.py --benchmark-only --benchmark-disable-gc -q``
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import neurosolve as ns
+from neurosolve.problems import ConvexReLU
+
+LARGE = os.environ.get("NEUROSOLVE_BENCH_LARGE") == "1"
+HEADLINE = os.environ.get("NEUROSOLVE_BENCH_HEADLINE") == "1" or LARGE
+CAP = float(os.environ.get("NEUROSOLVE_BENCH_CAP", 600.0 if LARGE else 300.0))
+
+if LARGE:
+    PEER_SIZES = [(n, d, P) for n in (1000, 5000, 20000) for d in (20, 100) for P in (16, 64)]
+    PEER_SIZES.insert(0, (5000, 20, 32))
+elif HEADLINE:
+    PEER_SIZES = [(5000, 20, 32)]
+else:
+    PEER_SIZES = [(1000, 20, 16)]
+SOLVERS = ["clarabel", "admm", "admm-tight", "pyscnn"]
+
+_RESULTS: dict = {}
+
+
+def instance(n, d, P, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) / np.sqrt(d)
+    y = np.sign(np.sin(3 * X[:, 0]) + X[:, 1] * X[:, 2] * d + 0.1 * rng.standard_normal(n))
+    G = rng.standard_normal((d, P))
+    D = (X @ G >= 0).astype(float)
+    # pyscnn keeps the unique patterns in np.unique's (sorted) order: use the same order
+    _, idx = np.unique(D, axis=1, return_index=True)
+    return X, y, D[:, idx], G[:, idx], 1e-3 * n
+
+
+def _one_thread():
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1)
+
+
+def _run_clarabel(prob):
+    res = ns.solve(prob, ns.solvers.CvxpyReLU(solver="CLARABEL",
+                                              solver_options={"time_limit": CAP}))
+    return res, prob.objective(res.x), res.status.name
+
+
+def _run_admm(prob, rtol=1e-4):
+    res = ns.solve(prob, ns.solvers.ADMM(rtol=rtol))
+    return res, prob.objective(res.x), res.status.name
+
+
+def _run_pyscnn(X, y, G, beta):
+    from scnn.metrics import Metrics
+    from scnn.models import ConvexReLU as ScnnReLU
+    from scnn.optimize import optimize_model
+    from scnn.regularizers import NeuronGL1
+    from scnn.solvers import AL
+
+    model = ScnnReLU(G, c=1)
+    # scnn minimizes ||yhat - y||^2 / (2 n) + lam sum ||.||: lam = beta / n is our scaling
+    m, _ = optimize_model(model, AL(model), Metrics(), X, y, regularizer=NeuronGL1(beta / len(y)),
+                          return_convex=True, unitize_data=False, dtype="float64")
+    v, w = m.parameters
+    return np.stack([np.asarray(v)[0], np.asarray(w)[0]])
+
+
+@pytest.mark.parametrize("size", PEER_SIZES, ids=lambda s: "n%d-d%d-P%d" % s)
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_peers(benchmark, solver, size):
+    n, d, P = size
+    X, y, D, G, beta = instance(n, d, P)
+    prob = ConvexReLU(X, y, beta=beta, patterns=D, bias=False, standardize=False)
+    benchmark.group = "convex-relu n=%d d=%d P=%d" % size
+    info = benchmark.extra_info
+    info.update(n=n, d=d, P=prob.P, cap_s=CAP)
+    if solver == "pyscnn":
+        pytest.importorskip("scnn")
+    if solver == "clarabel" and (d * P > 1500 or n > 5000) and not LARGE:
+        pytest.skip("Clarabel on this size needs NEUROSOLVE_BENCH_LARGE=1")
+    if solver.startswith("admm"):  # warm up numba outside the timing
+        ns.solve(ConvexReLU(X[:50], y[:50], beta=beta, patterns=D[:50], bias=False,
+                            standardize=False), ns.solvers.ADMM(maxiter=3))
+
+    out = {}
+
+    def target():
+        with _one_thread():
+            t0 = time.perf_counter()
+            if solver == "clarabel":
+                res, obj, status = _run_clarabel(prob)
+                out.update(res=res, iters=None)
+            elif solver.startswith("admm"):
+                res, obj, status = _run_admm(prob, 1e-5 if solver == "admm-tight" else 1e-4)
+                out.update(res=res, iters=res.n_iter)
+            else:
+                x = _run_pyscnn(X, y, G, beta)
+                obj, status = prob.objective(x), "done"
+                out.update(x=x, iters=None)
+            out.update(obj=obj, status=status, wall=time.perf_counter() - t0)
+
+    benchmark.pedantic(target, rounds=1, iterations=1, warmup_rounds=0)
+    wall = out["wall"]
+    if wall >= CAP:
+        out["status"] = "capped"
+    key = size
+    _RESULTS.setdefault(key, {})[solver] = out
+    ref = _RESULTS[key].get("clarabel")
+    p_ref = ref["obj"] if ref and ref["status"] == "CONVERGED" else None
+    x = out["res"].x if "res" in out else out["x"]
+    viol = prob.cone_violation(x)[1]
+    info.update(solver=solver, status=out["status"], wall_s=wall, objective=out["obj"],
+                iterations=out["iters"], relative_cone_violation=viol,
+                reference="clarabel" if p_ref is not None else None)
+    if p_ref is not None:
+        info["relative_gap"] = (out["obj"] - p_ref) / p_ref
+        info["ratio_vs_clarabel"] = wall / ref["wall"]
+    if solver.startswith("admm"):
+        res = out["res"]
+        per_it = (res.stats["wall_time"] - res.stats["setup_time"]) / max(res.n_iter, 1)
+        info.update(per_iteration_ms=1e3 * per_it, setup_s=res.stats["setup_time"],
+                    factor_s=res.stats.get("factor_time"), u_step=res.stats.get("u_step"),
+                    rho2_final=res.stats.get("rho2_final"))
+        if p_ref is not None:
+            h = res.history["objective"]
+            far = np.nonzero(np.abs(h - p_ref) > 1e-4 * p_ref)[0]
+            k = int(far[-1]) + 1 if far.size else 0
+            if k <= res.n_iter:
+                info["time_to_1e-4_s"] = res.stats["setup_time"] + k * per_it
+                info["iterations_to_1e-4"] = k
+    if "pyscnn" in _RESULTS[key] and "admm" in _RESULTS[key]:
+        a, s = _RESULTS[key]["admm"], _RESULTS[key]["pyscnn"]
+        info["admm_over_pyscnn_time"] = a["wall"] / s["wall"]
+        info["admm_minus_pyscnn_objective"] = a["obj"] - s["obj"]
+
+
+@pytest.mark.parametrize("n", [1000, 5000, 20000])
+@pytest.mark.parametrize("P", [16, 64])
+def test_admm_iteration_cost(benchmark, n, P):
+    d, iters = 20, 20
+    X, y, D, G, beta = instance(n, d, P)
+    prob = ConvexReLU(X, y, beta=beta, patterns=D, bias=False, standardize=False)
+    benchmark.group = "convex-relu ADMM per-iteration cost"
+    solver = ns.solvers.ADMM(maxiter=iters, rtol=0.0, adaptive=False)
+    ns.solve(prob, ns.solvers.ADMM(maxiter=2))  # numba warm-up
+
+    out = {}
+
+    def target():
+        with _one_thread():
+            out["res"] = ns.solve(prob, solver)
+
+    benchmark.pedantic(target, rounds=1, iterations=1)
+    res = out["res"]
+    tracemalloc.start()
+    with _one_thread():
+        ns.solve(prob, ns.solvers.ADMM(maxiter=3, rtol=0.0, adaptive=False))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    per_it = (res.stats["wall_time"] - res.stats["setup_time"]) / res.n_iter
+    benchmark.extra_info.update(n=n, d=d, P=prob.P, per_iteration_ms=1e3 * per_it,
+                                setup_s=res.stats["setup_time"], u_step=res.stats["u_step"],
+                                peak_traced_MB=peak / 2**20, iterations=res.n_iter)
