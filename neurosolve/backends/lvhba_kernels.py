@@ -1,18 +1,25 @@
-"""numba kernels for LV-HBA on problems given as arrays.
+"""numba kernels for LV-HBA on problems given as arrays, and a small NNLS.
 
-:func:`lvhba_kron_step` performs one full LV-HBA iteration (spec section 3, in the same
-update order) for a bilevel problem whose objectives are quadratics with
-``kron(M, I_s)`` Hessians (:class:`neurosolve.problems.bilevel.KronIdentity`), whose
-coupled constraints are dense affine rows, with ``Y`` a box and ``C`` all of R^N, a box or
-a half-space. Every loop runs over contiguous slices (so LLVM vectorizes the axpys) and
-reductions are deterministic for a given machine and length. The cost is
-``O((nnz(M_F) + 3 nnz(M_f)) s + l N)`` per iteration: linear in the problem size. The
-kernels are compiled with ``fastmath={"reassoc", "contract"}`` so that reductions
-vectorize: results match the numpy path to rounding (about 1e-15 relative per step), not
-bit for bit; NaN and infinity propagate normally.
+:func:`generated_kron_step` returns a fused kernel performing one full LV-HBA iteration
+(spec section 3, in the same update order) for a bilevel problem whose objectives are
+quadratics with ``kron(M, I_s)`` Hessians (:class:`neurosolve.problems.bilevel.KronIdentity`),
+whose coupled constraints are at most 8 dense affine rows, with ``Y`` a box (or R^m) and
+``C`` all of R^N, a box or a half-space. The kernel is generated for the block structure
+(number of blocks, nonzero pattern of the ``M`` factors, number of rows, kind of ``C``):
+its loops run over the position ``i`` inside the blocks and keep every block's entry in
+registers, so each phase reads and writes each vector once, and LLVM vectorizes them. The
+cost is ``O((B^2 + l B) s)`` per iteration: linear in the problem size. Kernels are
+compiled with ``fastmath={"reassoc", "contract"}`` so that reductions vectorize: results
+match the numpy path to rounding (about 1e-15 relative per step), not bit for bit; NaN and
+infinity propagate normally.
 
-Each kernel has a numpy reference it is tested against (tests/test_lvhba_kernels.py):
-the generic numpy path of :class:`neurosolve.solvers.LVHBA`.
+:func:`nnls_gram` is the exact dual of projecting onto a few half-spaces (used by
+:class:`neurosolve.problems.sets.Polyhedron`).
+
+Numpy references they are tested against: the generic path of
+:class:`neurosolve.solvers.LVHBA` and two straightforward loops in
+:mod:`neurosolve.solvers.bilevel_reference` (tests/test_lvhba.py); ``scipy.optimize.nnls``
+(tests/test_bilevel_sets.py).
 """
 
 from __future__ import annotations
@@ -20,178 +27,42 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["kron_accumulate", "dot4", "lvhba_kron_step", "generated_kron_step", "nnls_gram",
-           "C_REALS", "C_BOX", "C_HALFSPACE"]
+__all__ = ["generated_kron_step", "nnls_gram", "C_REALS", "C_BOX", "C_HALFSPACE"]
 
 C_REALS = 0
 C_BOX = 1
 C_HALFSPACE = 2
 
 
-_FM = {"reassoc", "contract"}  # lets LLVM vectorize reductions; NaN/inf semantics kept
-
-
-@njit(cache=True, fastmath=_FM)
-def dot4(a, b):
-    """``a . b`` (vectorized reduction; the summation order is fixed per compiled loop)."""
-    s = 0.0
-    for i in range(a.shape[0]):
-        s += a[i] * b[i]
-    return s
-
-
-@njit(cache=True, fastmath=_FM)
-def _axpy(alpha, x, y):
-    """y += alpha * x (contiguous slices)."""
-    for i in range(y.shape[0]):
-        y[i] += alpha * x[i]
-
-
-@njit(cache=True, fastmath=_FM)
-def kron_accumulate(rows, cols, vals, scale, s, v, out):
-    """``out += scale * kron(M, I_s) @ v`` for M given by its nonzeros (rows, cols, vals)."""
-    for t in range(rows.shape[0]):
-        _axpy(scale * vals[t], v[cols[t] * s: cols[t] * s + s], out[rows[t] * s: rows[t] * s + s])
-
-
-@njit(cache=True, fastmath=_FM)
-def _half_value(v, g, c):
-    """``1/2 v . (g + c)``: the value of ``1/2 v^T Q v + c^T v`` given ``g = Q v + c``."""
-    acc = 0.0
-    for i in range(v.shape[0]):
-        acc += v[i] * (g[i] + c[i])
-    return 0.5 * acc
-
-
-@njit(cache=True, fastmath=_FM)
-def lvhba_kron_step(Fr, Fc, Fv, cF, fr, fc, fv, cf, s, nx,
-                    G, bg, lam_lo, lam_hi, z_lo, z_hi, ylo, yhi,
-                    c_kind, clo, chi, ca, cb, ca_sq,
-                    alpha, beta, eta, inv_g1, inv_g2, inv_c,
-                    w, th, lam, z,
-                    w_out, th_out, lam_out, z_out, v, b1, b2, b3, cons, metrics):
-    """One LV-HBA iteration for a Kronecker-quadratic problem; writes the ``*_out`` arrays.
-
-    ``w = (x, y)`` (length N), ``th`` (length m = N - nx), ``lam``/``z`` (length l). The
-    Hessians are ``kron(M, I_s)`` given by nonzeros ``(Fr, Fc, Fv)`` and ``(fr, fc, fv)``,
-    with linear terms ``cF``, ``cf``; constraints ``G w - bg``. ``metrics`` receives
-    ``[F(x, y), f(x, y), Lhat, ||dw||^2, ||dz||^2, ||dtheta||^2, ||dlam||^2, ||w+||^2,
-    ||theta+||^2, ||lam+||^2, max|lam+|]`` (objective values without constants), where
-    ``Lhat`` is the proximal Lagrangian at ``(x^k, y^k, z^k; theta^{k+1}, lam^{k+1})``.
-    """
-    N = w.shape[0]
-    m = N - nx
-    nl = G.shape[0]
-    wy = w[nx:]
-    # ---- step 2: (theta, lambda), both from the OLD theta^k, lambda^k ----
-    v[:nx] = w[:nx]
-    v[nx:] = th
-    b1[:] = cf
-    kron_accumulate(fr, fc, fv, 1.0, s, v, b1)          # grad f(x^k, theta^k)
-    for r in range(nl):
-        cons[r] = dot4(G[r], v) - bg[r]                 # c(x^k, theta^k)
-    b1y = b1[nx:]
-    for j in range(m):
-        th_out[j] = th[j] - eta * (b1y[j] + (th[j] - wy[j]) * inv_g1)
-    for r in range(nl):
-        _axpy(-eta * lam[r], G[r, nx:], th_out)
-    dt = 0.0
-    tt = 0.0
-    dty = 0.0
-    for j in range(m):
-        t = th_out[j]
-        if t < ylo[j]:
-            t = ylo[j]
-        if t > yhi[j]:
-            t = yhi[j]
-        th_out[j] = t
-        d = t - th[j]
-        dt += d * d
-        tt += t * t
-        e = t - wy[j]
-        dty += e * e
-    dlam = 0.0
-    ll = 0.0
-    lm = 0.0
-    for r in range(nl):
-        t = lam[r] - eta * (-cons[r] + (lam[r] - z[r]) * inv_g2)
-        if t < lam_lo[r]:
-            t = lam_lo[r]
-        if t > lam_hi[r]:
-            t = lam_hi[r]
-        lam_out[r] = t
-        d = t - lam[r]
-        dlam += d * d
-        ll += t * t
-        lm = max(lm, abs(t))
-    # ---- step 3: (x, y, z) from the NEW theta^{k+1}, lambda^{k+1} and OLD x, y, z ----
-    v[nx:] = th_out
-    b1[:] = cf
-    kron_accumulate(fr, fc, fv, 1.0, s, v, b1)          # grad f(x^k, theta^{k+1})
-    lag = _half_value(v, b1, cf) + 0.5 * dty * inv_g1
-    for r in range(nl):
-        cr = dot4(G[r], v) - bg[r]
-        dl = lam_out[r] - z[r]
-        lag += lam_out[r] * cr - 0.5 * dl * dl * inv_g2
-    b2[:] = cF
-    kron_accumulate(Fr, Fc, Fv, 1.0, s, w, b2)          # grad F(x^k, y^k)
-    b3[:] = cf
-    kron_accumulate(fr, fc, fv, 1.0, s, w, b3)          # grad f(x^k, y^k)
-    Fval = 0.0
-    fval = 0.0
-    for j in range(nx):
-        wj = w[j]
-        Fval += wj * (b2[j] + cF[j])
-        fval += wj * (b3[j] + cf[j])
-        w_out[j] = wj - alpha * (b2[j] * inv_c + b3[j] - b1[j])
-    for j in range(nx, N):
-        wj = w[j]
-        Fval += wj * (b2[j] + cF[j])
-        fval += wj * (b3[j] + cf[j])
-        w_out[j] = wj - alpha * (b2[j] * inv_c + b3[j] - (wj - th_out[j - nx]) * inv_g1)
-    for r in range(nl):
-        _axpy(alpha * lam_out[r], G[r, :nx], w_out[:nx])
-    # projection onto C, then ||w+ - w||^2 and ||w+||^2
-    if c_kind == C_BOX:
-        for j in range(N):
-            t = w_out[j]
-            if t < clo[j]:
-                t = clo[j]
-            if t > chi[j]:
-                t = chi[j]
-            w_out[j] = t
-    elif c_kind == C_HALFSPACE:
-        excess = dot4(ca, w_out) - cb
-        if excess > 0.0:
-            _axpy(-excess / ca_sq, ca, w_out)
-    dw = 0.0
-    ww = 0.0
-    for j in range(N):
-        t = w_out[j]
-        d = t - w[j]
-        dw += d * d
-        ww += t * t
-    dz = 0.0
-    for r in range(nl):
-        t = z[r] - beta * (z[r] - lam_out[r]) * inv_g2
-        if t < z_lo[r]:
-            t = z_lo[r]
-        if t > z_hi[r]:
-            t = z_hi[r]
-        z_out[r] = t
-        d = t - z[r]
-        dz += d * d
-    metrics[0] = 0.5 * Fval
-    metrics[1] = 0.5 * fval
-    metrics[2] = lag
-    metrics[3] = dw
-    metrics[4] = dz
-    metrics[5] = dt
-    metrics[6] = dlam
-    metrics[7] = ww
-    metrics[8] = tt
-    metrics[9] = ll
-    metrics[10] = lm
+@njit(cache=True)
+def _spd_solve(A, b):
+    """Solve ``A x = b`` for a small SPD ``A`` by Cholesky (no LAPACK: compiles fast)."""
+    n = A.shape[0]
+    L = np.zeros((n, n))
+    for j in range(n):
+        d = A[j, j]
+        for k in range(j):
+            d -= L[j, k] * L[j, k]
+        d = np.sqrt(d) if d > 0 else 1e-300
+        L[j, j] = d
+        for i in range(j + 1, n):
+            t = A[i, j]
+            for k in range(j):
+                t -= L[i, k] * L[j, k]
+            L[i, j] = t / d
+    y = np.empty(n)
+    for i in range(n):
+        t = b[i]
+        for k in range(i):
+            t -= L[i, k] * y[k]
+        y[i] = t / L[i, i]
+    x = np.empty(n)
+    for i in range(n - 1, -1, -1):
+        t = y[i]
+        for k in range(i + 1, n):
+            t -= L[k, i] * x[k]
+        x[i] = t / L[i, i]
+    return x
 
 
 @njit(cache=True)
@@ -224,7 +95,7 @@ def nnls_gram(K, r, tol, maxiter):
                 rp[a] = r[idx[a]]
                 for b in range(idx.shape[0]):
                     Kp[a, b] = K[idx[a], idx[b]]
-            s = np.linalg.solve(Kp, rp)
+            s = _spd_solve(Kp, rp)
             if np.all(s > 0):
                 mu[:] = 0.0
                 for a in range(idx.shape[0]):
@@ -388,8 +259,14 @@ def generated_kron_step(MF, Mf, B: int, Bx: int, nl: int, c_kind: int, y_box: bo
 
     The source is written to ``$NEUROSOLVE_CACHE`` (default ``~/.cache/neurosolve``) so
     numba's on-disk cache applies; if that directory is not writable it is compiled in
-    memory. Same signature as :func:`lvhba_kron_step` plus ``MF, Mf`` (the ``B x B``
-    factors) at the end.
+    memory. Arguments: ``(Fr, Fc, Fv, cF, fr, fc, fv, cf, s, nx, G, bg, lam_lo, lam_hi,
+    z_lo, z_hi, ylo, yhi, c_kind, clo, chi, ca, cb, ca_sq, alpha, beta, eta, inv_g1, inv_g2,
+    inv_c, w, th, lam, z, w_out, th_out, lam_out, z_out, v, b1, b2, b3, cons, metrics, MF,
+    Mf)``; ``metrics`` receives ``[F(x, y), f(x, y), Lhat, ||dw||^2, ||dz||^2,
+    ||dtheta||^2, ||dlam||^2, ||w+||^2, ||theta+||^2, ||lam+||^2, max|lam+|]`` (objective
+    values without constants), ``Lhat`` being the proximal Lagrangian at
+    ``(x^k, y^k, z^k; theta^{k+1}, lam^{k+1})``. (``Fr, Fc, Fv, v, b1, b2, b3, cons`` are
+    accepted for a stable signature and unused.)
     """
     import hashlib
     import importlib.util

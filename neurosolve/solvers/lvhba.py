@@ -112,8 +112,9 @@ class LVHBA(Solver):
     Backends: ``numpy`` and ``torch`` run the same iteration with the problem's oracles
     (torch autograd for functions given without gradients). ``numba`` runs one fused kernel
     per iteration (:mod:`neurosolve.backends.lvhba_kernels`) when the problem is given as
-    arrays with :class:`~neurosolve.problems.bilevel.KronIdentity` Hessians, dense affine
-    constraints, a box ``Y`` and ``C`` a box or half-space; otherwise it runs the numpy
+    arrays with :class:`~neurosolve.problems.bilevel.KronIdentity` Hessians of at most 8
+    blocks, at most 8 dense affine constraint rows, a box ``Y`` and ``C`` a box or
+    half-space; otherwise it runs the numpy
     iteration (``stats["kernel"]`` says which ran). The fused kernel is generated for the
     block structure (number of blocks, nonzero pattern of the ``M`` factors, number of
     constraints, kind of ``C``) and compiled once per structure (cached on disk under
@@ -275,7 +276,7 @@ class LVHBA(Solver):
 
     # -- the fused numba path ---------------------------------------------------------------
     def _fused_data(self, problem: Bilevel):
-        """Arrays for :func:`lvhba_kron_step`, or None when the problem does not fit it."""
+        """Arrays for the fused kernel, or None when the problem does not fit it."""
         F, f = problem.F, problem.f
         if not (isinstance(F, QuadraticFunction) and isinstance(f, QuadraticFunction)):
             return None
@@ -315,11 +316,10 @@ class LVHBA(Solver):
         FQ, fQ = F.Q, f.Q
         B = FQ.M.shape[0]
         Bx = problem.n // FQ.size
-        if B <= 8 and len(bg) <= 8 and 0 < Bx < B:
-            kfun = K.generated_kron_step(FQ.M, fQ.M, B, Bx, len(bg), kind, isinstance(Y, _sets.Box))
-            kpost = (np.ascontiguousarray(FQ.M), np.ascontiguousarray(fQ.M))
-        else:
-            kfun, kpost = K.lvhba_kron_step, ()
+        if not (B <= 8 and len(bg) <= 8 and 0 < Bx < B):
+            return None
+        kfun = K.generated_kron_step(FQ.M, fQ.M, B, Bx, len(bg), kind, isinstance(Y, _sets.Box))
+        kpost = (np.ascontiguousarray(FQ.M), np.ascontiguousarray(fQ.M))
         return dict(kfun=kfun, kpost=kpost,Fr=FQ.terms[0], Fc=FQ.terms[1], Fv=FQ.terms[2], cF=_numpy(F.c),
                     fr=fQ.terms[0], fc=fQ.terms[1], fv=fQ.terms[2], cf=_numpy(f.c),
                     s=FQ.size, nx=problem.n, G=G, bg=bg, ylo=ylo, yhi=yhi, c_kind=kind,
