@@ -12,6 +12,7 @@ __all__ = [
     "Bilevel",
     "bilevel_gallery",
     "sets",
+    "FixedPointProblem",
 ]
 
 __getattr__ = lazy_getattr(__name__, {
@@ -24,4 +25,5 @@ __getattr__ = lazy_getattr(__name__, {
     "Bilevel": "neurosolve.problems.bilevel",
     "bilevel_gallery": "neurosolve.problems.bilevel_gallery",
     "sets": "neurosolve.problems.sets",
+    "FixedPointProblem": "neurosolve.problems.fixed_point",
 })
