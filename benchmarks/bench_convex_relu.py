@@ -31,6 +31,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import scipy.linalg  # noqa: F401  (BLAS libraries must be loaded before threadpool_limits)
+import scipy.optimize  # noqa: F401
 
 import neurosolve as ns
 from neurosolve.problems import ConvexReLU

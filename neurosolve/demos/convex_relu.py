@@ -51,12 +51,28 @@ def run(small: bool = False, outdir: pathlib.Path = pathlib.Path("neurosolve-rep
     progress : bool
         Show progress bars and print the table.
     """
+    import scipy.linalg  # noqa: F401  (load the BLAS libraries before limiting them)
+    import scipy.optimize  # noqa: F401
+    import torch  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    outdir = pathlib.Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    # one BLAS thread: the solves are small, and on a busy 2-core machine extra BLAS
+    # threads spin and slow every triangular solve down several times
+    with threadpool_limits(1):
+        rows, curves = _run(small, progress)
+    _plot(curves, outdir / "convex_relu.png")
+    if progress:
+        _print(rows)
+    return rows
+
+
+def _run(small, progress):
     import neurosolve as ns
     from neurosolve.neural.relu_network import train_nonconvex
     from neurosolve.problems import ConvexReLU
 
-    outdir = pathlib.Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
     P = 8 if small else 24
     epochs = 300 if small else 2000
     rows: list[dict] = []
@@ -118,15 +134,16 @@ def run(small: bool = False, outdir: pathlib.Path = pathlib.Path("neurosolve-rep
                 "objective_gap_vs_clarabel": float((nc - p_ref) / p_ref),
                 "adam_nc_objective": float(prob.nc_objective(adam)),
             })
-    _plot(curves, outdir / "convex_relu.png")
-    if progress:
-        print(f"{'problem':58s} {'solver':22s} {'iters':>6s} {'time':>7s} {'train':>6s} "
-              f"{'test':>6s} {'gap':>9s}")
-        for r in rows:
-            print(f"{r['problem'][:58]:58s} {r['solver']:22s} {r['iterations']:6d} "
-                  f"{r['time_s']:7.2f} {r['train_accuracy']:6.3f} {r['test_accuracy']:6.3f} "
-                  f"{r['objective_gap_vs_clarabel']:+9.1e}")
-    return rows
+    return rows, curves
+
+
+def _print(rows):
+    print(f"{'problem':58s} {'solver':22s} {'iters':>6s} {'time':>7s} {'train':>6s} "
+          f"{'test':>6s} {'gap':>9s}")
+    for r in rows:
+        print(f"{r['problem'][:58]:58s} {r['solver']:22s} {r['iterations']:6d} "
+              f"{r['time_s']:7.2f} {r['train_accuracy']:6.3f} {r['test_accuracy']:6.3f} "
+              f"{r['objective_gap_vs_clarabel']:+9.1e}")
 
 
 def _plot(curves, path):
