@@ -173,6 +173,18 @@ def test_ustep_solvers_agree(rng, robust):
         np.testing.assert_allclose(WoodburyUStep(S).solve(R), U_ch, atol=1e-10)
 
 
+def test_admm_trajectories_agree_across_usteps():
+    X, y = _data(60, 4)
+    prob = ConvexReLU(X, y, beta=0.5, patterns=10, seed=0)
+    xs = {}
+    for u_step in ("cholesky", "woodbury", "cg"):
+        res = ns.solve(prob, ns.solvers.ADMM(maxiter=150, rtol=0.0, u_step=u_step))
+        xs[u_step] = res.x
+        assert res.stats["u_step"] == u_step
+    np.testing.assert_allclose(xs["woodbury"], xs["cholesky"], atol=1e-8)
+    np.testing.assert_allclose(xs["cg"], xs["cholesky"], atol=1e-8)
+
+
 # --------------------------------------------------------------------------------------
 # agreement with cvxpy / Clarabel
 # --------------------------------------------------------------------------------------
@@ -365,3 +377,17 @@ def test_scp_logistic_matches_sklearn():
     assert abs(res.certificate["objective"] - obj_sk) <= 1e-4 * obj_sk
     with pytest.raises(ValueError, match="hinge"):
         ns.solve(ConvexReLU(X, y, beta=1.0, loss="hinge", patterns=5), ns.solvers.SCP())
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    torch = pytest.importorskip("torch")
+    X, y = _data(200, 5)
+    ref = ns.solve(ConvexReLU(X, y, beta=0.5, patterns=8, seed=0),
+                   ns.solvers.ADMM(maxiter=200, rtol=0.0, u_step="cholesky"))
+    for u_step in ("cholesky", "woodbury", "cg"):
+        prob = ConvexReLU(torch.as_tensor(X, device="cuda"), torch.as_tensor(y, device="cuda"),
+                          beta=0.5, patterns=8, seed=0)
+        res = ns.solve(prob, ns.solvers.ADMM(maxiter=200, rtol=0.0, u_step=u_step))
+        assert res.x.device.type == "cuda" and res.stats["backend"] == "torch"
+        np.testing.assert_allclose(res.x.cpu().numpy(), ref.x, atol=1e-7)
