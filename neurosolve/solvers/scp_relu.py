@@ -73,8 +73,8 @@ class SCP(Solver):
     >>> import numpy as np, neurosolve as ns
     >>> rng = np.random.default_rng(0)
     >>> X = rng.standard_normal((80, 3)); y = np.abs(X[:, 0])
-    >>> prob = ns.problems.ConvexReLU(X, y, beta=0.05, patterns=200)
-    >>> res = ns.solve(prob, ns.solvers.SCP(rtol=1e-8))
+    >>> prob = ns.problems.ConvexReLU(X, y, beta=0.5, patterns=100)
+    >>> res = ns.solve(prob, ns.solvers.SCP())
     >>> res.success
     True
     """
