@@ -30,6 +30,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="network: the paper's '64'/'128' or the deeper 'unet'")
     p.add_argument("--levels", type=int, default=4, help="pooling levels of the unet variant")
     p.add_argument("--channels", type=int, default=16, help="feature channels")
+    p.add_argument("--geometry", action="store_true",
+                   help="feed the network the geometry (fluid mask, solid-face fraction) as "
+                        "two extra input channels (not in the paper; NPSDO-like)")
     p.add_argument("--data", choices=("box", "mixture", "ritz-box", "mixture-ritz"),
                    default="box",
                    help="box: empty Neumann box, DCT modes on the fly (paper recipe); "
@@ -41,6 +44,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--low-fraction", type=float, default=0.55,
                    help="fraction of the spectrum amplified (paper: 0.55)")
     p.add_argument("--factor", type=float, default=9.0, help="low-mode amplitude (paper: 9)")
+    p.add_argument("--envelope", type=float, default=0.0,
+                   help="random smooth amplitude modulation of the samples (0: the paper's "
+                        "stationary samples)")
+    p.add_argument("--unroll", type=int, default=1,
+                   help="train through this many solver steps (1: the paper's one-step loss)")
     p.add_argument("--steps", type=int, default=500, help="optimizer steps")
     p.add_argument("--batch", type=int, default=8, help="batch size")
     p.add_argument("--lr", type=float, default=1e-3, help="initial Adam learning rate")
@@ -86,8 +94,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _command_line(args) -> str:
     parts = ["neurosolve", "train", "dcdm"]
     for key in ("dim", "grid", "variant", "levels", "channels", "data", "n_geometries", "ritz_m",
-                "low_fraction", "factor", "steps", "batch", "lr", "lr_final", "seed"):
+                "low_fraction", "factor", "envelope", "unroll", "steps", "batch", "lr", "lr_final", "seed"):
         parts += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    if args.geometry:
+        parts += ["--geometry"]
     parts += ["--out", str(args.out)]
     if args.init:
         parts += ["--init", str(args.init)]
@@ -105,8 +115,10 @@ def main(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(dim=args.dim, grid=args.grid, variant=args.variant, levels=args.levels,
-                      channels=args.channels, data=args.data, n_geometries=args.n_geometries,
+                      channels=args.channels, geometry=args.geometry, data=args.data,
+                      n_geometries=args.n_geometries,
                       ritz_m=args.ritz_m, low_fraction=args.low_fraction, factor=args.factor,
+                      envelope=args.envelope, unroll=args.unroll,
                       steps=args.steps, batch=args.batch, lr=args.lr, lr_final=args.lr_final,
                       seed=args.seed, max_minutes=args.max_minutes)
     out = pathlib.Path(args.out)
@@ -153,6 +165,7 @@ def main(args) -> int:
                            f"'{cfg.data}' data",
             "grid": [cfg.grid] * cfg.dim,
             "data": {"kind": cfg.data, "low_fraction": cfg.low_fraction, "factor": cfg.factor,
+                     "envelope": cfg.envelope,
                      "ritz_m": cfg.ritz_m if "ritz" in cfg.data else None,
                      "n_geometries": cfg.n_geometries if cfg.data == "mixture" else None},
             "training": {"steps": res.steps_done, "batch": cfg.batch, "lr": cfg.lr,

@@ -152,15 +152,29 @@ def test_adapter_of_a_linear_module_is_linear():
     np.testing.assert_allclose(M(2.0 * u - 3.0 * v), 2.0 * M(u) - 3.0 * M(v), atol=1e-12)
 
 
-# -- shipped weights --------------------------------------------------------------------------
-# Weights are shipped by running `neurosolve train dcdm ...` (see docs); until both
-# reference models are in neurosolve/neural/weights/ these checks cannot run.
-needs_weights = pytest.mark.skipif(
-    not {"dcdm2d", "dcdm3d"} <= set(available_pretrained()),
-    reason="no shipped DCDM weights yet (issue 4 open): neurosolve/neural/weights/ is empty",
-)
+def test_geometry_channels_and_adapter():
+    from neurosolve.neural.dcdm_net import geometry_channels
 
-@needs_weights
+    cells = np.zeros((8, 8), dtype=np.int8)
+    cells[3, 3] = poisson.SOLID
+    cells[:, 7] = poisson.AIR
+    grid = poisson.CellGrid(cells, walls="neumann")
+    fl, solid = geometry_channels(grid.diagonal().reshape(8, 8), grid.fluid, 2)
+    np.testing.assert_array_equal(fl, grid.fluid)
+    assert solid[3, 4] == 0.25          # one face on the solid cell
+    assert solid[0, 0] == 0.5           # a corner: two Neumann walls
+    assert solid[4, 6] == 0.0           # next to air: no Neumann face
+    assert solid[3, 3] == 0.0 and solid[4, 7] == 0.0  # non-fluid cells
+    net = DCDMNet(dim=2, channels=4, geometry=True)
+    M = TorchPreconditioner(net, grid=grid)
+    assert M(np.ones(64)).shape == (64,)
+    with pytest.raises(ValueError, match="geometry channels: pass diagonal="):
+        TorchPreconditioner(net, grid=(8, 8))
+    with pytest.raises(ValueError, match=r"expects input of shape \(batch, 3, \*grid\)"):
+        net(torch.zeros(1, 1, 8, 8))
+
+
+# -- shipped weights --------------------------------------------------------------------------
 def test_shipped_models_and_manifests():
     names = available_pretrained()
     assert {"dcdm2d", "dcdm3d"} <= set(names)
@@ -178,7 +192,6 @@ def test_shipped_models_and_manifests():
         load_pretrained("nope")
 
 
-@needs_weights
 def test_weights_load_without_pickle_code(tmp_path):
     """Weight files are plain tensors: torch.load(weights_only=True) accepts them."""
     from neurosolve.neural.pretrained import WEIGHTS_DIR
@@ -189,7 +202,6 @@ def test_weights_load_without_pickle_code(tmp_path):
         assert (WEIGHTS_DIR / f"{name}.pt").stat().st_size < 600_000
 
 
-@needs_weights
 def test_pretrained_2d_beats_cg_on_an_unseen_obstacle():
     grid = poisson.ellipsoids((64, 64), n=3, seed=11)
     prob = grid.system(poisson.rhs_blobs(grid, seed=2))

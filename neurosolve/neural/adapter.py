@@ -56,6 +56,9 @@ class TorchPreconditioner(LinearOperator):
         Where the module runs (default: where its parameters are).
     linear : bool
         Declare the module linear (then CG may use it in the PCG recurrence).
+    diagonal : array, optional
+        The matrix diagonal, for a network that takes geometry channels
+        (``DCDMNet(geometry=True)``); a gallery grid supplies it.
 
     Attributes
     ----------
@@ -83,7 +86,8 @@ class TorchPreconditioner(LinearOperator):
 
     def __init__(self, model: torch.nn.Module, grid: Any = None, *, normalize: bool = True,
                  mask: Any = None, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device | None = None, linear: bool = False):
+                 device: str | torch.device | None = None, linear: bool = False,
+                 diagonal: Any = None):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         shape, gmask = _grid_and_mask(grid)
@@ -116,6 +120,20 @@ class TorchPreconditioner(LinearOperator):
         self._mask_t: dict = {}
         self.evaluations = 0
         self.nonfinite_outputs = 0
+        self.geometry = None
+        if getattr(model, "geometry", False):
+            if diagonal is None and getattr(grid, "cells", None) is not None:
+                diagonal = grid.diagonal()
+            if diagonal is None:
+                raise ValueError("this network takes geometry channels: pass diagonal= (the "
+                                 "matrix diagonal) or a gallery grid")
+            diagonal = np.asarray(diagonal.detach().cpu().numpy() if is_torch(diagonal)
+                                  else diagonal, dtype=np.float64).reshape(shape)
+            fl = mask if mask is not None else diagonal != 0
+            from neurosolve.neural.dcdm_net import geometry_channels
+
+            g = geometry_channels(diagonal, fl, len(shape))[None]
+            self.geometry = torch.as_tensor(g, dtype=dtype, device=self.torch_device)
 
     def _mask_on(self, device) -> torch.Tensor | None:
         if self.mask is None:
@@ -140,6 +158,8 @@ class TorchPreconditioner(LinearOperator):
             else:
                 scale = None
         t = t.to(device=self.torch_device, dtype=self.torch_dtype).reshape(1, 1, *self.grid)
+        if self.geometry is not None:
+            t = torch.cat([t, self.geometry], dim=1)
         was_training = self.model.training
         self.model.eval()
         try:

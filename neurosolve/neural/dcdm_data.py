@@ -47,6 +47,7 @@ __all__ = [
     "MixtureSampler",
     "FilterSampler",
     "box_eigenvalues",
+    "smooth_envelope",
     "DataBatch",
 ]
 
@@ -174,6 +175,30 @@ def _lanczos_ritz(A, m, seed, null_tol, dtype):
     return theta, np.ascontiguousarray(Q.astype(dtype, copy=False))
 
 
+def smooth_envelope(rng, grid: Sequence[int], batch: int, strength: float,
+                    scale: float = 0.1) -> np.ndarray:
+    """Random positive amplitude fields ``exp(s z)``, one per sample (shape (batch, *grid)).
+
+    ``z`` is a smooth unit-variance Gaussian field (DCT modes damped as
+    ``exp(-lambda / (scale * lambda_max))``), ``s ~ U(0, strength)`` per sample. Multiplying
+    a sample by it makes its amplitude vary across the domain (quiet and loud regions, as
+    the residuals inside a solve), so a network cannot learn that a quiet region means a
+    solid obstacle. ``strength = 0`` gives ones.
+    """
+    from scipy import fft
+
+    grid = tuple(int(g) for g in grid)
+    if strength <= 0:
+        return np.ones((batch, *grid))
+    lam = box_eigenvalues(grid, "neumann")
+    damp = np.exp(-lam / (scale * float(lam.max())))
+    c = rng.standard_normal((batch, *grid)) * damp
+    z = fft.idctn(c, type=2, norm="ortho", axes=tuple(range(1, len(grid) + 1)))
+    z /= z.reshape(batch, -1).std(axis=1).reshape(-1, *([1] * len(grid))) + 1e-300
+    s = rng.uniform(0.0, strength, size=(batch,) + (1,) * len(grid))
+    return np.exp(s * z)
+
+
 def _biased_coefficients(rng, n_modes: int, cut: int, factor: float, batch: int) -> np.ndarray:
     c = rng.standard_normal((batch, n_modes))
     c[:, :cut] *= factor
@@ -274,6 +299,9 @@ class BoxSampler:
     factor : float
         Amplification (9 in the paper).
     seed : int
+    envelope : float
+        Strength of a random smooth amplitude modulation (:func:`smooth_envelope`);
+        0 = off (the paper's stationary samples).
     """
 
     grid: tuple
@@ -281,6 +309,7 @@ class BoxSampler:
     low_fraction: float = 0.55
     factor: float = 9.0
     seed: int = 0
+    envelope: float = 0.0
 
     def __post_init__(self):
         self.grid = tuple(int(s) for s in self.grid)
@@ -307,6 +336,10 @@ class BoxSampler:
             B = fft.idctn(c, type=2, norm="ortho", axes=axes)
         else:
             B = fft.idstn(c, type=1, norm="ortho", axes=axes)
+        if self.envelope > 0:
+            B = B * smooth_envelope(rng, self.grid, batch, self.envelope)
+            if self.bc == "neumann":
+                B -= B.mean(axis=axes, keepdims=True)
         B /= np.sqrt((B.reshape(batch, -1) ** 2).sum(axis=1)).reshape(-1, *([1] * len(self.grid)))
         return DataBatch(B.astype(np.float32), np.zeros(batch, dtype=np.int64))
 
@@ -345,10 +378,13 @@ class FilterSampler:
     width : float
         Relative width of the smoothed step.
     seed : int
+    envelope : float
+        Strength of a random smooth amplitude modulation (:func:`smooth_envelope`).
     """
 
     def __init__(self, A, grid, *, nullspace=None, low_fraction: float = 0.55,
-                 factor: float = 9.0, degree: int = 60, width: float = 0.03, seed: int = 0):
+                 factor: float = 9.0, degree: int = 60, width: float = 0.03, seed: int = 0,
+                 envelope: float = 0.0):
         import scipy.sparse as sp
 
         self.A = sp.csr_matrix(A)
@@ -359,6 +395,7 @@ class FilterSampler:
         self.nullspace = nullspace
         self.seed = seed
         self.factor = factor
+        self.envelope = float(envelope)
         absA = abs(self.A)
         self.lmax = float(np.max(absA.sum(axis=1))) or 1.0
         lam = np.sort(box_eigenvalues(self.grid, "neumann").ravel())
@@ -391,6 +428,8 @@ class FilterSampler:
         rng = _rng(self.seed, step)
         G = rng.standard_normal((self.A.shape[0], batch)) * self.fluid[:, None]
         B = self.apply(G)
+        if self.envelope > 0:
+            B = B * smooth_envelope(rng, self.grid, batch, self.envelope).reshape(batch, -1).T
         if self.nullspace is not None:
             B = np.stack([self.nullspace.project(B[:, i]) for i in range(batch)], axis=1)
         B /= np.linalg.norm(B, axis=0, keepdims=True)

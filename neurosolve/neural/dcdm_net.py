@@ -7,8 +7,9 @@ linear 1x1(x1) head), in 2D or 3D. A deeper option, ``variant="unet"``, repeats 
 pooling ``levels`` times so that the receptive field covers larger grids; it is not in the
 paper and is measured side by side with it in ``docs/dcdm.md``.
 
-The network never sees the geometry: boundaries enter only through the zeros of the
-residual in non-fluid cells (and, in the solver, through ``A``).
+The paper's network never sees the geometry: boundaries enter only through the zeros of the
+residual in non-fluid cells (and, in the solver, through ``A``). ``geometry=True`` adds two
+input channels read off the matrix (fluid mask, solid-face fraction), as NPSDO does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["DCDMNet", "VARIANTS"]
+__all__ = ["DCDMNet", "VARIANTS", "geometry_channels", "count_parameters"]
 
 #: Blocks per stage: (full-resolution residual blocks after the first two convolutions,
 #: half-resolution blocks, full-resolution blocks after upsampling).
@@ -80,6 +81,11 @@ class DCDMNet(nn.Module):
         grid size (a parameter-free step; the paper feeds a unit 2-norm residual
         instead, which shrinks entries by ``sqrt(n)``). ``None``: the paper's network
         exactly, fed whatever the caller passes.
+    geometry : bool
+        Take two more input channels describing the matrix (not in the paper; NPSDO-like):
+        the fluid mask and the fraction of a fluid cell's faces that are solid
+        (``(2 d - A_ii) / 2 d``), see :func:`geometry_channels`. The residual alone cannot
+        tell a solid (Neumann) neighbour from an air (Dirichlet) one; these channels can.
 
     Notes
     -----
@@ -103,7 +109,8 @@ class DCDMNet(nn.Module):
     """
 
     def __init__(self, dim: int = 3, variant: str = "64", *, channels: int = 16,
-                 levels: int = 4, blocks_per_level: int = 2, input_norm: str | None = "rms"):
+                 levels: int = 4, blocks_per_level: int = 2, input_norm: str | None = "rms",
+                 geometry: bool = False):
         super().__init__()
         if dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3, got {dim!r}")
@@ -121,13 +128,15 @@ class DCDMNet(nn.Module):
         self.levels = 1 if variant in VARIANTS else levels
         self.blocks_per_level = blocks_per_level
         self.input_norm = input_norm
+        self.geometry = bool(geometry)
+        self.in_channels = 3 if self.geometry else 1
         Conv = _Conv3d if dim == 3 else _Conv2d
         c = channels
 
         def conv(cin=c, cout=c):
             return Conv(cin, cout, 3, padding=1)
 
-        self.stem = conv(1, c)
+        self.stem = conv(self.in_channels, c)
         if variant in VARIANTS:
             n_full, n_half, n_up = VARIANTS[variant]
             # la = C(t); lb = C(la); then n_full x {la <- C(lb) + la; lb = C(la)}
@@ -154,7 +163,7 @@ class DCDMNet(nn.Module):
         """The constructor arguments (stored in weight manifests)."""
         return {"dim": self.dim, "variant": self.variant, "channels": self.channels,
                 "levels": self.levels, "blocks_per_level": self.blocks_per_level,
-                "input_norm": self.input_norm}
+                "input_norm": self.input_norm, "geometry": self.geometry}
 
     def check_grid(self, shape) -> None:
         """Raise ``ValueError`` unless ``shape`` is a grid this network can run on."""
@@ -177,16 +186,19 @@ class DCDMNet(nn.Module):
         return F.interpolate(x, scale_factor=2, mode="nearest")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != self.dim + 2 or x.shape[1] != 1:
+        if x.dim() != self.dim + 2 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f"DCDMNet(dim={self.dim}) expects input of shape (batch, 1, *grid) with a "
-                f"{self.dim}-D grid, got {tuple(x.shape)}")
+                f"DCDMNet(dim={self.dim}{', geometry=True' if self.geometry else ''}) expects "
+                f"input of shape (batch, {self.in_channels}, *grid) with a {self.dim}-D grid, "
+                f"got {tuple(x.shape)}")
         self.check_grid(x.shape[2:])
         if self.input_norm == "rms":
-            flat = x.flatten(1)
+            r = x[:, :1]
+            flat = r.flatten(1)
             count = (flat != 0).sum(dim=1).clamp(min=1).to(x.dtype)
             rms = torch.sqrt((flat * flat).sum(dim=1) / count).clamp(min=torch.finfo(x.dtype).tiny)
-            x = x / rms.view(-1, *([1] * (x.dim() - 1)))
+            r = r / rms.view(-1, *([1] * (x.dim() - 1)))
+            x = torch.cat([r, x[:, 1:]], dim=1) if self.geometry else r
         if x.device.type == "cpu":
             # oneDNN is ~1.5x faster on channels-last layouts (training and inference)
             x = x.contiguous(memory_format=torch.channels_last_3d if self.dim == 3
@@ -223,6 +235,23 @@ class DCDMNet(nn.Module):
         for lvl, level in enumerate(self.up, start=1):
             rf += 2 ** (lvl - 1) + 2 * 2 ** (lvl - 1) * len(level)
         return int(rf)
+
+
+def geometry_channels(diag, fluid, dim: int):
+    """The two geometry input channels of a ``geometry=True`` network.
+
+    ``fluid`` (1 on fluid cells) and ``(2 dim - diag) / (2 dim)`` on fluid cells (the
+    fraction of faces closed by a solid cell or a Neumann wall; 0 elsewhere). Works on
+    numpy arrays and torch tensors of any (matching) shape; returns the two stacked on a
+    new leading axis.
+    """
+    if isinstance(diag, torch.Tensor):
+        fl = fluid.to(diag.dtype)
+        return torch.stack([fl, fl * (2 * dim - diag) / (2 * dim)])
+    import numpy as np
+
+    fl = np.asarray(fluid, dtype=np.float64)
+    return np.stack([fl, fl * (2 * dim - np.asarray(diag, dtype=np.float64)) / (2 * dim)])
 
 
 def count_parameters(model: nn.Module) -> int:

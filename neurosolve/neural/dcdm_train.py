@@ -35,7 +35,7 @@ import torch
 from torch.nn import functional as F
 
 from neurosolve.neural.dcdm_data import BoxSampler, FilterSampler, MixtureSampler, RitzSampler
-from neurosolve.neural.dcdm_net import DCDMNet
+from neurosolve.neural.dcdm_net import DCDMNet, geometry_channels
 
 __all__ = [
     "StencilGeometry",
@@ -197,6 +197,8 @@ class TrainConfig:
     levels : int
         Pooling levels of the ``"unet"`` variant.
     channels : int
+    geometry : bool
+        Give the network the geometry channels (fluid mask, solid-face fraction).
     data : {"box", "mixture", "ritz-box", "mixture-ritz"}
         ``"box"``: the paper's recipe, the empty Neumann box, with exact DCT modes sampled on
         the fly. ``"ritz-box"``: the same matrix with Lanczos Ritz vectors (as the paper).
@@ -209,6 +211,12 @@ class TrainConfig:
         Lanczos steps per matrix for Ritz data.
     low_fraction, factor : float
         Fraction of the spectrum amplified and the amplification (0.55 and 9 in the paper).
+    envelope : float
+        Random smooth amplitude modulation of the samples (0 = the paper's stationary
+        samples); see :func:`~neurosolve.neural.dcdm_data.smooth_envelope`.
+    unroll : int
+        Train through this many solver steps (:func:`unrolled_loss`; 1 = the paper's
+        one-step loss; costs ``unroll`` network passes per sample).
     steps, batch, lr, lr_final : training schedule (Adam; cosine decay from lr to lr_final).
     seed : int
     max_minutes : float, optional
@@ -220,11 +228,14 @@ class TrainConfig:
     variant: str = "64"
     levels: int = 4
     channels: int = 16
+    geometry: bool = False
     data: str = "box"
     n_geometries: int = 8
     ritz_m: int = 400
     low_fraction: float = 0.55
     factor: float = 9.0
+    envelope: float = 0.0
+    unroll: int = 1
     steps: int = 500
     batch: int = 8
     lr: float = 1e-3
@@ -237,13 +248,14 @@ class TrainConfig:
             raise ValueError(f"dim must be 2 or 3, got {self.dim!r}")
         if self.data not in DATA_KINDS:
             raise ValueError(f"data must be one of {', '.join(DATA_KINDS)}, got {self.data!r}")
-        for name in ("grid", "steps", "batch", "ritz_m", "n_geometries"):
+        for name in ("grid", "steps", "batch", "ritz_m", "n_geometries", "unroll"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
     def network(self) -> DCDMNet:
-        net = DCDMNet(self.dim, self.variant, channels=self.channels, levels=self.levels)
+        net = DCDMNet(self.dim, self.variant, channels=self.channels, levels=self.levels,
+                      geometry=self.geometry)
         net.check_grid((self.grid,) * self.dim)
         return net
 
@@ -270,7 +282,8 @@ def build_data(cfg: TrainConfig, progress: bool = False):
     """
     shape = (cfg.grid,) * cfg.dim
     if cfg.data == "box":
-        return (BoxSampler(shape, "neumann", cfg.low_fraction, cfg.factor, seed=cfg.seed),
+        return (BoxSampler(shape, "neumann", cfg.low_fraction, cfg.factor, seed=cfg.seed,
+                           envelope=cfg.envelope),
                 [StencilGeometry.box(shape, "neumann")])
     if cfg.data == "ritz-box":
         from neurosolve.problems import poisson
@@ -282,7 +295,8 @@ def build_data(cfg: TrainConfig, progress: bool = False):
                                     shift=int(round((cfg.low_fraction - 0.5) * cfg.ritz_m)),
                                     seed=cfg.seed)
         return s, [geom]
-    samplers = [BoxSampler(shape, "neumann", cfg.low_fraction, cfg.factor, seed=cfg.seed)]
+    samplers = [BoxSampler(shape, "neumann", cfg.low_fraction, cfg.factor, seed=cfg.seed,
+                           envelope=cfg.envelope)]
     geoms = [StencilGeometry.box(shape, "neumann")]
     grids = _mixture_geometries(cfg)
     it = grids
@@ -300,19 +314,58 @@ def build_data(cfg: TrainConfig, progress: bool = False):
         else:
             samplers.append(FilterSampler(A, shape, nullspace=g.nullspace(),
                                           low_fraction=cfg.low_fraction, factor=cfg.factor,
-                                          seed=cfg.seed * 1000 + i))
+                                          seed=cfg.seed * 1000 + i, envelope=cfg.envelope))
     return MixtureSampler(samplers, seed=cfg.seed), geoms
 
 
-def _loss_on_batch(net, batch, geoms_t, device) -> torch.Tensor:
+def _loss_on_batch(net, batch, geoms_t, device, unroll: int = 1,
+                   truncate: int = 2) -> torch.Tensor:
     b = torch.as_tensor(batch.b, device=device).unsqueeze(1)
     diag = torch.stack([geoms_t[g][0] for g in batch.geometry]).unsqueeze(1)
     fluid = torch.stack([geoms_t[g][1] for g in batch.geometry]).unsqueeze(1)
     scale = torch.as_tensor([geoms_t[g][2] for g in batch.geometry], dtype=b.dtype,
                             device=device).view(-1, *([1] * (b.dim() - 1)))
-    f = net(b) * fluid
-    Af = stencil_apply(f, diag, fluid) * scale
-    return dcdm_loss(f, b, Af, reduction="none")
+    if unroll == 1:
+        f = net(_net_input(net, b, diag * scale, fluid)) * fluid
+        Af = stencil_apply(f, diag, fluid) * scale
+        return dcdm_loss(f, b, Af, reduction="none")
+    return unrolled_loss(net, b, diag, fluid, scale, unroll, truncate)
+
+
+def _bdot(u, v):
+    return (u * v).flatten(1).sum(1).view(-1, *([1] * (u.dim() - 1)))
+
+
+def unrolled_loss(net, b, diag, fluid, scale, steps: int, truncate: int = 2) -> torch.Tensor:
+    """``||r_k||^(2/k)`` after ``k = steps`` DCDM steps (paper step, ``truncate`` directions
+    kept) from ``x0 = 0``, per sample; ``steps = 1`` is the paper's loss.
+
+    Training through several steps rewards directions that keep working on the residuals
+    the solver itself produces (one-step training only sees the data distribution).
+    """
+    tiny = torch.finfo(b.dtype).tiny
+    r = b
+    kept = []
+    for _ in range(steps):
+        rn = r / torch.sqrt(_bdot(r, r)).clamp_min(tiny)
+        f = net(_net_input(net, rn, diag * scale, fluid)) * fluid
+        for d, Ad, dAd in kept[-truncate:] if truncate else []:
+            f = f - _bdot(f, Ad) / dAd * d
+        Af = stencil_apply(f, diag, fluid) * scale
+        fAf = _bdot(f, Af).clamp_min(tiny)
+        r = r - _bdot(f, r) / fAf * Af
+        kept.append((f, Af, fAf))
+    rr = (r * r).flatten(1).sum(1) / (b * b).flatten(1).sum(1)
+    return rr.clamp_min(tiny) ** (1.0 / steps)
+
+
+def _net_input(net, b, diag, fluid):
+    """``b`` plus, for a ``geometry=True`` network, its geometry channels."""
+    if not getattr(net, "geometry", False):
+        return b
+    dim = b.dim() - 2
+    g = geometry_channels(diag[:, 0], fluid[:, 0], dim).transpose(0, 1)
+    return torch.cat([b, g.to(b.dtype)], dim=1)
 
 
 def reference_losses(sampler, geoms: Sequence[StencilGeometry], batch: int = 16,
@@ -333,7 +386,7 @@ def reference_losses(sampler, geoms: Sequence[StencilGeometry], batch: int = 16,
         was = net.training
         net.eval()
         with torch.no_grad():
-            dirs["network"] = net(b.float()).double()
+            dirs["network"] = net(_net_input(net, b, diag, fluid).float()).double()
         net.train(was)
     for name, f in dirs.items():
         f = f * fluid
@@ -461,7 +514,7 @@ def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
             for group in opt.param_groups:
                 group["lr"] = _lr_at(cfg, step)
             batch = sampler.sample(cfg.batch, step)
-            loss = _loss_on_batch(net, batch, geoms_t, dev).mean()
+            loss = _loss_on_batch(net, batch, geoms_t, dev, unroll=cfg.unroll).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

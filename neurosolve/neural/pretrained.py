@@ -80,7 +80,8 @@ def load_pretrained(name: str, *, device: str | torch.device = "cpu",
     info = manifest(name, d)
     arch = info["architecture"]
     net = DCDMNet(**{k: arch[k] for k in ("dim", "variant", "channels", "levels",
-                                          "blocks_per_level", "input_norm") if k in arch})
+                                          "blocks_per_level", "input_norm", "geometry")
+                     if k in arch})
     state = torch.load(d / f"{name}.pt", map_location="cpu", weights_only=True)
     net.load_state_dict({k: v.float() for k, v in state.items()})
     net = net.to(device)
