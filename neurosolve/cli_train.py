@@ -58,6 +58,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop after this many minutes (checkpointed; continue with --resume)")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("dcdm-train"),
                    help="folder for checkpoint.pt, loss.png and summary.json")
+    p.add_argument("--stop-at-step", type=int, default=None,
+                   help="end after this many optimizer steps without changing the learning-rate "
+                        "schedule of --steps (the rest can follow with --resume)")
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--init", type=pathlib.Path, default=None,
@@ -98,6 +101,8 @@ def _command_line(args) -> str:
         parts += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     if args.geometry:
         parts += ["--geometry"]
+    if args.stop_at_step is not None:
+        parts += ["--stop-at-step", str(args.stop_at_step)]
     parts += ["--out", str(args.out)]
     if args.init:
         parts += ["--init", str(args.init)]
@@ -128,7 +133,7 @@ def main(args) -> int:
     t_data = time.perf_counter() - t0
     res = train(cfg, checkpoint=out / "checkpoint.pt", checkpoint_every=args.checkpoint_every,
                 resume=args.resume, device=args.device, progress=not args.no_progress,
-                loss_png=out / "loss.png", data=data, init=args.init)
+                loss_png=out / "loss.png", data=data, init=args.init, stop_at=args.stop_at_step)
     refs = reference_losses(*data, net=res.model.cpu())
     summary = {
         "config": cfg.__dict__,
@@ -153,10 +158,11 @@ def main(args) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: summary[k] for k in ("steps_done", "final_loss", "heldout_loss",
                                                "train_seconds")}, indent=None))
-    if res.stopped_early:
+    planned = args.stop_at_step is not None and res.steps_done == args.stop_at_step
+    if res.stopped_early and not planned:
         print(f"stopped after {res.steps_done}/{cfg.steps} steps (--max-minutes); "
               "rerun with --resume to continue", file=sys.stderr)
-    if args.name and not res.stopped_early:
+    if args.name and (planned or not res.stopped_early):
         from neurosolve.neural.pretrained import save_pretrained
 
         info = {

@@ -250,6 +250,32 @@ def test_rhs_of_wrong_size_is_rejected(dir_sys):
         dir_sys.grid.system(np.ones(100))
 
 
+def test_a_useless_network_is_switched_off_and_cg_finishes(dir_sys):
+    """Random directions in the paper's step (no residual in the search space, no guard):
+    the solve stalls, the switch turns the network off, the rest is CG restarted at the
+    current iterate."""
+    _, it_ref = scipy_cg(dir_sys.A.matrix, dir_sys.b, 1e-8)
+    rng = np.random.default_rng(0)
+    noise = lambda r: rng.standard_normal(r.shape)  # noqa: E731
+    paper = dict(augment=False, guard=0.0, rtol=1e-8, maxiter=2000)
+    res = ns.solve(dir_sys, DCDM(model=noise, stall_window=10, **paper))
+    off = res.stats["network_switched_off_at"]
+    assert res.success and res.certificate["relative_residual"] < 1e-8
+    assert 10 <= off < res.n_iter
+    assert res.stats["network_evaluations"] == off
+    assert res.n_iter - off <= it_ref + 2
+    assert "switched off at iteration" in res.message
+    rng = np.random.default_rng(0)
+    slow = ns.solve(dir_sys, DCDM(model=noise, stall_window=None, **paper))
+    assert "network_switched_off_at" not in slow.stats
+    assert slow.n_iter > res.n_iter
+
+
+def test_a_helpful_network_is_never_switched_off(dir_sys):
+    res = ns.solve(dir_sys, DCDM(model=GMG(dir_sys.grid), rtol=1e-10, stall_window=3))
+    assert res.success and "network_switched_off_at" not in res.stats
+
+
 def test_missing_grid_and_bad_options():
     prob = LinearSystem(np.eye(4) * 2.0, np.ones(4))
     with pytest.raises(ValueError, match="grid layout"):
@@ -260,6 +286,10 @@ def test_missing_grid_and_bad_options():
         DCDM(on_nonfinite="ignore")
     with pytest.raises(ValueError, match="guard"):
         DCDM(guard=-1.0)
+    with pytest.raises(ValueError, match="stall_window must be a positive integer"):
+        DCDM(stall_window=0)
+    with pytest.raises(ValueError, match=r"stall_factor must be in \(0, 1\)"):
+        DCDM(stall_factor=1.5)
     with pytest.raises(TypeError, match="torch.nn.Module"):
         TorchPreconditioner(lambda r: r, grid=(4, 4))
 

@@ -1,8 +1,8 @@
 """Demo: DCDM with the shipped 3-D network on an obstacle it never saw, vs CG and PCG.
 
-A closed box (solid walls) holding a solid torus and a free surface (air above a liquid
-level) -- shapes absent from the network's training data -- with a smoke-like divergence
-right-hand side, solved to relative residual 1e-4 by
+A closed box (solid walls) holding a solid torus -- a shape absent from the network's
+training data, which saw only the empty box -- with a smoke-like divergence right-hand
+side, solved to relative residual 1e-4 by
 
 * DCDM with the shipped ``dcdm3d`` network (float32 network, float64 loop),
 * CG, IC(0)-PCG, pyamg smoothed-aggregation PCG (setup + solve) and geometric-multigrid PCG.
@@ -29,8 +29,9 @@ import numpy as np
 __all__ = ["run", "torus_pool"]
 
 
-def torus_pool(n: int, depth: float = 0.75):
-    """A ``n^3`` box with a solid torus (axis along x) under a free surface at ``depth``."""
+def torus_pool(n: int, depth: float | None = None):
+    """A ``n^3`` box with a solid torus (axis along x), under a free surface at height
+    ``depth`` (air above it) if given."""
     from neurosolve.problems import poisson as P
 
     z = (np.arange(n) + 0.5) / n
@@ -38,7 +39,9 @@ def torus_pool(n: int, depth: float = 0.75):
     R, r = 0.22, 0.08
     ring = np.sqrt((Y - 0.5) ** 2 + (Z - 0.4) ** 2) - R
     torus = ring ** 2 + (X - 0.55) ** 2 < r ** 2
-    cells = np.where(Z > depth, P.AIR, P.FLUID).astype(np.int8)
+    cells = np.full((n, n, n), P.FLUID, dtype=np.int8)
+    if depth is not None:
+        cells[Z > depth] = P.AIR
     cells[torus] = P.SOLID
     return P.CellGrid(cells, walls="neumann")
 
@@ -75,7 +78,7 @@ def _run(small: bool, outdir: pathlib.Path, progress: bool) -> list[dict]:
     rtol = 1e-4
     grid = torus_pool(n)
     prob = grid.system(P.rhs_blobs(grid, seed=0))
-    label = f"torus + free surface {n}^3 (unseen), blob rhs"
+    label = f"solid torus in a closed box, {n}^3 (unseen), blob rhs"
 
     tiny = torus_pool(8)  # warm the numba kernels and the network
     tp = tiny.system(P.rhs_blobs(tiny))

@@ -425,6 +425,7 @@ def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
           checkpoint_every: int = 50, resume: bool = False, device: str | None = "auto",
           progress: bool = True, loss_png: str | pathlib.Path | None = None,
           data=None, log_every: int = 10, stop_after: int | None = None,
+          stop_at: int | None = None,
           init: str | pathlib.Path | dict | None = None) -> TrainResult:
     """Train a :class:`~neurosolve.neural.DCDMNet` with the DCDM loss.
 
@@ -448,11 +449,14 @@ def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
         Prebuilt :func:`build_data` output (otherwise built from ``cfg``).
     stop_after : int, optional
         Run at most this many steps in this call (checkpointed; resume later).
+    stop_at : int, optional
+        End once this many steps are done in all (the schedule stays that of ``cfg.steps``).
     init : path or state dict, optional
         Start from these weights (a training checkpoint, a shipped ``NAME.pt`` or a state
         dict of the same architecture) instead of a random initialization: e.g. pretrain
         on a small grid, then fine-tune on the target grid (the network is resolution
-        independent).
+        independent). A geometry-free network may start a ``geometry=True`` one (the new
+        input channels start at zero weight).
 
     Returns
     -------
@@ -462,7 +466,7 @@ def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
     torch.manual_seed(cfg.seed)
     net = cfg.network().to(dev)
     if init is not None:
-        net.load_state_dict(_init_state(init))
+        net.load_state_dict(_widen_stem(_init_state(init), net))
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     losses: list[float] = []
     start = 0
@@ -508,7 +512,8 @@ def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
     try:
         for step in range(start, cfg.steps):
             if (cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes) \
-                    or (stop_after is not None and step - start >= stop_after):
+                    or (stop_after is not None and step - start >= stop_after) \
+                    or (stop_at is not None and step >= stop_at):
                 stopped = True
                 break
             for group in opt.param_groups:
@@ -547,6 +552,20 @@ def _init_state(init) -> dict:
     if "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     return {k: v.float() for k, v in state.items()}
+
+
+def _widen_stem(state: dict, net: DCDMNet) -> dict:
+    """Zero-pad the first convolution's input channels of ``state`` to fit ``net``.
+
+    Lets a geometry-free network (1 input channel) start a ``geometry=True`` one (3 input
+    channels): the new channels' weights are zero, so the initial function is the old one.
+    """
+    w = state.get("stem.weight")
+    want = net.stem.weight.shape[1]
+    if w is not None and w.shape[1] < want:
+        pad = torch.zeros((w.shape[0], want - w.shape[1], *w.shape[2:]), dtype=w.dtype)
+        state = dict(state, **{"stem.weight": torch.cat([w, pad], dim=1)})
+    return state
 
 
 def plot_losses(losses: Sequence[float], path, title: str = "DCDM training") -> None:

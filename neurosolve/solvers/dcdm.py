@@ -73,6 +73,14 @@ class DCDM(CG):
         Only with ``augment=False``: when the network's direction reduces the A-norm
         error by less than ``guard`` times the (orthogonalized) residual would, the step
         minimizes over both (one more SpMV; counted as ``guard_steps``). 0 = the paper.
+    stall_window : int or None
+        Safeguard against a network that does not fit the problem (e.g. a geometry unlike
+        its training data): when the relative residual has fallen by less than
+        ``stall_factor`` over the last ``stall_window`` iterations, the network is switched
+        off and the solve continues as plain CG from the current iterate (recorded as
+        ``stats["network_switched_off_at"]`` and in the message). ``None``: never (the paper).
+    stall_factor : float
+        See ``stall_window``; in (0, 1).
     on_nonfinite : {"fallback", "error"}
         A network output with NaN/inf is replaced by the residual (a CG step, counted as
         ``fallbacks``; the result's message says how often), or ends the solve with
@@ -121,6 +129,8 @@ class DCDM(CG):
     recompute_every: int = 1
     augment: bool = True
     guard: float = 1.0
+    stall_window: int | None = 25
+    stall_factor: float = 0.5
     on_nonfinite: str = "fallback"
     device: Any = None
     dtype: Any = None
@@ -139,6 +149,12 @@ class DCDM(CG):
             raise ValueError(f"on_nonfinite must be 'fallback' or 'error', got {self.on_nonfinite!r}")
         if not isinstance(self.guard, (int, float)) or not np.isfinite(self.guard) or self.guard < 0:
             raise ValueError(f"guard must be a finite non-negative number, got {self.guard!r}")
+        if self.stall_window is not None and (
+                not isinstance(self.stall_window, (int, np.integer)) or self.stall_window < 1):
+            raise ValueError(f"stall_window must be a positive integer or None, got "
+                             f"{self.stall_window!r}")
+        if not isinstance(self.stall_factor, (int, float)) or not 0 < self.stall_factor < 1:
+            raise ValueError(f"stall_factor must be in (0, 1), got {self.stall_factor!r}")
         if self.model is None:
             raise ValueError("model is required: 'auto', a pretrained name, a torch module or "
                              "a callable")
@@ -219,7 +235,22 @@ class DCDM(CG):
             return q
 
         state.Mmv = direction
+        state.switched_off_at = None
+        state.rel_history = [float(state.metrics["relative_residual"])] if self.stall_window else None
         return state
+
+    def _watch_stall(self, state, ctx) -> None:
+        """Switch the network off (plain CG from here) when it stopped making progress."""
+        hist = state.rel_history
+        if hist is None or state.switched_off_at is not None:
+            return
+        hist.append(float(state.metrics["relative_residual"]))
+        w = self.stall_window
+        if len(hist) > w and hist[-1] > self.stall_factor * hist[-1 - w]:
+            state.switched_off_at = state.k
+            state.kept.clear()  # restart: the next steps are CG's from the current iterate
+            state.Mmv = None if self.augment else (lambda r: r)
+            ctx.count("network_switched_off_at", state.k)
 
     def step(self, problem, state, ctx) -> State:
         before = ctx.counters.get("preconditioner_calls", 0)
@@ -229,7 +260,9 @@ class DCDM(CG):
             state.metrics = self._metrics(state)
         else:
             state = super().step(problem, state, ctx)
-        ctx.count("network_evaluations", ctx.counters.get("preconditioner_calls", 0) - before)
+        if state.switched_off_at is None:
+            ctx.count("network_evaluations", ctx.counters.get("preconditioner_calls", 0) - before)
+        self._watch_stall(state, ctx)
         return state
 
     def check(self, problem, state, ctx):
@@ -239,6 +272,13 @@ class DCDM(CG):
                 f"the network returned NaN/inf at iteration {state.first_nonfinite}; check "
                 "the model on a unit-norm residual (or use on_nonfinite='fallback')")
         status = super().check(problem, state, ctx)
+        if status is not None and state.switched_off_at is not None:
+            st = status[0] if isinstance(status, tuple) else status
+            msg = status[1] if isinstance(status, tuple) else st.message
+            status = (st, f"{msg} Note: the network stopped reducing the residual (less than "
+                          f"{self.stall_factor:g}x in {self.stall_window} iterations) and was "
+                          f"switched off at iteration {state.switched_off_at}; the rest are CG "
+                          "steps. The problem is probably unlike the network's training data.")
         if bad and status is not None:
             st = status[0] if isinstance(status, tuple) else status
             msg = status[1] if isinstance(status, tuple) else st.message
