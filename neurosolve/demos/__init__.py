@@ -19,7 +19,7 @@ __all__ = ["FAMILIES", "run_demos", "format_table"]
 #: family name -> module under neurosolve.demos, in the order the demo runs them
 FAMILIES = {
     "poisson": "neurosolve.demos.poisson",
-    # "dcdm": "neurosolve.demos.dcdm" joins once pretrained weights ship (issue 4)
+    "dcdm": "neurosolve.demos.dcdm",
     "convex_relu": "neurosolve.demos.convex_relu",
     "gns": "neurosolve.demos.gns",
     "lvhba": "neurosolve.demos.lvhba",

@@ -628,8 +628,9 @@ def evaluate_model(model, dim: int, sizes: Sequence[int] | None = None,
                    progress: bool = False) -> list[dict]:
     """Iterations of CG and of DCDM with ``model`` on :func:`evaluation_problems`.
 
-    Returns one row per (geometry, size, rtol): ``cg``, ``dcdm``, their ratio, the
-    network evaluations and whether DCDM converged.
+    Returns one row per (geometry, size, rtol): ``cg``, ``dcdm``, their ratio, whether
+    DCDM converged, SpMVs of both, network evaluations and the iteration at which the
+    stall switch turned the network off (``None``: never).
     """
     from neurosolve.core import solve
     from neurosolve.solvers.cg import CG
@@ -646,7 +647,10 @@ def evaluate_model(model, dim: int, sizes: Sequence[int] | None = None,
                              "cg": cg.n_iter, "dcdm": dc.n_iter,
                              "ratio": round(cg.n_iter / max(dc.n_iter, 1), 2),
                              "converged": bool(dc.success),
-                             "guard_steps": int(dc.stats.get("guard_steps", 0))})
+                             "cg_matvecs": int(cg.stats.get("matvecs", 0)),
+                             "dcdm_matvecs": int(dc.stats.get("matvecs", 0)),
+                             "network_evaluations": int(dc.stats.get("network_evaluations", 0)),
+                             "network_switched_off_at": dc.stats.get("network_switched_off_at")})
                 if progress:
                     print(rows[-1], flush=True)
     return rows
