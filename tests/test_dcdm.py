@@ -271,6 +271,22 @@ def test_a_useless_network_is_switched_off_and_cg_finishes(dir_sys):
     assert slow.n_iter > res.n_iter
 
 
+def test_after_the_switch_the_augmented_loop_costs_what_cg_costs(dir_sys):
+    """A switch forced early (residual must fall 100x every 2 iterations): the remaining
+    iterations are CG steps, one SpMV each (the true residual is recomputed every 50 and
+    at the end), and the stopping rule still holds for the true residual."""
+    _, it_ref = scipy_cg(dir_sys.A.matrix, dir_sys.b, 1e-9)
+    rng = np.random.default_rng(1)
+    res = ns.solve(dir_sys, DCDM(model=lambda r: rng.standard_normal(r.shape), rtol=1e-9,
+                                 stall_window=2, stall_factor=0.01, maxiter=2000))
+    off = res.stats["network_switched_off_at"]
+    assert off == 2 and res.success
+    assert res.certificate["relative_residual"] < 1e-9  # x0 = 0: r0 = b
+    cg_steps = res.n_iter - off
+    assert cg_steps <= it_ref + 2
+    assert res.stats["matvecs"] <= 3 * off + 1 + cg_steps + cg_steps // 50 + 2
+
+
 def test_a_helpful_network_is_never_switched_off(dir_sys):
     res = ns.solve(dir_sys, DCDM(model=GMG(dir_sys.grid), rtol=1e-10, stall_window=3))
     assert res.success and "network_switched_off_at" not in res.stats

@@ -210,3 +210,16 @@ def test_pretrained_2d_beats_cg_on_an_unseen_obstacle():
     assert res.success and cg.success
     assert res.n_iter * 2 <= cg.n_iter
     assert res.certificate["relative_residual"] < 1e-6
+
+
+def test_pretrained_3d_beats_cg_on_an_unseen_obstacle():
+    """The demo's solid torus (the 3-D network trained on the empty box only)."""
+    from neurosolve.demos.dcdm import torus_pool
+
+    grid = torus_pool(32)
+    prob = grid.system(poisson.rhs_blobs(grid, seed=0))
+    cg = ns.solve(prob, ns.solvers.CG(rtol=1e-4))
+    res = ns.solve(prob, ns.solvers.DCDM(rtol=1e-4))  # model="auto" -> dcdm3d
+    assert res.success and cg.success
+    assert res.n_iter * 3 <= cg.n_iter
+    assert "network_switched_off_at" not in res.stats

@@ -269,6 +269,40 @@ def test_cli_trains_and_exports_a_loadable_model(tmp_path):
     assert (tmp_path / "run" / "loss.png").exists()
 
 
+def test_cli_stop_at_step_keeps_the_schedule_and_exports(tmp_path):
+    """--stop-at-step ends a 6-step schedule after 3 steps; the losses are the first 3 of
+    the full run (same learning rates) and the planned stop still exports the weights."""
+    from neurosolve.cli_train import build_parser, main
+
+    common = ["--dim", "2", "--grid", "16", "--channels", "4", "--steps", "6", "--batch", "2",
+              "--no-progress", "--checkpoint-every", "1"]
+    main(build_parser().parse_args(common + ["--out", str(tmp_path / "full")]))
+    args = build_parser().parse_args(common + [
+        "--out", str(tmp_path / "part"), "--stop-at-step", "3", "--name", "part",
+        "--weights-dir", str(tmp_path / "w")])
+    assert main(args) == 0
+    full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["losses"]
+    part = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["losses"]
+    np.testing.assert_allclose(part.numpy(), full.numpy()[:3], rtol=1e-5)
+    info = json.loads((tmp_path / "w" / "part.json").read_text())
+    assert info["command"].endswith("--stop-at-step 3 --out " + str(tmp_path / "part")
+                                    + " --name part")
+    assert info["training"]["steps"] == 3
+
+
+def test_geometry_network_can_start_from_a_geometry_free_one():
+    """--init of a geometry=True network from 1-channel weights: the extra input channels
+    start at zero, so the function is unchanged at the start of fine-tuning."""
+    from neurosolve.neural import DCDMNet
+    from neurosolve.neural.dcdm_train import _widen_stem
+
+    torch.manual_seed(0)
+    plain, geo = DCDMNet(2, channels=4), DCDMNet(2, channels=4, geometry=True)
+    geo.load_state_dict(_widen_stem(plain.state_dict(), geo))
+    x, g = torch.randn(2, 1, 16, 16), torch.rand(2, 2, 16, 16)
+    torch.testing.assert_close(geo(torch.cat([x, g], dim=1)), plain(x))
+
+
 def test_bad_training_configs():
     with pytest.raises(ValueError, match="data must be"):
         TrainConfig(data="files")
