@@ -95,8 +95,9 @@ class DCDM(CG):
     Notes
     -----
     Counters in ``Result.stats``: ``matvecs``, ``network_evaluations``, ``fallbacks``,
-    ``guard_steps``, ``network_switched_off_at`` (only when the stall switch fired). Iteration cost: one network evaluation, one to three SpMVs, ``truncate
-    + 2`` dot products. On a CPU a network evaluation costs far more than an SpMV, so
+    ``guard_steps``, ``network_switched_off_at`` (only when the stall switch fired).
+    Iteration cost: one network evaluation, one to three SpMVs, ``truncate + 2`` dot
+    products. On a CPU a network evaluation costs far more than an SpMV, so
     compare iteration *and* SpMV *and* network counts, and wall time only on a GPU.
 
     The network sees the geometry only through the residual's zeros in non-fluid cells and
@@ -276,8 +277,9 @@ class DCDM(CG):
         if status is not None and state.switched_off_at is not None:
             st = status[0] if isinstance(status, tuple) else status
             msg = status[1] if isinstance(status, tuple) else st.message
-            status = (st, f"{msg} Note: the network stopped reducing the residual (less than "
-                          f"{self.stall_factor:g}x in {self.stall_window} iterations) and was "
+            status = (st, f"{msg} Note: the network stopped reducing the residual (it fell "
+                          f"less than {1 / self.stall_factor:g}x in {self.stall_window} "
+                          "iterations) and was "
                           f"switched off at iteration {state.switched_off_at}; the rest are CG "
                           "steps. The problem is probably unlike the network's training data.")
         if bad and status is not None:
