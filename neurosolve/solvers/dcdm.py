@@ -69,7 +69,8 @@ class DCDM(CG):
         error reduction than the network's direction alone, and a CG-like residual
         direction always in the search space. Measured with the shipped 2-D network:
         within 5% of the paper's step on solid obstacles, 28% fewer iterations on a
-        free-surface pool at 64^2 (see ``docs/dcdm.md``). ``False``: the paper's step.
+        free-surface pool at 64^2 (both with the stall switch off). ``False``: the
+        paper's step.
     guard : float
         Only with ``augment=False``: when the network's direction reduces the A-norm
         error by less than ``guard`` times the (orthogonalized) residual would, the step
