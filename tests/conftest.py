@@ -64,3 +64,15 @@ class BackendCase:
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one intra-op thread for a module (``pytestmark = usefixtures(...)``): the
+    small tensors of these tests only gain contention from more threads on 2 shared cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -17,14 +17,7 @@ from neurosolve.solvers import CG, DCDM
 from neurosolve.solvers.preconditioners import GMG, Jacobi
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small convolutions run far faster on one thread on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def scipy_cg(A, b, rtol, M=None):

@@ -13,12 +13,7 @@ from neurosolve.neural.dcdm_net import count_parameters
 from neurosolve.problems import poisson
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("dim,variant,expected", [

@@ -19,12 +19,7 @@ from neurosolve.neural.dcdm_train import (StencilGeometry, TrainConfig, dcdm_los
 from neurosolve.problems import poisson
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- Lanczos / Ritz -------------------------------------------------------------------------

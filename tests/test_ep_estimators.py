@@ -19,15 +19,7 @@ from neurosolve.solvers.fixed_point import FixedPoint
 TIGHT = FixedPoint(method="anderson", rtol=0, atol=1e-14, maxiter=3000)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared 2-core machine."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _scale_recurrent(base, s):

@@ -16,14 +16,7 @@ from neurosolve.solvers.fixed_point import FixedPoint
 SOL = FixedPoint(method="anderson", rtol=0, atol=1e-12, maxiter=2000)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _dense_stats(Hp):

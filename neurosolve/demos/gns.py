@@ -129,14 +129,12 @@ def run(small: bool = False, outdir: pathlib.Path = pathlib.Path("neurosolve-rep
     """Run the demo; returns summary rows and writes convergence plots to ``outdir``.
 
     ``small=True``: breast_cancer (exact and Fisher) and digits (exact), a few seconds.
-    The dense products are small, so BLAS runs on one thread (threadpoolctl, when
-    installed): on a loaded 2-core machine multi-threaded BLAS on 30x30 to 640x640
-    matrices was measured 10x slower.
+    The dense products are small, so BLAS runs on one thread (threadpoolctl): on a
+    loaded 2-core machine multi-threaded BLAS on 30x30 to 640x640 matrices was measured
+    10x slower.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return _run(small, outdir, progress)
+    from threadpoolctl import threadpool_limits  # a dependency of neurosolve
+
     with threadpool_limits(1):
         return _run(small, outdir, progress)
 

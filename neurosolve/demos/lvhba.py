@@ -23,7 +23,6 @@ References
 
 from __future__ import annotations
 
-import contextlib
 import pathlib
 import time
 import warnings
@@ -47,12 +46,9 @@ def run(small: bool = False, outdir: pathlib.Path = pathlib.Path("neurosolve-rep
     progress : bool
         Show progress bars.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        threadpool_limits = None
-    ctx = threadpool_limits(1, user_api="blas") if threadpool_limits else contextlib.nullcontext()
-    with ctx, warnings.catch_warnings():
+    from threadpoolctl import threadpool_limits  # a dependency of neurosolve
+
+    with threadpool_limits(1, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return _run(small, pathlib.Path(outdir), progress)
 

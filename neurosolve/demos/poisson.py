@@ -9,7 +9,6 @@ there is one) or pyamg's own solver. Writes ``poisson_convergence.png``.
 
 from __future__ import annotations
 
-import contextlib
 import pathlib
 import time
 
@@ -43,12 +42,9 @@ def run(small: bool = False, outdir: pathlib.Path = pathlib.Path("neurosolve-rep
     progress : bool
         Show progress bars.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        threadpool_limits = None
-    ctx = threadpool_limits(1, user_api="blas") if threadpool_limits else contextlib.nullcontext()
-    with ctx:
+    from threadpoolctl import threadpool_limits  # a dependency of neurosolve
+
+    with threadpool_limits(1, user_api="blas"):
         return _run(small, pathlib.Path(outdir), progress)
 
 

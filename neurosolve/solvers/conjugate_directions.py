@@ -44,6 +44,18 @@ def _orthogonalize(xp, q, kept):
     return q, coefs
 
 
+def conjugate(xp, q, state, ctx, nullspace):
+    """``q`` projected off the null space and A-orthogonalized against the kept
+    directions, with its product by ``A`` (one counted SpMV) and its curvature:
+    ``(d, A d, d^T A d)``."""
+    if nullspace is not None:
+        q = nullspace.project(q)
+    d, _ = _orthogonalize(xp, q, state.kept)
+    w = state.mv(d)
+    ctx.count("matvecs")
+    return d, w, xp.dot(d, w)
+
+
 def flexible_step(solver, problem, state, ctx) -> None:
     """One truncated conjugate-direction step, updating ``state`` in place."""
     xp = ctx.xp
@@ -63,22 +75,13 @@ def flexible_step(solver, problem, state, ctx) -> None:
         if state.Mmv is not None:
             fell_back = True
         q = r
-    if ns is not None:
-        q = ns.project(q)
-    d, _ = _orthogonalize(xp, q, state.kept)
-    w = state.mv(d)
-    ctx.count("matvecs")
-    den = xp.dot(d, w)
+    d, w, den = conjugate(xp, q, state, ctx, ns)
     dd = xp.dot(d, d)
     bad = (not xp.isfinite(den)) or to_float(den) <= solver.breakdown_tol * to_float(dd) * state.anorm
     if bad and state.Mmv is not None and not fell_back:
         # the proposed direction is (nearly) in the null space or lost after orthogonalization
         fell_back = True
-        q = r if ns is None else ns.project(r)
-        d, _ = _orthogonalize(xp, q, state.kept)
-        w = state.mv(d)
-        ctx.count("matvecs")
-        den = xp.dot(d, w)
+        d, w, den = conjugate(xp, r, state, ctx, ns)
         dd = xp.dot(d, d)
         bad = (not xp.isfinite(den)) or to_float(den) <= solver.breakdown_tol * to_float(dd) * state.anorm
     if bad:
@@ -86,11 +89,7 @@ def flexible_step(solver, problem, state, ctx) -> None:
         return
     dr = xp.dot(d, r)
     if solver.guard > 0 and state.Mmv is not None and not fell_back:
-        s = r if ns is None else ns.project(r)
-        s, _ = _orthogonalize(xp, s, state.kept)
-        As = state.mv(s)
-        ctx.count("matvecs")
-        sAs = xp.dot(s, As)
+        s, As, sAs = conjugate(xp, r, state, ctx, ns)
         sr = xp.dot(s, r)
         red_d = to_float(dr) ** 2 / to_float(den)
         red_s = to_float(sr) ** 2 / max(to_float(sAs), _TINY)

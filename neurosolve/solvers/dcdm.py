@@ -304,7 +304,7 @@ def augmented_step(solver, problem, state, ctx) -> None:
     from collections import deque
 
     from neurosolve.core import to_float
-    from neurosolve.solvers.conjugate_directions import _orthogonalize
+    from neurosolve.solvers.conjugate_directions import _orthogonalize, conjugate
 
     xp = ctx.xp
     r, x = state.r, state.x
@@ -320,11 +320,7 @@ def augmented_step(solver, problem, state, ctx) -> None:
         ctx.count("preconditioner_calls")
         if not xp.isfinite(q):
             q = None
-    s = r if ns is None else ns.project(r)
-    s, _ = _orthogonalize(xp, s, state.kept)
-    As = state.mv(s)
-    ctx.count("matvecs")
-    sAs = xp.dot(s, As)
+    s, As, sAs = conjugate(xp, r, state, ctx, ns)
     tiny = solver.breakdown_tol * state.anorm
     pairs = []
     if to_float(sAs) > tiny * to_float(xp.dot(s, s)):
