@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -239,7 +240,10 @@ class DCDM(CG):
 
         state.Mmv = direction
         state.switched_off_at = None
-        state.rel_history = [float(state.metrics["relative_residual"])] if self.stall_window else None
+        state.rel_history = None
+        if self.stall_window:  # the last stall_window + 1 relative residuals
+            state.rel_history = deque([float(state.metrics["relative_residual"])],
+                                      maxlen=self.stall_window + 1)
         return state
 
     def _watch_stall(self, state, ctx) -> None:
@@ -249,7 +253,7 @@ class DCDM(CG):
             return
         hist.append(float(state.metrics["relative_residual"]))
         w = self.stall_window
-        if len(hist) > w and hist[-1] > self.stall_factor * hist[-1 - w]:
+        if len(hist) > w and hist[-1] > self.stall_factor * hist[0]:
             state.switched_off_at = state.k
             state.kept.clear()  # restart: the next steps are CG's from the current iterate
             state.Mmv = None if self.augment else (lambda r: r)
@@ -301,8 +305,6 @@ def augmented_step(solver, problem, state, ctx) -> None:
     non-finite or (nearly) A-null ``q`` is dropped (counted as a ``fallback``: the step is
     then the residual step alone).
     """
-    from collections import deque
-
     from neurosolve.core import to_float
     from neurosolve.solvers.conjugate_directions import _orthogonalize, conjugate
 
