@@ -1,13 +1,21 @@
 """The Problem / Solver / Result core and the one iteration loop, :func:`solve`.
 
-Every method family in neurosolve plugs into the same three-method protocol::
+Every method family in neurosolve plugs into the same protocol::
 
-    state = solver.init(problem, x0, ctx)
+    ctx.setup = solver.setup(problem, ctx)       # operators, kernels, tolerances
+    state = solver.init(problem, x0, ctx)        # (or solver.resume(...) on a warm start)
     state = solver.step(problem, state, ctx)
-    status = solver.check(problem, state, ctx)     # None: keep going
+    stop = solver.check(problem, state, ctx)     # a Stop, or None: keep going
 
-and :func:`solve` drives it: timing, counters, history, callbacks, progress bars,
-warm starts and failure reporting are written once, here.
+and :func:`solve` drives it: timing, counters, history, callbacks, progress bars, warm
+starts, failure reporting and the certificate gate are written once, here.
+
+The certificate gate: a solver's ``check`` may *claim* convergence from its internal
+estimate, but :func:`solve` returns ``Status.CONVERGED`` only after recomputing the
+problem's certificate at the point it would return and comparing it with
+``solver.tolerance(problem, state)``. When they disagree the solver's
+``on_uncertified`` decides: continue (CG replaces its recursive residual by the true
+one) or stop with ``Status.STAGNATION`` and the measured values in the message.
 """
 
 from __future__ import annotations
@@ -15,7 +23,6 @@ from __future__ import annotations
 import enum
 import math
 import time
-import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, Protocol, runtime_checkable
 
@@ -23,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "Status",
+    "Stop",
     "State",
     "Context",
     "Result",
@@ -32,6 +40,7 @@ __all__ = [
     "IterView",
     "solve",
     "to_float",
+    "fingerprint",
 ]
 
 
@@ -91,32 +100,117 @@ class SolveError(RuntimeError):
         super().__init__(f"{result.status.name}: {result.message}")
 
 
-class State(types.SimpleNamespace):
-    """Mutable per-solve state that a solver creates in ``init`` and updates in ``step``.
+@dataclass(frozen=True)
+class Stop:
+    """What ``Solver.check`` returns to end a solve (``None`` means keep going).
 
-    Required attributes: ``x`` (the current iterate, in the input's array library) and
-    ``k`` (the iteration count). ``metrics`` maps metric names to scalars (Python floats,
-    numpy scalars or 0-d torch tensors, which are synced to the host only when checked or
-    at the end). Solvers add whatever else they need.
+    Parameters
+    ----------
+    status : Status
+        Why the solve ends. ``Status.CONVERGED`` is a *claim*: :func:`solve` verifies it
+        against the problem's certificate before returning it.
+    message : str, optional
+        What happened in this solve, in words a user can act on (default:
+        ``status.message``).
+    notes : tuple of str
+        Extra remarks appended to the message (a fallback that fired, a switch that was
+        taken...).
+
+    Examples
+    --------
+    >>> from neurosolve.core import Stop, Status
+    >>> Stop(Status.BREAKDOWN, "p^T A p = -1.0 at iteration 3").status.name
+    'BREAKDOWN'
     """
 
-    def __init__(self, x: Any = None, k: int = 0, **kwargs: Any):
-        kwargs.setdefault("metrics", {})
-        super().__init__(x=x, k=k, **kwargs)
+    status: Status
+    message: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not isinstance(self.status, Status):
+            raise TypeError(f"Stop.status must be a Status, got {type(self.status).__name__}")
+        if isinstance(self.notes, str):
+            object.__setattr__(self, "notes", (self.notes,))
+
+    @property
+    def text(self) -> str:
+        """The message with the notes appended."""
+        parts = [self.message or self.status.message, *self.notes]
+        return " ".join(p for p in parts if p)
+
+    def with_note(self, note: str) -> "Stop":
+        """A copy with one more note."""
+        return Stop(self.status, self.message, self.notes + (note,))
+
+
+@dataclass(eq=False)
+class State:
+    """Iteration data of one solve: the base of every solver's typed state.
+
+    A solver subclasses it as a dataclass whose fields are *iteration data only*
+    (iterates, residuals, search directions, counters); configuration (tolerances,
+    operators, preconditioners, kernels) is derived from the solver and the problem by
+    ``Solver.setup`` on every solve, cold or warm, and lives in ``ctx.setup``. So a warm
+    start with a tighter ``rtol`` or a new ``M`` uses them.
+
+    Attributes
+    ----------
+    x : array
+        The current iterate, in the problem's array library.
+    k : int
+        Iterations taken so far (across warm starts).
+    metrics : dict
+        Metric name -> scalar (Python float, numpy scalar or 0-d tensor; synced to the
+        host only when checked or at the end).
+    fingerprint : tuple
+        Set by :func:`solve`: which problem this state belongs to (see
+        :func:`fingerprint`). A state from another problem is refused.
+    """
+
+    x: Any = None
+    k: int = 0
+    metrics: dict = field(default_factory=dict)
+    fingerprint: tuple | None = field(default=None, repr=False)
+
+    def __init__(self, x: Any = None, k: int = 0, metrics: dict | None = None,
+                 fingerprint: tuple | None = None, **legacy: Any):
+        # TRANSITIONAL (core v2): untyped extra fields; removed once every solver has a
+        # typed subclass (subclasses get the dataclass-generated __init__).
+        self.x, self.k = x, k
+        self.metrics = {} if metrics is None else metrics
+        self.fingerprint = fingerprint
+        for name, value in legacy.items():
+            setattr(self, name, value)
 
 
 class Context:
-    """Per-solve services a solver may use: the backend, counters and a scratch space.
+    """Per-solve services a solver may use: the backend, counters and the setup.
 
     Parameters
     ----------
     backend : neurosolve.backends.Backend
         The kernels and array operations chosen for this solve.
+
+    Attributes
+    ----------
+    setup : object
+        What ``solver.setup(problem, ctx)`` returned for this solve (operators, kernels,
+        absolute tolerances); configuration never lives in the state.
+    counters : dict
+        Per-kind counts (matvecs, factorizations, network evaluations...), reported in
+        ``Result.stats``.
     """
 
     def __init__(self, backend: Any):
         self.backend = backend
         self.counters: dict[str, int] = {}
+        self.setup: Any = None
+
+    @property
+    def kernels(self):
+        """The kernels chosen in ``setup`` (``ctx.setup.kernels``), if the solver has any."""
+        return getattr(self.setup, "kernels", None)
 
     @property
     def xp(self):
@@ -133,13 +227,12 @@ class Problem(Protocol):
     """What a problem offers: validated data, oracles, and ``certificate(x)``.
 
     ``certificate`` recomputes from scratch the numbers that prove an answer correct
-    (a true relative residual, a duality gap, a gradient norm...). ``default_solver()``
-    returns the family's default solver instance.
+    (a true relative residual, a duality gap, a gradient norm...). A problem may define
+    ``fingerprint()`` (see :func:`fingerprint`). Problems know no solver: the default
+    one comes from :func:`neurosolve.solvers.default_solver`.
     """
 
     def certificate(self, x: Any) -> dict[str, float]: ...
-
-    def default_solver(self) -> "Solver": ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,7 +241,18 @@ class Solver:
 
     Subclasses set ``metrics`` (names of the scalars recorded each iteration, the first
     one shown in progress bars), ``problem_types`` (the accepted problem classes) and
-    ``backends`` (kernels they implement), and implement ``init``, ``step`` and ``check``.
+    ``backends`` (kernels they implement), and implement
+
+    - ``setup(problem, ctx)``: everything derived from the configuration and the problem
+      (operators, kernels from the family's ``kernels.select(backend)``, absolute
+      tolerances); it runs on cold and warm starts alike and its result is ``ctx.setup``;
+    - ``init(problem, x0, ctx) -> State`` and ``step(problem, state, ctx) -> State``;
+    - ``check(problem, state, ctx) -> Stop | None``;
+    - ``tolerance(problem, state) -> dict``: the declared tolerance as upper bounds on the
+      problem's certificate keys, which :func:`solve` verifies before returning CONVERGED;
+    - optionally ``resume(problem, state, ctx)`` (refresh a warm-start state under the new
+      setup) and ``on_uncertified`` (what to do when the certificate disagrees).
+
     ``maxiter`` is enforced by :func:`solve`.
     """
 
@@ -160,9 +264,11 @@ class Solver:
     backends: ClassVar[tuple[str, ...]] = ("numpy",)
 
     def __post_init__(self):
-        if self.maxiter is not None and (not isinstance(self.maxiter, (int, np.integer))
-                                         or self.maxiter < 0):
+        if self.maxiter is not None and (isinstance(self.maxiter, bool) or not isinstance(
+                self.maxiter, (int, np.integer)) or self.maxiter < 0):
             raise ValueError(f"maxiter must be a non-negative integer or None, got {self.maxiter!r}")
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"callback must be callable, got {type(self.callback).__name__}")
 
     # -- protocol ------------------------------------------------------------------------
     def validate(self, problem: Any) -> None:
@@ -173,15 +279,51 @@ class Solver:
                 f"{type(self).__name__} solves {names} problems, got {type(problem).__name__}"
             )
 
+    def setup(self, problem: Any, ctx: Context) -> Any:
+        """Configuration derived from ``self`` and ``problem`` for one solve (default None).
+
+        Runs before ``init`` on a cold start and before ``resume`` on a warm one; the
+        result is available to ``init``/``step``/``check`` as ``ctx.setup``.
+        """
+        return None
+
     def init(self, problem: Any, x0: Any, ctx: Context) -> State:  # pragma: no cover
         raise NotImplementedError
+
+    def resume(self, problem: Any, state: State, ctx: Context) -> State:
+        """Prepare a warm-start ``state`` for this solver's configuration (default: as is).
+
+        Called after ``setup`` with a state whose fingerprint matched ``problem``.
+        Solvers whose iteration data depend on the configuration (a CG recurrence on the
+        old preconditioner, say) refresh them here.
+        """
+        return state
 
     def step(self, problem: Any, state: State, ctx: Context) -> State:  # pragma: no cover
         raise NotImplementedError
 
-    def check(self, problem: Any, state: State, ctx: Context):  # pragma: no cover
-        """Return None to continue, a :class:`Status`, or ``(Status, message)``."""
+    def check(self, problem: Any, state: State, ctx: Context) -> Stop | None:  # pragma: no cover
+        """Return None to continue or a :class:`Stop`."""
         raise NotImplementedError
+
+    def tolerance(self, problem: Any, state: State) -> dict[str, float]:
+        """Upper bounds on ``problem.certificate(x)`` keys that CONVERGED promises.
+
+        Every solver of the library declares one; an empty dict would mean its
+        CONVERGED is unverified, which the contract tests refuse.
+        """
+        return {}
+
+    def on_uncertified(self, problem: Any, state: State, ctx: Context,
+                       failed: dict[str, tuple[float, float]]) -> Stop | None:
+        """The internal estimate said "converged" but the certificate did not.
+
+        ``failed`` maps each certificate key that missed its bound to
+        ``(measured, bound)``. Return None to keep iterating (after repairing the
+        state, e.g. replacing a drifted recursive residual by the true one), or a
+        :class:`Stop`. The default stops with ``Status.STAGNATION`` and the measured gap.
+        """
+        return Stop(Status.STAGNATION, uncertified_message(failed))
 
     def max_iterations(self, problem: Any) -> int | None:
         """The iteration limit for ``problem`` (``maxiter``, or a problem-dependent default)."""
@@ -196,6 +338,27 @@ class Solver:
         import dataclasses
 
         return dataclasses.replace(self, **changes)
+
+
+def uncertified_message(failed: Mapping[str, tuple[float, float]]) -> str:
+    """Words for a certificate that missed the declared tolerance."""
+    parts = ", ".join(f"{k} = {v:.3e} > {t:.3e}" for k, (v, t) in failed.items())
+    return (f"the internal stopping estimate was met but the certificate, recomputed from "
+            f"scratch at the returned point, is not: {parts}. The tolerance is probably "
+            "below what this problem's conditioning and the floating-point precision "
+            "allow; loosen it, rescale the problem, or use a more accurate method.")
+
+
+def fingerprint(problem: Any) -> tuple:
+    """A cheap identity of ``problem`` recorded in every state (warm starts check it).
+
+    ``problem.fingerprint()`` when the problem defines it (type, shapes, dtype and the
+    identity of its operator or oracles), else the problem's type and ``id``.
+    """
+    fp = getattr(problem, "fingerprint", None)
+    if callable(fp):
+        return (type(problem).__qualname__,) + tuple(fp())
+    return (type(problem).__qualname__, id(problem))
 
 
 @dataclass(frozen=True)
@@ -296,13 +459,59 @@ class _History:
         return out
 
 
-def _normalize_status(ret: Any) -> tuple[Status | None, str | None]:
-    if ret is None:
-        return None, None
+def _as_stop(ret: Any, solver: Solver) -> Stop | None:
+    if ret is None or isinstance(ret, Stop):
+        return ret
+    # TRANSITIONAL (core v2): legacy Status / (Status, message) returns
     if isinstance(ret, Status):
-        return ret, None
-    status, message = ret
-    return status, message
+        return Stop(ret)
+    if isinstance(ret, tuple) and len(ret) == 2 and isinstance(ret[0], Status):
+        return Stop(ret[0], ret[1])
+    raise TypeError(
+        f"{type(solver).__name__}.check must return a neurosolve.core.Stop or None, got "
+        f"{type(ret).__name__}")
+
+
+#: how often in one solve a claimed convergence may be refuted by the certificate before
+#: the solve ends with STAGNATION (each refutation costs one certificate evaluation)
+MAX_REFUTED_CLAIMS = 8
+
+
+class _Gate:
+    """Verifies a CONVERGED claim against the certificate at the point to be returned."""
+
+    def __init__(self, solver: Solver, problem: Any, ctx: Context):
+        self.solver, self.problem, self.ctx = solver, problem, ctx
+        self.refuted = 0
+        self.answer: tuple[Any, dict] | None = None  # (x, certificate) of a verified claim
+
+    def __call__(self, stop: Stop | None, state: State) -> Stop | None:
+        if stop is None or stop.status is not Status.CONVERGED:
+            return stop
+        solver, problem = self.solver, self.problem
+        bounds = solver.tolerance(problem, state)
+        x = solver.finalize(problem, state, self.ctx)
+        cert = problem.certificate(x)
+        failed = {}
+        for key, bound in bounds.items():
+            if key not in cert:
+                raise KeyError(
+                    f"{type(solver).__name__}.tolerance names {key!r}, which "
+                    f"{type(problem).__name__}.certificate does not compute (it has "
+                    f"{sorted(cert)})")
+            value = to_float(cert[key])
+            if not value <= bound:  # NaN fails too
+                failed[key] = (value, float(bound))
+        if not failed:
+            self.answer = (x, cert)
+            return stop
+        self.refuted += 1
+        self.ctx.count("refuted_convergence_claims")
+        if self.refuted > MAX_REFUTED_CLAIMS:
+            return Stop(Status.STAGNATION, uncertified_message(failed),
+                        (f"The internal estimate claimed convergence {self.refuted} times "
+                         "and the certificate refuted it each time.",))
+        return solver.on_uncertified(problem, state, self.ctx, failed)
 
 
 def solve(
@@ -325,12 +534,14 @@ def solve(
     problem : Problem
         A validated problem instance (e.g. :class:`neurosolve.problems.LinearSystem`).
     solver : Solver, optional
-        Configuration of the method; ``None`` picks ``problem.default_solver()``.
+        Configuration of the method; ``None`` picks
+        :func:`neurosolve.solvers.default_solver` of the problem.
     x0 : array, optional
         Starting point, in the same array library as the problem's data.
     backend : {"auto", "numpy", "numba", "torch"}
         Which kernels run. ``auto``: torch inputs use torch; numpy inputs use numba
-        kernels where the solver has them, numpy otherwise.
+        kernels where the solver has them, numpy otherwise. ``stats["backend"]`` says
+        what ran.
     callback : callable, optional
         ``callback(view)`` with an :class:`IterView`, at k = 0 and after every iteration;
         returning True stops the solve with ``Status.STOPPED``. A callback set on the
@@ -345,11 +556,15 @@ def solve(
     throw : bool
         Raise :class:`SolveError` instead of returning an unsuccessful result.
     init : State, optional
-        A state to resume from (``result.state`` of an earlier solve): warm start.
+        A state to resume from (``result.state`` of an earlier solve of the *same*
+        problem): warm start. The solver's current configuration applies (a tighter
+        ``rtol``, a new ``M``); a state from another problem raises ``ValueError``.
 
     Returns
     -------
     Result
+        ``status`` is CONVERGED only if ``problem.certificate(result.x)``, recomputed
+        from scratch, meets ``solver.tolerance(problem, state)``.
 
     Examples
     --------
@@ -362,31 +577,50 @@ def solve(
     from neurosolve.backends import resolve_backend
 
     if solver is None:
-        solver = problem.default_solver()
+        from neurosolve.solvers import default_solver
+
+        solver = default_solver(problem)
     if not isinstance(solver, Solver):
         raise TypeError(f"solver must be a neurosolve Solver instance, got {type(solver).__name__}")
     for name, val in (("check_every", check_every), ("record_every", record_every)):
-        if not isinstance(val, (int, np.integer)) or val < 1:
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
             raise ValueError(f"{name} must be a positive integer, got {val!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     solver.validate(problem)
+    fp = fingerprint(problem)
+    if init is not None:
+        if not isinstance(init, State):
+            raise TypeError(f"init must be the state of an earlier result (result.state), got "
+                            f"{type(init).__name__}")
+        if init.fingerprint is not None and init.fingerprint != fp:
+            raise ValueError(
+                "init is the state of a solve of a different problem (its fingerprint "
+                f"{_short(init.fingerprint)} does not match this problem's {_short(fp)}); "
+                "warm start only from result.state of the same problem, or pass x0= instead")
 
     t_start = time.perf_counter()
     be = resolve_backend(backend, solver, problem, x0)
     ctx = Context(be)
+    ctx.setup = solver.setup(problem, ctx)
     if init is not None:
-        state = init
-        start_k = state.k
-        if hasattr(solver, "resume"):
-            state = solver.resume(problem, state, ctx)
+        start_k = init.k
+        # resume a copy: the earlier Result keeps the state it returned
+        state = solver.resume(problem, _copy_state(init), ctx)
     else:
         state = solver.init(problem, x0, ctx)
         start_k = 0
+    state.fingerprint = fp
     t_setup = time.perf_counter() - t_start
 
     callbacks = [c for c in (solver.callback, callback) if c is not None]
     history = _History(solver.metrics)
     history.record(state.k, state.metrics)
     maxiter = solver.max_iterations(problem)
+    gate = _Gate(solver, problem, ctx)
+
+    def check() -> Stop | None:
+        return gate(_as_stop(solver.check(problem, state, ctx), solver), state)
 
     bar = None
     if progress:
@@ -394,15 +628,15 @@ def solve(
 
         bar = tqdm(total=maxiter, desc=type(solver).__name__, leave=False)
 
-    status, message = None, None
+    stop: Stop | None = None
     if any(bool(cb(IterView(state.k, state.x, state.metrics, state))) for cb in callbacks):
-        status = Status.STOPPED
-    if status is None:
-        status, message = _normalize_status(solver.check(problem, state, ctx))
+        stop = Stop(Status.STOPPED)
+    if stop is None:
+        stop = check()
     try:
-        while status is None:
+        while stop is None:
             if maxiter is not None and state.k - start_k >= maxiter:
-                status = Status.MAX_ITER
+                stop = Stop(Status.MAX_ITER)
                 break
             state = solver.step(problem, state, ctx)
             k = state.k
@@ -412,14 +646,14 @@ def solve(
             if callbacks:
                 view = IterView(k, state.x, state.metrics, state)
                 if any(bool(cb(view)) for cb in callbacks):
-                    status = Status.STOPPED
-            if status is None and ((k - start_k) % check_every == 0):
-                status, message = _normalize_status(solver.check(problem, state, ctx))
-            if status is None and check_every > 1 and maxiter is not None \
+                    stop = Stop(Status.STOPPED)
+            if stop is None and ((k - start_k) % check_every == 0):
+                stop = check()
+            if stop is None and check_every > 1 and maxiter is not None \
                     and state.k - start_k >= maxiter:
                 # one last check so a converged final iterate is not reported as MAX_ITER
-                status, message = _normalize_status(solver.check(problem, state, ctx))
-            if not recorded and status is not None:
+                stop = check()
+            if not recorded and stop is not None:
                 history.record(k, state.metrics)
             if bar is not None:
                 bar.update(1)
@@ -429,9 +663,12 @@ def solve(
         if bar is not None:
             bar.close()
 
-    x = solver.finalize(problem, state, ctx)
+    if stop.status is Status.CONVERGED and gate.answer is not None:
+        x, certificate = gate.answer
+    else:
+        x = solver.finalize(problem, state, ctx)
+        certificate = problem.certificate(x)
     t_end = time.perf_counter()
-    certificate = problem.certificate(x)
     stats = {
         "wall_time": t_end - t_start,
         "setup_time": t_setup,
@@ -440,8 +677,8 @@ def solve(
     }
     result = Result(
         x=x,
-        status=status,
-        message=message or status.message,
+        status=stop.status,
+        message=stop.text,
         n_iter=state.k - start_k,
         history=history.finalize(record_every),
         certificate=certificate,
@@ -451,6 +688,20 @@ def solve(
     if throw and not result.success:
         raise SolveError(result)
     return result
+
+
+def _copy_state(state: State) -> State:
+    import copy
+
+    try:
+        return copy.deepcopy(state)
+    except Exception:  # pragma: no cover - a state holding something uncopyable
+        return copy.copy(state)
+
+
+def _short(fp: tuple) -> str:
+    text = repr(fp)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def isfinite_scalar(v: Any) -> bool:

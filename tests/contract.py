@@ -27,6 +27,16 @@ class ContractCase:
         ``solve(..., backend=)``.
     warm_start : bool
         Whether "warm start from result.x (or result.state) is not slower" applies.
+    tighten : callable, optional
+        ``solver -> solver`` with the tolerance divided by 100 (default: ``rtol / 100``
+        for solvers with an ``rtol`` field).
+    new_M : callable, optional
+        ``(problem, calls) -> M``: a different valid preconditioner whose applications
+        append to the list ``calls``; resuming with it must use it. Only for solvers
+        with an ``M`` field.
+    other_problem : callable, optional
+        ``() -> problem`` of the same type but a different instance (default:
+        ``make_problem``, which must build a fresh instance).
     """
 
     id: str
@@ -37,3 +47,6 @@ class ContractCase:
     backend: str = "auto"
     warm_start: bool = True
     solve_kwargs: dict = field(default_factory=dict)
+    tighten: Callable[[Any], Any] | None = None
+    new_M: Callable[[Any, list], Any] | None = None
+    other_problem: Callable[[], Any] | None = None

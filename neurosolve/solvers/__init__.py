@@ -1,4 +1,10 @@
-"""Solvers: frozen dataclasses of configuration implementing init / step / check."""
+"""Solvers: frozen dataclasses of configuration implementing setup / init / step / check.
+
+:func:`default_solver` is the one table that says which solver a problem type gets when
+``neurosolve.solve(problem)`` is called without one; problem modules know no solver.
+"""
+
+from importlib import import_module
 
 from neurosolve._lazy import lazy_getattr
 
@@ -12,7 +18,58 @@ __all__ = [
     "GNSNewton",
     "LVHBA",
     "FixedPoint",
+    "default_solver",
 ]
+
+#: problem class (module, name) -> (solver module, solver class); the first match in
+#: the problem's MRO wins
+_DEFAULTS = {
+    ("neurosolve.problems.linear", "LinearSystem"): ("neurosolve.solvers.cg", "CG"),
+    ("neurosolve.problems.smooth", "Minimize"): ("neurosolve.solvers.gns_newton", "GNSNewton"),
+    ("neurosolve.problems.fixed_point", "FixedPointProblem"):
+        ("neurosolve.solvers.fixed_point", "FixedPoint"),
+    ("neurosolve.problems.convex_relu", "ConvexReLU"): ("neurosolve.solvers.admm_relu", "ADMM"),
+    ("neurosolve.problems.bilevel", "Bilevel"): ("neurosolve.solvers.lvhba", "LVHBA"),
+}
+
+
+def default_solver(problem):
+    """The solver :func:`neurosolve.solve` uses for ``problem`` when none is given.
+
+    Parameters
+    ----------
+    problem : Problem
+        Any neurosolve problem instance.
+
+    Returns
+    -------
+    Solver
+        A default-configured instance: CG for a ``LinearSystem``, GNSNewton for
+        ``Minimize``, FixedPoint for ``FixedPointProblem``, ADMM for ``ConvexReLU``,
+        LVHBA for ``Bilevel``.
+
+    Raises
+    ------
+    TypeError
+        For an object that is not a neurosolve problem.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from neurosolve.problems import LinearSystem
+    >>> from neurosolve.solvers import default_solver
+    >>> type(default_solver(LinearSystem(np.eye(2), np.ones(2)))).__name__
+    'CG'
+    """
+    for cls in type(problem).__mro__:
+        target = _DEFAULTS.get((cls.__module__, cls.__name__))
+        if target is not None:
+            module, name = target
+            return getattr(import_module(module), name)()
+    known = ", ".join(name for _, name in _DEFAULTS)
+    raise TypeError(
+        f"no default solver for {type(problem).__name__}; pass solver= explicitly (problem "
+        f"types with a default: {known})")
 
 __getattr__ = lazy_getattr(__name__, {
     "CG": "neurosolve.solvers.cg",
