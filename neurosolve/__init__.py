@@ -15,6 +15,7 @@ from neurosolve.core import (
     Solver,
     State,
     Status,
+    Stop,
     solve,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "solve",
     "Result",
     "Status",
+    "Stop",
     "State",
     "Context",
     "Problem",
