@@ -55,8 +55,10 @@ class LinearOperator:
     def __call__(self, x):
         return self.matvec(x)
 
-    def kernel(self, backend: Any) -> Callable:
-        """The fastest ``matvec`` for ``backend`` (a :class:`neurosolve.backends.Backend`)."""
+    def bind(self, kernels: Any) -> Callable:
+        """The ``matvec`` a solver uses with ``kernels`` (a family's ``select(backend)``
+        table). Operators with backend-specific kernels (the matrix-free Poisson stencil)
+        take theirs from the table; the rest return ``matvec``."""
         return self.matvec
 
     def diagonal(self):
@@ -133,10 +135,10 @@ class MatrixOperator(LinearOperator):
         import scipy.sparse as sp
 
         if sp.issparse(A):
-            diff = sp.linalg.norm(A - A.T) if A.nnz else 0.0
+            diff = sp.linalg.norm(A - A.conj().T) if A.nnz else 0.0
             nrm = sp.linalg.norm(A) if A.nnz else 0.0
         else:
-            diff = np.linalg.norm(A - A.T)
+            diff = np.linalg.norm(A - A.conj().T)
             nrm = np.linalg.norm(A)
         return float(diff / nrm) if nrm > 0 else 0.0
 
@@ -169,6 +171,57 @@ class FunctionOperator(LinearOperator):
 
     def matvec(self, x):
         return self.fn(x)
+
+
+def checked(fn: Callable, name: str, n: int, like: Any, *, finite: bool = True) -> Callable:
+    """``fn`` with its output validated: fully on the first call, by shape after.
+
+    The first output must be a vector of length ``n`` in the array library of ``like``
+    (numpy or torch, on its device), of a real floating dtype, and finite; later outputs
+    must keep the length (a cheap check). Errors name the callable (``name``) and say
+    what it returned. Used for every user-supplied operator and preconditioner;
+    ``finite=False`` leaves NaN/inf to the solver (a status or a fallback step).
+    """
+    from neurosolve.backends import is_torch
+
+    want_torch = is_torch(like)
+    first = [True]
+
+    def describe(y):
+        return f"{type(y).__name__} of shape {tuple(getattr(y, 'shape', ()))}" \
+            f"{' and dtype ' + str(y.dtype) if hasattr(y, 'dtype') else ''}"
+
+    def call(x):
+        y = fn(x)
+        if first[0]:
+            if is_torch(y) != want_torch or not hasattr(y, "shape"):
+                lib = "torch tensor" if want_torch else "numpy array"
+                raise TypeError(f"{name}(x) returned a {describe(y)}; expected a {lib} like x")
+            if want_torch:
+                import torch
+
+                ok = y.dtype.is_floating_point and not y.dtype.is_complex
+                if str(y.device) != str(like.device):
+                    raise TypeError(f"{name}(x) returned a tensor on {y.device}; x is on "
+                                    f"{like.device}")
+            else:
+                ok = np.issubdtype(y.dtype, np.floating)
+            if not ok:
+                raise TypeError(f"{name}(x) returned dtype {y.dtype}; expected a real floating "
+                                "dtype")
+            if tuple(y.shape) != (n,):
+                raise ValueError(f"{name}(x) returned shape {tuple(y.shape)}; expected ({n},)")
+            ok_values = not finite or (bool(torch.isfinite(y).all()) if want_torch
+                                       else bool(np.isfinite(y).all()))
+            if not ok_values:
+                raise ValueError(f"{name}(x) returned NaN or inf on the first call (x finite); "
+                                 f"check {name}")
+            first[0] = False
+        elif y.shape[0] != n or y.ndim != 1:
+            raise ValueError(f"{name}(x) returned shape {tuple(y.shape)}; expected ({n},)")
+        return y
+
+    return call
 
 
 class IdentityOperator(LinearOperator):

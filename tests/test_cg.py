@@ -80,7 +80,7 @@ def test_flexible_identity_reproduces_cg(system):
     A, b = system
     ref, _, _ = scipy_iterates(A, b, rtol=1e-8)
     xs, res = our_iterates(LinearSystem(A, b), CG(rtol=1e-8, M=lambda r: 2.5 * r), _Numpy())
-    assert res.state.flexible
+    assert len(res.state.kept) > 0  # the flexible loop ran (PCG keeps no directions)
     assert abs(res.n_iter - len(ref)) <= 1
     np.testing.assert_allclose(res.x, ref[-1], rtol=1e-8, atol=1e-10)
 
@@ -90,7 +90,7 @@ def test_flexible_linear_M_reproduces_pcg(system):
     dinv = 1.0 / A.diagonal()
     ref, _, _ = scipy_iterates(A, b, rtol=1e-8, M=sp.diags(dinv))
     res = ns.cg(A, b, rtol=1e-8, M=lambda r: dinv * r)  # nonlinear by default -> flexible
-    assert res.state.flexible and res.success
+    assert len(res.state.kept) > 0 and res.success
     assert abs(res.n_iter - len(ref)) <= 1
     np.testing.assert_allclose(res.x, ref[-1], rtol=1e-8, atol=1e-10)
 
@@ -205,9 +205,11 @@ def test_max_iter_status_and_warm_start(system):
     assert res.status is ns.Status.MAX_ITER and res.n_iter == 5
     full = ns.cg(A, b, rtol=1e-10)
     res2 = ns.solve(LinearSystem(A, b), CG(rtol=1e-10), init=res.state)
-    assert res2.success
-    assert res2.n_iter + 5 == full.n_iter  # resuming continues the same Krylov sequence
-    np.testing.assert_allclose(res2.x, full.x, rtol=1e-10, atol=1e-12)
+    assert res2.success and res2.certificate["relative_residual"] <= 1e-10
+    # resuming restarts CG from the true residual at x_5: close to the uninterrupted run
+    assert res2.n_iter + 5 <= 1.1 * full.n_iter + 2
+    assert res2.stats["matvecs"] == res2.n_iter + 1  # one SpMV for the true residual
+    np.testing.assert_allclose(res2.x, full.x, rtol=1e-7, atol=1e-9)
 
 
 def test_compat_cg_matches_scipy_signature(system):

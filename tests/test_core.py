@@ -83,6 +83,7 @@ def test_stepping_by_hand_matches_solve(prob):
 
     solver = CG(rtol=1e-8)
     ctx = Context(backend_for("numpy", "numpy"))
+    ctx.setup = solver.setup(prob, ctx)
     state = solver.init(prob, None, ctx)
     while solver.check(prob, state, ctx) is None:
         state = solver.step(prob, state, ctx)

@@ -67,7 +67,8 @@ def test_nonlinear_cos_matches_scipy_fixed_point():
 
 def test_default_solver_is_damped_half():
     prob = FixedPointProblem(lambda z: 0.5 * z + 1.0, np.zeros(3))
-    s = prob.default_solver()
+    from neurosolve.solvers import default_solver
+    s = default_solver(prob)
     assert s.method == "damped" and s.damping == 0.5
     res = ns.solve(prob)
     assert res.success and np.allclose(res.x, 2.0)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NumpyOps", "NumbaOps", "TorchOps", "ops_for"]
+__all__ = ["NumpyOps", "NumbaOps", "TorchOps", "ops_for", "to_numpy", "ops_of"]
 
 
 class NumpyOps:
@@ -166,3 +166,27 @@ def ops_for(library: str, kernels: str | None = None):
             _TORCH_OPS = TorchOps()
         return _TORCH_OPS
     raise ValueError(f"unknown array library {library!r}")
+
+
+# -- library-generic helpers (one home for conversions; families append below) -----------
+
+def to_numpy(a: Any) -> np.ndarray:
+    """``a`` as a numpy array: the one place where data is converted to numpy.
+
+    Torch tensors (any device) are detached and copied to the host; numpy arrays,
+    scalars and sequences go through ``np.asarray``; scipy sparse matrices are returned
+    unchanged (never densified).
+    """
+    if hasattr(a, "detach") and hasattr(a, "cpu"):
+        return a.detach().cpu().numpy()
+    mod = type(a).__module__ or ""
+    if mod.startswith("scipy.sparse"):
+        return a
+    return np.asarray(a)
+
+
+def ops_of(a: Any):
+    """The ops object for the array library of ``a`` (torch tensors -> TorchOps, else numpy)."""
+    from neurosolve.backends import is_torch
+
+    return ops_for("torch" if is_torch(a) else "numpy")

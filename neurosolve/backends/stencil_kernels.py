@@ -94,6 +94,9 @@ def stencil_matvec(d, cx, cy, cz, x, y):
 
     Entries of ``x`` on inactive cells are multiplied by zero couplings (so they are
     ignored unless they are inf/NaN)."""
+    if not (x.shape == y.shape == d.shape == cx.shape == cy.shape == cz.shape):
+        raise ValueError(f"stencil_matvec: x {x.shape}, y {y.shape} and the stencil "
+                         f"{d.shape} must have one shape")
     return _stencil_matvec(d, cx, cy, cz, x, y)
 
 

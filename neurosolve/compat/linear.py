@@ -13,8 +13,10 @@ def cg(A: Any, b: Any, x0: Any = None, *, rtol: float = 1e-5, atol: float = 0.0,
        maxiter: int | None = None, M: Any = None, callback: Callable | None = None):
     """Drop-in for :func:`scipy.sparse.linalg.cg`: returns ``(x, info)``.
 
-    ``info`` is 0 on convergence, the iteration count when the limit was reached, and
-    -1 for breakdown or non-finite values (scipy's convention). ``callback(xk)`` is
+    ``info`` is 0 on (certified) convergence only; the iteration count when the limit
+    was reached, and at least 1 (``maxiter=0`` on an unsolved system gives 1, where scipy
+    would say 0, i.e. success, for ``x0`` unchanged); -1 for breakdown, stagnation or
+    non-finite values (scipy's convention). ``callback(xk)`` is
     called once per iteration with the current iterate, as in scipy.
 
     Examples
@@ -37,7 +39,7 @@ def cg(A: Any, b: Any, x0: Any = None, *, rtol: float = 1e-5, atol: float = 0.0,
     if res.status is Status.CONVERGED:
         info = 0
     elif res.status is Status.MAX_ITER:
-        info = res.n_iter
+        info = max(res.n_iter, 1)
     else:
         info = -1
     return res.x, info

@@ -773,11 +773,6 @@ class Bilevel:
         return (isinstance(self.F, QuadraticFunction) and isinstance(self.f, QuadraticFunction)
                 and all(fn is None or isinstance(fn, AffineFunction) for fn in (self.g, self.h)))
 
-    def default_solver(self):
-        from neurosolve.solvers.lvhba import LVHBA
-
-        return LVHBA()
-
     def to(self, library: str | None = None, dtype=None, device: str | None = None) -> "Bilevel":
         """A copy on another array library / dtype / device (callables must support it)."""
         library = library or self.array_library

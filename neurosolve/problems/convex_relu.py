@@ -323,11 +323,6 @@ class ConvexReLU:
             self._H = RP.pattern_directions(self.Xt_np, self.D_np)
         return self._H
 
-    def default_solver(self):
-        from neurosolve.solvers.admm_relu import ADMM
-
-        return ADMM()
-
     def __repr__(self):
         rob = f", epsilon={self.epsilon:g} (l_{self.attack_norm})" if self.robust else ""
         return (f"ConvexReLU(n={self.n}, d={self.d}, P={self.P}, c={self.c}, loss={self.loss!r}, "

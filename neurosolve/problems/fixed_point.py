@@ -152,11 +152,6 @@ class FixedPointProblem:
             "finite": 1.0 if finite else 0.0,
         }
 
-    def default_solver(self):
-        from neurosolve.solvers.fixed_point import FixedPoint
-
-        return FixedPoint()
-
     def __repr__(self) -> str:
         return (f"FixedPointProblem(name={self.name!r}, shape={self.shape}, "
                 f"dtype={self.z0.dtype}, library={self.array_library}, batched={self.batched})")

@@ -118,6 +118,7 @@ class LinearSystem:
 
     def __init__(self, A: Any, b: Any, *, spd: bool = True, nullspace: Nullspace | None = None,
                  project_b: bool = False):
+        self._operator_id = id(A)  # the user's object: what a warm start is checked against
         op = aslinearoperator(A, spd=spd if not isinstance(A, LinearOperator) else None)
         if isinstance(A, LinearOperator) and op.is_spd is None:
             op.is_spd = spd
@@ -130,7 +131,16 @@ class LinearSystem:
                 raise TypeError(f"b must be a numpy array or torch tensor, got {type(b).__name__}")
         if b.ndim != 1:
             raise ValueError(f"b must be a 1-D vector, got shape {tuple(b.shape)}")
+        b = _floating(b, "b")
+        if isinstance(op, MatrixOperator):
+            op.matrix = _floating(op.matrix, "A")
+            op.dtype = op.matrix.dtype
+            if is_torch(b) and is_torch(op.matrix) and op.matrix.dtype != b.dtype:
+                raise TypeError(f"A has dtype {op.matrix.dtype} but b has {b.dtype}; convert "
+                                "one of them (e.g. A.to(b.dtype)) so both match")
         n = int(b.shape[0])
+        if n == 0:
+            raise ValueError("b is empty; a linear system needs at least one unknown")
         if op.shape is not None:
             if op.shape[0] != op.shape[1]:
                 raise ValueError(f"A must be square, got shape {op.shape}")
@@ -141,7 +151,7 @@ class LinearSystem:
         if isinstance(op, MatrixOperator):
             if not op.all_finite():
                 raise ValueError("A contains NaN or inf entries")
-            if spd and op.asymmetry() > 1e-10:
+            if spd and op.asymmetry() > _symmetry_tol(op.dtype):
                 raise ValueError(
                     f"A was passed as SPD (spd=True) but is not symmetric "
                     f"(||A - A^T|| / ||A|| = {op.asymmetry():.2e}); pass spd=False for a "
@@ -174,23 +184,26 @@ class LinearSystem:
     def dtype(self):
         return self.b.dtype
 
-    def default_solver(self):
-        from neurosolve.solvers.cg import CG
-
-        return CG()
+    def fingerprint(self) -> tuple:
+        """Type, size, dtype and the identity of the operator (not of ``b``: a warm start
+        with a new right-hand side is legitimate, the solver recomputes the residual)."""
+        return (self.n, str(self.dtype), self.array_library, self._operator_id)
 
     def residual(self, x):
         """``b - A x``."""
         return self.b - self.A.matvec(x)
 
     def certificate(self, x) -> dict[str, float]:
-        """True residual of ``x``, recomputed from scratch.
+        """True residual of ``x``, recomputed from scratch with the reference kernels.
 
         Returns ``residual_norm`` (``||b - A x||``), ``relative_residual`` (over ``||b||``,
         or the plain norm when b = 0) and, for singular systems, ``b_incompatibility``
         (relative size of b's null-space component, the residual floor).
         """
-        r = _to_numpy(self.residual(x))
+        from neurosolve.backends.linear_kernels import select
+
+        # the numpy reference kernels: independent of the kernels the solver ran
+        r = _to_numpy(self.b - self.A.bind(select("numpy"))(x))
         bn = float(np.linalg.norm(_to_numpy(self.b)))
         rn = float(np.linalg.norm(r))
         cert = {"residual_norm": rn, "relative_residual": rn / bn if bn > 0 else rn}
@@ -234,6 +247,30 @@ class LinearSystem:
 
 
 def _to_numpy(v):
-    if is_torch(v):
-        return v.detach().cpu().numpy()
-    return np.asarray(v)
+    from neurosolve.backends.ops import to_numpy
+
+    return to_numpy(v)
+
+
+def _floating(a, name):
+    """Integer/bool data as float64; floating and complex data unchanged."""
+    if is_torch(a):
+        import torch
+
+        if a.dtype == torch.bool or not (a.dtype.is_floating_point or a.dtype.is_complex):
+            return a.to(torch.float64)
+        return a
+    dtype = getattr(a, "dtype", None)
+    if dtype is None:
+        return a
+    if dtype == bool or np.issubdtype(dtype, np.integer):
+        return a.astype(np.float64)
+    if not np.issubdtype(dtype, np.inexact):
+        raise TypeError(f"{name} must be numeric, got dtype {dtype}")
+    return a
+
+
+def _symmetry_tol(dtype) -> float:
+    """Relative asymmetry accepted as rounding for ``dtype`` (float32: 1e-5, else 1e-10)."""
+    name = str(dtype)
+    return 1e-5 if ("float32" in name or "complex64" in name or "float16" in name) else 1e-10

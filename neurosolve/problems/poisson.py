@@ -447,8 +447,21 @@ class PoissonOperator(LinearOperator):
             y.narrow(axis, 1, n - 1).sub_(c_lo * x_lo)
         return y.reshape(-1)
 
-    def kernel(self, backend):
-        return self.matvec
+    def bind(self, kernels):
+        """The matvec with ``kernels.stencil_matvec`` (numpy data) or the tensor path."""
+        if self.array_library != "numpy":
+            return self._torch_matvec
+        stencil, st, shape3, n = kernels.stencil_matvec, self._st, self._shape3, self.shape[1]
+        dtype = self.dtype
+
+        def matvec(x):
+            if x.shape != (n,):
+                raise ValueError(f"x has shape {x.shape}; expected ({n},)")
+            y = np.empty(shape3, dtype=np.result_type(x.dtype, dtype))
+            stencil(*st, np.ascontiguousarray(x).reshape(shape3), y)
+            return y.reshape(-1)
+
+        return matvec
 
     def diagonal(self):
         d = self._st[0].reshape(-1)

@@ -277,11 +277,6 @@ class Minimize:
             raise ValueError(f"problem {self.name!r} has no dense Hessian oracle")
         return h(x)
 
-    def default_solver(self):
-        from neurosolve.solvers.gns_newton import GNSNewton
-
-        return GNSNewton()
-
     @property
     def dtype(self):
         return self.x0.dtype

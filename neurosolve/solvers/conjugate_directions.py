@@ -26,14 +26,57 @@ from collections import deque
 
 from neurosolve.core import to_float
 
-__all__ = ["flexible_init", "flexible_step"]
+__all__ = ["flexible_step", "conjugate", "true_residual_update", "StallWatch"]
 
 _TINY = 1e-300
 
 
-def flexible_init(state, truncate: int) -> None:
-    """Add the direction buffer to a CG state."""
-    state.kept = deque(maxlen=max(int(truncate), 0)) if truncate is not None else deque()
+class StallWatch:
+    """The one stall detector of the flexible methods (flexible CG and DCDM).
+
+    Progress is stalled when the relative residual fell by less than ``1 / factor``
+    over the last ``window`` iterations. The history lives in the solver state (a list
+    the watcher trims to ``window + 1`` entries).
+
+    Parameters
+    ----------
+    window : int
+    factor : float
+        In (0, 1).
+    """
+
+    def __init__(self, window: int, factor: float):
+        self.window, self.factor = int(window), float(factor)
+
+    def update(self, history: list, value: float) -> bool:
+        """Append ``value``; True when the window shows a stall."""
+        history.append(value)
+        if len(history) > self.window + 1:
+            del history[: len(history) - self.window - 1]
+        return len(history) > self.window and history[-1] > self.factor * history[0]
+
+    def message(self, k: int, who: str) -> str:
+        return (f"the relative residual fell less than {1 / self.factor:g}x over the last "
+                f"{self.window} iterations (iteration {k}): {who} does not reduce it. Check "
+                "that it approximates A^-1 (an untrained or mismatched network, a wrong "
+                "scaling), or use a linear SPD preconditioner with standard PCG.")
+
+
+def _kept_buffer(state, cap):
+    if not isinstance(state.kept, deque) or state.kept.maxlen != cap:
+        state.kept = deque(state.kept, maxlen=cap)
+    return state.kept
+
+
+def true_residual_update(problem, state, ctx, x, r, every: int):
+    """The residual after a step: the recursive ``r``, or ``b - A x`` (one SpMV) when
+    ``every`` steps have passed since the last recomputation (``every=0``: never)."""
+    state.since_recompute += 1
+    if every and state.since_recompute >= every:
+        r = problem.b - ctx.setup.mv(x)
+        ctx.count("matvecs")
+        state.since_recompute = 0
+    return r
 
 
 def _orthogonalize(xp, q, kept):
@@ -51,44 +94,47 @@ def conjugate(xp, q, state, ctx, nullspace):
     if nullspace is not None:
         q = nullspace.project(q)
     d, _ = _orthogonalize(xp, q, state.kept)
-    w = state.mv(d)
+    w = ctx.setup.mv(d)
     ctx.count("matvecs")
     return d, w, xp.dot(d, w)
 
 
-def flexible_step(solver, problem, state, ctx) -> None:
-    """One truncated conjugate-direction step, updating ``state`` in place."""
+def flexible_step(solver, problem, state, ctx, Mmv) -> None:
+    """One truncated conjugate-direction step with the direction map ``Mmv`` (None: the
+    residual), updating ``state`` in place."""
     xp = ctx.xp
     r, x = state.r, state.x
     rnorm = state.rnorm
     ns = problem.nullspace
+    anorm = ctx.setup.anorm
+    _kept_buffer(state, None if solver.truncate is None else max(int(solver.truncate), 0))
 
     fell_back = False
     q = None
-    if state.Mmv is not None:
+    if Mmv is not None:
         scale = rnorm if to_float(rnorm) > 0 else 1.0
-        q = state.Mmv(r / scale if solver.normalize else r)
+        q = Mmv(r / scale if solver.normalize else r)
         ctx.count("preconditioner_calls")
         if not xp.isfinite(q):
             q = None
     if q is None:
-        if state.Mmv is not None:
+        if Mmv is not None:
             fell_back = True
         q = r
     d, w, den = conjugate(xp, q, state, ctx, ns)
     dd = xp.dot(d, d)
-    bad = (not xp.isfinite(den)) or to_float(den) <= solver.breakdown_tol * to_float(dd) * state.anorm
-    if bad and state.Mmv is not None and not fell_back:
+    bad = (not xp.isfinite(den)) or to_float(den) <= solver.breakdown_tol * to_float(dd) * anorm
+    if bad and Mmv is not None and not fell_back:
         # the proposed direction is (nearly) in the null space or lost after orthogonalization
         fell_back = True
         d, w, den = conjugate(xp, r, state, ctx, ns)
         dd = xp.dot(d, d)
-        bad = (not xp.isfinite(den)) or to_float(den) <= solver.breakdown_tol * to_float(dd) * state.anorm
+        bad = (not xp.isfinite(den)) or to_float(den) <= solver.breakdown_tol * to_float(dd) * anorm
     if bad:
         state.breakdown = True
         return
     dr = xp.dot(d, r)
-    if solver.guard > 0 and state.Mmv is not None and not fell_back:
+    if solver.guard > 0 and Mmv is not None and not fell_back:
         s, As, sAs = conjugate(xp, r, state, ctx, ns)
         sr = xp.dot(s, r)
         red_d = to_float(dr) ** 2 / to_float(den)
@@ -112,14 +158,8 @@ def flexible_step(solver, problem, state, ctx) -> None:
         ctx.count("fallbacks")
     alpha = dr / den
     x = x + alpha * d
-    state.since_recompute += 1
-    if solver.recompute_every and state.since_recompute >= solver.recompute_every:
-        r = problem.b - state.mv(x)
-        ctx.count("matvecs")
-        state.since_recompute = 0
-    else:
-        r = r - alpha * w
+    r = true_residual_update(problem, state, ctx, x, r - alpha * w, solver.recompute_every)
     state.kept.append((d, w, den))
     state.x, state.r = x, r
-    state.alpha, state.den = alpha, den
+    state.den = den
     state.rnorm = xp.norm(r)

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from neurosolve.core import State, Status
+from neurosolve.backends.ops import to_numpy as _to_numpy
+from neurosolve.core import Status, Stop, to_float
 from neurosolve.operators import LinearOperator, aslinearoperator
-from neurosolve.solvers.cg import CG
+from neurosolve.solvers.cg import CG, CGSetup, CGState
+from neurosolve.solvers.conjugate_directions import (
+    StallWatch,
+    _kept_buffer,
+    _orthogonalize,
+    conjugate,
+    true_residual_update,
+)
 
-__all__ = ["DCDM", "default_model_name"]
+__all__ = ["DCDM", "DCDMState", "default_model_name"]
 
 #: Shipped model used by ``DCDM(model="auto")`` for each grid dimension.
 DEFAULT_MODELS = {2: "dcdm2d", 3: "dcdm3d"}
@@ -153,12 +161,6 @@ class DCDM(CG):
             raise ValueError(f"on_nonfinite must be 'fallback' or 'error', got {self.on_nonfinite!r}")
         if not isinstance(self.guard, (int, float)) or not np.isfinite(self.guard) or self.guard < 0:
             raise ValueError(f"guard must be a finite non-negative number, got {self.guard!r}")
-        if self.stall_window is not None and (
-                not isinstance(self.stall_window, (int, np.integer)) or self.stall_window < 1):
-            raise ValueError(f"stall_window must be a positive integer or None, got "
-                             f"{self.stall_window!r}")
-        if not isinstance(self.stall_factor, (int, float)) or not 0 < self.stall_factor < 1:
-            raise ValueError(f"stall_factor must be in (0, 1), got {self.stall_factor!r}")
         if self.model is None:
             raise ValueError("model is required: 'auto', a pretrained name, a torch module or "
                              "a callable")
@@ -215,87 +217,114 @@ class DCDM(CG):
                                        device=device, **kw)
         return aslinearoperator(model)
 
-    def _preconditioner(self, problem, ctx):
+    def _preconditioner(self, problem):
         Mop = self.preconditioner(problem)
         if Mop.shape is not None and tuple(Mop.shape) != (problem.n, problem.n):
             raise ValueError(f"the model acts on vectors of length {Mop.shape[1]}; the system "
                              f"has {problem.n} unknowns")
-        return Mop, Mop.kernel(ctx.backend)
+        return Mop
 
     # -- protocol ------------------------------------------------------------------------
-    def init(self, problem, x0, ctx) -> State:
-        state = super().init(problem, x0, ctx)
-        state.network_nonfinite = 0
-        state.first_nonfinite = None
-        inner = state.Mmv
-        xp = ctx.xp
+    def setup(self, problem, ctx) -> CGSetup:
+        su = super().setup(problem, ctx)
+        inner, xp = su.Mmv, ctx.xp
 
         def direction(r):
             q = inner(r)
             if not xp.isfinite(q):
-                state.network_nonfinite += 1
-                if state.first_nonfinite is None:
-                    state.first_nonfinite = state.k
+                ctx.count("network_nonfinite")
             return q
 
-        state.Mmv = direction
-        state.switched_off_at = None
-        state.rel_history = None
-        if self.stall_window:  # the last stall_window + 1 relative residuals
-            state.rel_history = deque([float(state.metrics["relative_residual"])],
-                                      maxlen=self.stall_window + 1)
+        return su._replace(Mmv=direction, flexible=True)
+
+    def init(self, problem, x0, ctx) -> DCDMState:
+        return _as_dcdm(super().init(problem, x0, ctx))
+
+    def resume(self, problem, state, ctx) -> DCDMState:
+        state = _as_dcdm(super().resume(problem, state, ctx))
+        state.switched_off_at = None  # the (possibly new) network gets a fresh chance
         return state
+
+    def _direction_map(self, state, ctx):
+        if state.switched_off_at is None:
+            return ctx.setup.Mmv
+        return None if self.augment else (lambda r: r)
 
     def _watch_stall(self, state, ctx) -> None:
         """Switch the network off (plain CG from here) when it stopped making progress."""
-        hist = state.rel_history
-        if hist is None or state.switched_off_at is not None:
+        if self.stall_window is None or state.switched_off_at is not None:
             return
-        hist.append(float(state.metrics["relative_residual"]))
-        w = self.stall_window
-        if len(hist) > w and hist[-1] > self.stall_factor * hist[0]:
+        watch = StallWatch(self.stall_window, self.stall_factor)
+        if watch.update(state.stall, float(to_float(state.metrics["relative_residual"]))):
             state.switched_off_at = state.k
             state.kept.clear()  # restart: the next steps are CG's from the current iterate
-            state.Mmv = None if self.augment else (lambda r: r)
             ctx.count("network_switched_off_at", state.k)
 
-    def step(self, problem, state, ctx) -> State:
+    def _stall(self, state, ctx):
+        return None  # DCDM switches the network off instead (see _watch_stall)
+
+    def step(self, problem, state, ctx) -> DCDMState:
         before = ctx.counters.get("preconditioner_calls", 0)
+        bad_before = ctx.counters.get("network_nonfinite", 0)
         if self.augment:
-            augmented_step(self, problem, state, ctx)
+            augmented_step(self, problem, state, ctx, self._direction_map(state, ctx))
             state.k += 1
-            state.metrics = self._metrics(state)
+            state.metrics = self._metrics(state, ctx)
         else:
             state = super().step(problem, state, ctx)
+        if state.first_nonfinite is None and ctx.counters.get("network_nonfinite", 0) > bad_before:
+            state.first_nonfinite = state.k - 1
         if state.switched_off_at is None:
             ctx.count("network_evaluations", ctx.counters.get("preconditioner_calls", 0) - before)
         self._watch_stall(state, ctx)
         return state
 
     def check(self, problem, state, ctx):
-        bad = getattr(state, "network_nonfinite", 0)
+        bad = ctx.counters.get("network_nonfinite", 0)
         if bad and self.on_nonfinite == "error":
-            return Status.NONFINITE, (
+            return Stop(Status.NONFINITE, (
                 f"the network returned NaN/inf at iteration {state.first_nonfinite}; check "
-                "the model on a unit-norm residual (or use on_nonfinite='fallback')")
-        status = super().check(problem, state, ctx)
-        if status is not None and state.switched_off_at is not None:
-            st = status[0] if isinstance(status, tuple) else status
-            msg = status[1] if isinstance(status, tuple) else st.message
-            status = (st, f"{msg} Note: the network stopped reducing the residual (it fell "
-                          f"less than {1 / self.stall_factor:g}x in {self.stall_window} "
-                          "iterations) and was "
-                          f"switched off at iteration {state.switched_off_at}; the rest are CG "
-                          "steps. The problem is probably unlike the network's training data.")
-        if bad and status is not None:
-            st = status[0] if isinstance(status, tuple) else status
-            msg = status[1] if isinstance(status, tuple) else st.message
-            return st, (f"{msg} Note: the network returned NaN/inf in {bad} of {state.k} "
-                        "iterations; those steps fell back to the residual direction (CG).")
-        return status
+                "the model on a unit-norm residual (or use on_nonfinite='fallback')"))
+        stop = super().check(problem, state, ctx)
+        return self._annotate(stop, state, ctx)
+
+    def on_uncertified(self, problem, state, ctx, failed):
+        return self._annotate(super().on_uncertified(problem, state, ctx, failed), state, ctx)
+
+    def _annotate(self, stop, state, ctx):
+        if stop is None:
+            return None
+        if state.switched_off_at is not None:
+            stop = stop.with_note(
+                f"Note: the network stopped reducing the residual (it fell less than "
+                f"{1 / self.stall_factor:g}x in {self.stall_window} iterations) and was "
+                f"switched off at iteration {state.switched_off_at}; the rest are CG "
+                "steps. The problem is probably unlike the network's training data.")
+        bad = ctx.counters.get("network_nonfinite", 0)
+        if bad:
+            stop = stop.with_note(
+                f"Note: the network returned NaN/inf in {bad} of {state.k} iterations; those "
+                "steps fell back to the residual direction (CG).")
+        return stop
 
 
-def augmented_step(solver, problem, state, ctx) -> None:
+@dataclass(eq=False)
+class DCDMState(CGState):
+    """CG's iteration data plus the network's: when it was switched off, and the first
+    iteration at which it returned NaN/inf."""
+
+    switched_off_at: int | None = None
+    first_nonfinite: int | None = None
+
+
+def _as_dcdm(state) -> DCDMState:
+    if isinstance(state, DCDMState):
+        return state
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    return DCDMState(**fields)
+
+
+def augmented_step(solver, problem, state, ctx, Mmv) -> None:
     """One step over span{network direction, residual}, both kept (updates ``state``).
 
     ``s = r`` and ``q = M(r / ||r||)`` are projected off the null space, A-orthogonalized
@@ -305,25 +334,20 @@ def augmented_step(solver, problem, state, ctx) -> None:
     non-finite or (nearly) A-null ``q`` is dropped (counted as a ``fallback``: the step is
     then the residual step alone).
     """
-    from neurosolve.core import to_float
-    from neurosolve.solvers.conjugate_directions import _orthogonalize, conjugate
-
     xp = ctx.xp
     r, x = state.r, state.x
     ns = problem.nullspace
-    cap = None if solver.truncate is None else 2 * int(solver.truncate)
-    if not isinstance(state.kept, deque) or state.kept.maxlen != cap:
-        state.kept = deque(state.kept, maxlen=cap)
+    _kept_buffer(state, None if solver.truncate is None else 2 * int(solver.truncate))
     q = None
     parallel = False
-    if state.Mmv is not None:
+    if Mmv is not None:
         rn = to_float(state.rnorm)
-        q = state.Mmv(r / rn if (solver.normalize and rn > 0) else r)
+        q = Mmv(r / rn if (solver.normalize and rn > 0) else r)
         ctx.count("preconditioner_calls")
         if not xp.isfinite(q):
             q = None
     s, As, sAs = conjugate(xp, r, state, ctx, ns)
-    tiny = solver.breakdown_tol * state.anorm
+    tiny = solver.breakdown_tol * ctx.setup.anorm
     pairs = []
     if to_float(sAs) > tiny * to_float(xp.dot(s, s)):
         pairs.append((s, As, sAs))
@@ -340,14 +364,14 @@ def augmented_step(solver, problem, state, ctx) -> None:
             parallel = q_norm > 0
             q = None
     if q is not None:
-        Aq = state.mv(q)
+        Aq = ctx.setup.mv(q)
         ctx.count("matvecs")
         qAq = xp.dot(q, Aq)
         if xp.isfinite(qAq) and to_float(qAq) > tiny * to_float(xp.dot(q, q)):
             pairs.append((q, Aq, qAq))
         else:
             q = None
-    if q is None and state.Mmv is not None and not parallel:
+    if q is None and Mmv is not None and not parallel:
         ctx.count("fallbacks")
     if not pairs:
         state.breakdown = True
@@ -357,25 +381,11 @@ def augmented_step(solver, problem, state, ctx) -> None:
         x = x + alpha * d
         r = r - alpha * w
         state.kept.append((d, w, den))
-    state.since_recompute += 1
     every = solver.recompute_every
-    rnorm = xp.norm(r)
-    if getattr(state, "switched_off_at", None) is not None and every:
-        # plain CG steps now: the recurrence residual is trustworthy; recompute the true
-        # one now and then, and whenever the recurrence says "converged"
+    if state.switched_off_at is not None and every:
+        # plain CG steps now: the recurrence residual is trustworthy, recompute it now and
+        # then (a drifted one is replaced by the certificate gate's residual replacement)
         every = max(every, 50)
-        if to_float(rnorm) < to_float(state.tol):
-            every = 1
-    if every and state.since_recompute >= every:
-        r = problem.b - state.mv(x)
-        ctx.count("matvecs")
-        state.since_recompute = 0
-        rnorm = xp.norm(r)
+    r = true_residual_update(problem, state, ctx, x, r, every)
     state.x, state.r = x, r
-    state.rnorm = rnorm
-
-
-def _to_numpy(v):
-    if hasattr(v, "detach"):
-        return v.detach().cpu().numpy()
-    return np.asarray(v)
+    state.rnorm = xp.norm(r)
