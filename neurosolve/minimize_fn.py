@@ -20,7 +20,7 @@ METHODS = {
 
 def minimize(fun: Callable, x0: Any, jac: Callable | bool | None = None, hess: Any = "exact", *,
              method: str = "gns", hessp: Callable | None = None, B: Any = None,
-             gtol: float = 1e-8, ftol: float | None = None, f_star: float | None = None,
+             gtol: float | None = None, ftol: float | None = None, f_star: float | None = None,
              maxiter: int | None = None, callback: Callable | None = None,
              backend: str = "auto", progress: bool = False, throw: bool = False,
              options: dict | None = None, **solver_options: Any) -> Result:
@@ -46,8 +46,10 @@ def minimize(fun: Callable, x0: Any, jac: Callable | bool | None = None, hess: A
         ``hessp(x, v) -> H(x) v``.
     B : None, (d,) or (d, d) array
         The metric.
-    gtol : float
-        Stop when ``||grad f||_* <= gtol``.
+    gtol : float, optional
+        Stop when ``||grad f||_* <= gtol``. Default 1e-8, or 1e-4 for float32/float16
+        ``x0`` (float32 rounding leaves gradients of about 1e-7 relative to their terms,
+        so 1e-8 cannot be certified).
     ftol, f_star : float, optional
         Also stop when ``f - f_star <= ftol``.
     maxiter : int, optional
@@ -108,6 +110,8 @@ def minimize(fun: Callable, x0: Any, jac: Callable | bool | None = None, hess: A
     cls = getattr(importlib.import_module(modname), clsname)
     opts = dict(options or {})
     opts.update(solver_options)
+    if gtol is None:
+        gtol = 1e-4 if any(t in str(problem.x0.dtype) for t in ("float32", "float16")) else 1e-8
     opts.setdefault("gtol", gtol)
     if ftol is not None:
         opts.setdefault("ftol", ftol)

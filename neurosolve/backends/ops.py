@@ -18,6 +18,7 @@ class NumpyOps:
     """Array operations on numpy arrays."""
 
     name = "numpy"
+    library = "numpy"
 
     @staticmethod
     def asarray(x, dtype=None, like=None):
@@ -68,6 +69,64 @@ class NumpyOps:
     def sum(a):
         return np.sum(a)
 
+    # -- dense linear algebra (Newton-type solvers, small systems) --------------------------
+    @staticmethod
+
+    def cholesky(M):
+        """Lower Cholesky factor, or None when ``M`` is not (numerically) positive definite."""
+        from scipy.linalg import LinAlgError, cho_factor
+
+        if not np.all(np.isfinite(M)):
+            return None
+        try:
+            return cho_factor(M, lower=True, overwrite_a=True, check_finite=False)
+        except (LinAlgError, ValueError):
+            return None
+
+    @staticmethod
+
+    def cho_solve(factor, b):
+        from scipy.linalg import cho_solve
+
+        return cho_solve(factor, b, check_finite=False)
+
+    @staticmethod
+
+    def add_diag(M, v):
+        """``M + diag(v)`` as a new array (``v`` scalar or vector)."""
+        out = np.array(M, copy=True, order="F")
+        idx = np.arange(out.shape[0])
+        out[idx, idx] += v
+        return out
+
+    @staticmethod
+
+    def outer(u, v):
+        return np.outer(u, v)
+
+    @staticmethod
+
+    def diagonal(M):
+        return np.diagonal(M)
+
+    @staticmethod
+
+    def asymmetry(M) -> float:
+        n = float(np.linalg.norm(M))
+        return float(np.linalg.norm(M - M.conj().T)) / n if n > 0 else 0.0
+
+    @staticmethod
+
+    @staticmethod
+
+    def eye(n, like):
+        return np.eye(n, dtype=like.dtype)
+
+    @staticmethod
+
+    def min(a) -> float:
+        return float(np.min(a)) if a.size else 0.0
+
 
 class NumbaOps(NumpyOps):
     """numpy operations with numba reductions for real float64 vectors.
@@ -100,6 +159,7 @@ class TorchOps:
     """Array operations on torch tensors (any device)."""
 
     name = "torch"
+    library = "torch"
 
     def __init__(self):
         import torch
@@ -146,6 +206,39 @@ class TorchOps:
 
     def sum(self, a):
         return a.sum()
+
+    # -- dense linear algebra (Newton-type solvers, small systems) --------------------------
+    def cholesky(self, M):
+        t = self.torch
+        L, info = t.linalg.cholesky_ex(M)
+        if int(info) != 0 or not bool(t.isfinite(L).all()):
+            return None
+        return L
+
+    def cho_solve(self, L, b):
+        return self.torch.cholesky_solve(b.reshape(-1, 1), L).reshape(-1)
+
+    def add_diag(self, M, v):
+        out = M.clone()
+        out.diagonal().add_(v)
+        return out
+
+    def outer(self, u, v):
+        return self.torch.outer(u, v)
+
+    def diagonal(self, M):
+        return self.torch.diagonal(M)
+
+    def asymmetry(self, M) -> float:
+        t = self.torch
+        n = float(t.linalg.matrix_norm(M))
+        return float(t.linalg.matrix_norm(M - M.conj().T)) / n if n > 0 else 0.0
+
+    def eye(self, n, like):
+        return self.torch.eye(n, dtype=like.dtype, device=like.device)
+
+    def min(self, a) -> float:
+        return float(a.min()) if a.numel() else 0.0
 
 
 _NUMPY_OPS = NumpyOps()

@@ -75,7 +75,7 @@ class Minimize:
         The dimension.
     array_library : {"numpy", "torch"}
     device : str
-    metric : neurosolve.solvers.hessian_approx.Metric
+    metric : neurosolve.problems.metric.Metric
 
     Raises
     ------
@@ -105,7 +105,7 @@ class Minimize:
                  fisher_reg: float = 0.0, hessian: Any = None, structure: dict | None = None,
                  kernels: dict | None = None, data: dict | None = None,
                  name: str = "minimize"):
-        from neurosolve.solvers.hessian_approx import Metric
+        from neurosolve.problems.metric import Metric
 
         if not callable(fun):
             raise TypeError(f"fun must be callable, got {type(fun).__name__}")

@@ -10,12 +10,12 @@ rule (Variant A) or searched adaptively with the acceptance test of Lemma 1 of t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import numpy as np
 
-from neurosolve.core import Solver, State, Status, to_float
+from neurosolve.core import Solver, State, Status, Stop, to_float
 from neurosolve.problems.smooth import Minimize
 from neurosolve.solvers.hessian_approx import (
     DenseModel,
@@ -41,7 +41,28 @@ def resolve_hessian(hessian: Any, problem: Minimize) -> HessianApprox:
 
 
 @dataclass(frozen=True, kw_only=True)
-class GNSNewton(Solver):
+class SmoothSolver(Solver):
+    """What GNSNewton and its baselines share: setup (oracles for the backend, the Hessian
+    approximation), the warm-start refresh, the declared tolerance and the answer copy."""
+
+    def setup(self, problem, ctx) -> "SmoothSetup":
+        return smooth_setup(self, problem, ctx)
+
+    def resume(self, problem, state, ctx) -> "SmoothState":
+        return smooth_resume(self, problem, state, ctx)
+
+    def tolerance(self, problem, state) -> dict[str, float]:
+        return smooth_tolerance(self, problem, state)
+
+    def check(self, problem, state, ctx):
+        return check_common(self, problem, state)
+
+    def finalize(self, problem, state, ctx):
+        return ctx.xp.copy(state.x)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GNSNewton(SmoothSolver):
     """GNS Newton (Semenov, Jaggi, Doikov 2025) for :class:`~neurosolve.problems.Minimize`.
 
     Each iteration evaluates ``H_k = H(x_k)`` once and tries
@@ -216,8 +237,6 @@ class GNSNewton(Solver):
     def init(self, problem: Minimize, x0, ctx) -> State:
         state = start_state(self, problem, x0, ctx)
         state.gamma = float(self.gamma0)
-        state.approx = resolve_hessian(self.hessian, problem)
-        state.search_log = []
         state.metrics = {"grad_norm": state.gnorm, "f": state.f, "gamma": float("nan"),
                          "lam": float("nan"), "trials": 0, "factorizations": 0, "step_norm": 0.0,
                          "lemma1": float("nan"), "gamma_next": float(self.gamma0),
@@ -238,20 +257,20 @@ class GNSNewton(Solver):
 
     def step(self, problem: Minimize, state: State, ctx) -> State:
         metric = problem.metric
-        oracles = state.oracles
+        oracles = ctx.setup.oracles
         fg = oracles["fun_and_grad"]
         x, f, g = state.x, state.f, state.g
         gn = to_float(state.gnorm)
         f_val = to_float(f)
-        model = state.approx.evaluate(problem, x, oracles, ctx)
+        model = ctx.setup.approx.evaluate(problem, x, oracles, ctx)
         if isinstance(model, DenseModel) and not metric.la.isfinite(model.H):
-            state.failure = (Status.NONFINITE, f"the Hessian ({state.approx.name}) has NaN or "
+            state.failure = Stop(Status.NONFINITE, f"the Hessian ({ctx.setup.approx.name}) has NaN or "
                                                f"inf entries at iteration {state.k}")
             return self._failed(state, 0, 0)
         adaptive = not callable(self.rule) and self.rule == "adaptive"
         gamma = state.gamma if adaptive else self._rule_gamma(gn, x)
         if not (gamma > 0 and math.isfinite(gamma)):
-            state.failure = (Status.BREAKDOWN, f"the gamma rule returned {gamma} at iteration "
+            state.failure = Stop(Status.BREAKDOWN, f"the gamma rule returned {gamma} at iteration "
                                                f"{state.k}; it must be finite and positive")
             return self._failed(state, 0, 0)
         neg_g = -g
@@ -273,8 +292,8 @@ class GNSNewton(Solver):
                     bmin, bfro = metric.bounds()
                     hfro = float(np.linalg.norm(_np(model.H)))
                     if lam * bmin > 1e-8 * (hfro + lam * bfro):
-                        state.failure = (Status.BREAKDOWN, (
-                            f"the Hessian approximation {state.approx.name!r} is declared positive "
+                        state.failure = Stop(Status.BREAKDOWN, (
+                            f"the Hessian approximation {ctx.setup.approx.name!r} is declared positive "
                             f"semi-definite but H + lambda B is not positive definite at lambda = "
                             f"{lam:.3e}: it is not PSD. Fix the approximation or declare it "
                             "psd=False"))
@@ -296,7 +315,7 @@ class GNSNewton(Solver):
             if not (math.isfinite(fn_val) and math.isfinite(gn_new)):
                 state.search_log.append((state.k, gamma, lam, "nonfinite"))
                 if not adaptive:
-                    state.failure = (Status.NONFINITE, f"f or its gradient is not finite at the "
+                    state.failure = Stop(Status.NONFINITE, f"f or its gradient is not finite at the "
                                                        f"step of iteration {state.k}")
                     return self._failed(state, n_trials, n_fact)
                 gamma *= self.decrease
@@ -321,13 +340,13 @@ class GNSNewton(Solver):
                 break
         if accepted is None:
             if all_not_pd:
-                state.failure = (Status.BREAKDOWN, (
+                state.failure = Stop(Status.BREAKDOWN, (
                     f"H + lambda B was not positive definite in any of the {n_trials} trials of "
                     f"iteration {state.k} (last lambda = {lam:.3e}): "
                     "the Hessian is strongly indefinite or singular; use a PSD approximation "
                     "(gauss-newton, fisher, diag) or raise max_trials"))
             else:
-                state.failure = (Status.STAGNATION, (
+                state.failure = Stop(Status.STAGNATION, (
                     f"the gamma search failed at iteration {state.k} after {n_trials} trials "
                     f"(gamma = {gamma:.3e}, gamma_min = {self.gamma_min:g}): no step met the "
                     f"Lemma-1 decrease test. ||g|| = {gn:.3e}; if this is tiny, gtol is below "
@@ -355,47 +374,112 @@ class GNSNewton(Solver):
                              decrease=float("nan"))
         return state
 
-    def check(self, problem: Minimize, state: State, ctx):
-        return check_common(self, problem, state)
-
-    def finalize(self, problem, state, ctx):
-        return ctx.xp.copy(state.x)
 
 
-def start_state(solver, problem: Minimize, x0, ctx) -> State:
+@dataclass(eq=False)
+class SmoothState(State):
+    """Iteration data of GNSNewton and its baselines (no oracles, no configuration).
+
+    Attributes
+    ----------
+    f, g, gnorm : the objective, gradient and dual gradient norm at ``x``.
+    failure : Stop or None
+        A failed iteration's reason (reported by ``check``).
+    gamma : float
+        GNSNewton: the next trial step-size parameter.
+    M, L : float
+        The baselines' regularization / Lipschitz estimates.
+    search_log : list
+        ``(k, gamma, lambda, outcome)`` of every trial (GNSNewton).
+    """
+
+    f: Any = None
+    g: Any = None
+    gnorm: Any = None
+    failure: Stop | None = None
+    gamma: float = float("nan")
+    M: float = float("nan")
+    L: float = float("nan")
+    search_log: list = field(default_factory=list)
+
+
+class SmoothSetup(NamedTuple):
+    """What :func:`smooth_setup` derives for one solve: the backend's oracles and the
+    Hessian approximation (None for first-order methods)."""
+
+    oracles: dict
+    approx: Any
+
+
+def smooth_setup(solver, problem: Minimize, ctx) -> SmoothSetup:
+    """Oracles for the backend and the solver's Hessian approximation."""
+    if getattr(solver, "ftol", None) is not None and problem.f_star is None:
+        raise ValueError("ftol needs the optimal value: build the problem with f_star=")
+    hessian = getattr(solver, "hessian", False)
+    approx = resolve_hessian(hessian, problem) if hessian is not False else None
+    return SmoothSetup(oracles=problem.oracles(ctx.backend.name), approx=approx)
+
+
+def start_state(solver, problem: Minimize, x0, ctx) -> SmoothState:
     """Shared start of the smooth solvers: x, f, g, ||g||_* at ``x0`` (or the problem's)."""
     xp = ctx.xp
-    oracles = problem.oracles(ctx.backend.name)
+    oracles = ctx.setup.oracles
     x = problem.x0 if x0 is None else x0
     if isinstance(x, (list, tuple)):
         x = np.asarray(x, dtype=float)
     x = xp.copy(x)
     if x.dtype != problem.x0.dtype:
         x = xp.asarray(x, like=problem.x0)
-    f, g, msg = problem.check_point(x, "x0", oracles)
-    ctx.count("nfev")
-    ctx.count("ngev")
-    if getattr(solver, "ftol", None) is not None and problem.f_star is None:
-        raise ValueError("ftol needs the optimal value: build the problem with f_star=")
-    state = State(x=x, k=0, f=f, g=g, gnorm=problem.metric.dual_norm(g), oracles=oracles,
-                  failure=None)
-    if msg is not None:
-        state.failure = (Status.NONFINITE, f"{msg}; start from a point where f and its "
-                                           "gradient are finite")
+    state = SmoothState(x=x, k=0)
+    _evaluate(problem, state, ctx, oracles, "x0")
     return state
 
 
-def check_common(solver, problem: Minimize, state: State):
+def _evaluate(problem, state, ctx, oracles, who):
+    f, g, msg = problem.check_point(state.x, who, oracles)
+    ctx.count("nfev")
+    ctx.count("ngev")
+    state.f, state.g, state.gnorm = f, g, problem.metric.dual_norm(g)
+    state.failure = None
+    if msg is not None:
+        state.failure = Stop(Status.NONFINITE, f"{msg}; start from a point where f and its "
+                                               "gradient are finite")
+
+
+def smooth_resume(solver, problem, state, ctx) -> SmoothState:
+    """Warm start: f and g recomputed at ``state.x`` with this solve's oracles (one
+    evaluation), a recorded failure cleared; the step-size estimates are kept."""
+    _evaluate(problem, state, ctx, ctx.setup.oracles, "the warm-start point")
+    state.metrics = dict(state.metrics, grad_norm=state.gnorm, f=state.f)
+    return state
+
+
+def smooth_tolerance(solver, problem, state) -> dict[str, float]:
+    """``grad_norm <= gtol``; with ``ftol``, ``f_gap <= ftol`` when that rule stopped."""
+    if solver.ftol is not None and to_float(state.gnorm) > solver.gtol:
+        return {"f_gap": float(solver.ftol)}
+    return {"grad_norm": float(solver.gtol)}
+
+
+def check_common(solver, problem: Minimize, state: SmoothState):
     """Shared stopping rule: a recorded failure, a non-finite gradient, gtol, ftol."""
     if state.failure is not None:
         return state.failure
     gn = to_float(state.gnorm)
     if not math.isfinite(gn):
-        return Status.NONFINITE, f"the gradient norm is {gn} at iteration {state.k}"
+        return Stop(Status.NONFINITE, f"the gradient norm is {gn} at iteration {state.k}")
+    if problem.f_star is not None:
+        fval = to_float(state.f)
+        slack = 1e-12 * max(1.0, abs(problem.f_star))
+        if fval < problem.f_star - slack:
+            raise ValueError(
+                f"f(x) = {fval!r} at iteration {state.k} is below the declared optimal value "
+                f"f_star = {problem.f_star!r}: f_star is not a lower bound of f. Fix f_star (or "
+                "the objective) in the problem")
     if gn <= solver.gtol:
-        return Status.CONVERGED
+        return Stop(Status.CONVERGED)
     if solver.ftol is not None and to_float(state.f) - problem.f_star <= solver.ftol:
-        return Status.CONVERGED
+        return Stop(Status.CONVERGED)
     return None
 
 

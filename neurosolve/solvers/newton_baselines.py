@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from neurosolve.core import Solver, State, Status, to_float
+from neurosolve.core import State, Status, Stop, to_float
 from neurosolve.problems.smooth import Minimize
-from neurosolve.solvers.gns_newton import check_common, resolve_hessian, start_state
+from neurosolve.solvers.gns_newton import SmoothSolver, start_state
 
 __all__ = ["SuperUniversalNewton", "CubicNewton", "GradientMethod"]
 
@@ -38,14 +38,14 @@ def _validate_tols(obj):
 
 
 def _fail(state, status, message, trials):
-    state.failure = (status, message)
+    state.failure = Stop(status, message)
     state.k += 1
     state.metrics = dict(state.metrics, trials=trials, step_norm=0.0)
     return state
 
 
 @dataclass(frozen=True, kw_only=True)
-class SuperUniversalNewton(Solver):
+class SuperUniversalNewton(SmoothSolver):
     """Super-universal regularized Newton (Doikov, Mishchenko, Nesterov 2024).
 
     ``x+ = x - (H(x) + lambda B)^{-1} g`` with ``lambda = M_k ||g||_*^alpha``. A trial is
@@ -96,16 +96,15 @@ class SuperUniversalNewton(Solver):
     def init(self, problem, x0, ctx) -> State:
         state = start_state(self, problem, x0, ctx)
         state.M = float(self.M0)
-        state.approx = resolve_hessian(self.hessian, problem)
         state.metrics = {"grad_norm": state.gnorm, "f": state.f, "M": state.M,
                          "lam": float("nan"), "trials": 0, "step_norm": 0.0}
         return state
 
     def step(self, problem, state, ctx) -> State:
         metric = problem.metric
-        fg = state.oracles["fun_and_grad"]
+        fg = ctx.setup.oracles["fun_and_grad"]
         gn = to_float(state.gnorm)
-        model = state.approx.evaluate(problem, state.x, state.oracles, ctx)
+        model = ctx.setup.approx.evaluate(problem, state.x, ctx.setup.oracles, ctx)
         neg_g = -state.g
         for trial in range(1, self.max_trials + 1):
             lam = state.M * gn ** self.alpha
@@ -135,15 +134,9 @@ class SuperUniversalNewton(Solver):
                      f"{self.max_trials} trials (M = {state.M:.3e}); ||g|| = {gn:.3e}",
                      self.max_trials)
 
-    def check(self, problem, state, ctx):
-        return check_common(self, problem, state)
-
-    def finalize(self, problem, state, ctx):
-        return ctx.xp.copy(state.x)
-
 
 @dataclass(frozen=True, kw_only=True)
-class CubicNewton(Solver):
+class CubicNewton(SmoothSolver):
     """Cubic-regularized Newton with an adaptive constant (Nesterov and Polyak 2006).
 
     ``h = argmin <g, h> + <H h, h>/2 + (M/6) ||h||_B^3``: the minimizer satisfies
@@ -195,7 +188,6 @@ class CubicNewton(Solver):
     def init(self, problem, x0, ctx) -> State:
         state = start_state(self, problem, x0, ctx)
         state.M = float(self.M0)
-        state.approx = resolve_hessian(self.hessian, problem)
         state.metrics = {"grad_norm": state.gnorm, "f": state.f, "M": state.M, "trials": 0,
                          "step_norm": 0.0, "subproblem_solves": 0}
         return state
@@ -255,10 +247,10 @@ class CubicNewton(Solver):
 
     def step(self, problem, state, ctx) -> State:
         metric = problem.metric
-        oracles = state.oracles
+        oracles = ctx.setup.oracles
         g = state.g
         f_val = to_float(state.f)
-        model = state.approx.evaluate(problem, state.x, oracles, ctx)
+        model = ctx.setup.approx.evaluate(problem, state.x, oracles, ctx)
         total_solves = 0
         for trial in range(1, self.max_trials + 1):
             M = state.M
@@ -288,15 +280,9 @@ class CubicNewton(Solver):
                      f"the cubic-regularization search failed at iteration {state.k} after "
                      f"{self.max_trials} trials (M = {state.M:.3e})", self.max_trials)
 
-    def check(self, problem, state, ctx):
-        return check_common(self, problem, state)
-
-    def finalize(self, problem, state, ctx):
-        return ctx.xp.copy(state.x)
-
 
 @dataclass(frozen=True, kw_only=True)
-class GradientMethod(Solver):
+class GradientMethod(SmoothSolver):
     """Gradient method with backtracking on the Lipschitz constant.
 
     ``T = x - B^{-1} g / L``, accepted when ``f(T) <= f(x) + <g, T - x> + (L/2)||T - x||_B^2``;
@@ -337,7 +323,7 @@ class GradientMethod(Solver):
 
     def step(self, problem, state, ctx) -> State:
         metric = problem.metric
-        oracles = state.oracles
+        oracles = ctx.setup.oracles
         direction = metric.inv(state.g)
         f_val = to_float(state.f)
         for trial in range(1, self.max_trials + 1):
@@ -363,8 +349,3 @@ class GradientMethod(Solver):
                      f"the backtracking search failed at iteration {state.k} after "
                      f"{self.max_trials} trials (L = {state.L:.3e})", self.max_trials)
 
-    def check(self, problem, state, ctx):
-        return check_common(self, problem, state)
-
-    def finalize(self, problem, state, ctx):
-        return ctx.xp.copy(state.x)
