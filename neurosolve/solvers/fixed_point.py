@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from neurosolve.backends import is_torch
-from neurosolve.core import Solver, State, Status, to_float
+from neurosolve.core import Solver, State, Status, Stop, to_float
 from neurosolve.problems.fixed_point import FixedPointProblem, row_norms
 
 __all__ = ["FixedPoint"]
@@ -21,6 +21,28 @@ def torch_where(c, a, b):
     return torch.where(c, a, b)
 
 _METHODS = ("damped", "anderson")
+
+
+@dataclass(eq=False)
+class FixedPointState(State):
+    """Iteration data of :class:`FixedPoint`: ``g = F(x)``, the residual ``f = g - x``
+    and its per-row norms, the Anderson ring buffers, and the start of this solve."""
+
+    g: Any = None
+    f: Any = None
+    res_rows: Any = None
+    ok: Any = None
+    res_max: Any = None
+    frac: Any = None
+    finite: Any = True
+    r0: Any = None
+    k_start: int = 0
+    Zb: Any = None
+    Fb: Any = None
+    gram: Any = None
+    valid: Any = None
+    slot: int = 0
+    best: Any = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,17 +157,29 @@ class FixedPoint(Solver):
         ctx.count("F_evals")
         if tuple(g.shape) != problem.shape:
             raise ValueError(f"F returned shape {tuple(g.shape)}; expected {problem.shape}")
-        state = State(x=z, k=0, g=g, Zb=None, Fb=None, gram=None, valid=None, slot=0, best=None)
+        state = FixedPointState(x=z, k=0, g=g)
         self._measure(problem, state)
         state.r0 = state.res_max
         state.k_start = 0
         return state
 
-    def resume(self, problem, state, ctx) -> State:
-        """Warm start from ``result.state``: the iteration budget counts from here."""
+    def resume(self, problem, state, ctx) -> "FixedPointState":
+        """Warm start from ``result.state``: the iteration budget counts from here, the
+        Anderson history is dropped and the residual is re-measured under the (possibly
+        new) tolerances."""
         state.k_start = state.k
         state.Zb = state.Fb = state.gram = state.valid = state.best = None
+        state.g = problem.F(state.x)
+        ctx.count("F_evals")
+        self._measure(problem, state)
         return state
+
+    def tolerance(self, problem, state) -> dict[str, float]:
+        """``residual`` (max over rows of ``||F(z) - z||``) below ``max(atol, rtol
+        max_i ||z_i||)``: implied by the per-row rule, recomputed by the certificate."""
+        zn = row_norms(state.x, problem.batched)
+        zmax = float(zn.max()) if not is_torch(zn) else float(zn.max().item())
+        return {"residual": max(float(self.atol), float(self.rtol) * zmax)}
 
     def _measure(self, problem, state):
         f = state.g - state.x
@@ -287,26 +321,23 @@ class FixedPoint(Solver):
 
     def check(self, problem, state, ctx):
         if not bool(state.finite):
-            return Status.NONFINITE, (
+            return Stop(Status.NONFINITE, (
                 f"F produced NaN/inf at iteration {state.k}; for a complex (holomorphic) "
                 "relaxation this means the state left the analytic region: reduce |beta| or "
-                "the damping"
-            )
+                "the damping"))
         frac = to_float(state.frac)
         if frac >= 1.0:
-            return Status.CONVERGED
+            return Stop(Status.CONVERGED)
         res = to_float(state.res_max)
         r0 = to_float(state.r0)
         if state.k > 0 and r0 > 1e-300 and res > self.divergence * r0:
-            return Status.DIVERGED, (
+            return Stop(Status.DIVERGED, (
                 f"the residual grew from {r0:.3e} to {res:.3e} by iteration {state.k}: the map "
-                "is not contracting here; lower the damping or use method='anderson'"
-            )
+                "is not contracting here; lower the damping or use method='anderson'"))
         limit = self.max_iterations(problem)
         if limit is not None and state.k - state.k_start >= limit:
-            return Status.MAX_ITER, (
+            return Stop(Status.MAX_ITER, (
                 f"{limit} iterations reached with residual {res:.3e}; "
                 f"{100 * frac:.1f}% of rows met the tolerance. Raise maxiter, lower the "
-                "damping, or use method='anderson'"
-            )
+                "damping, or use method='anderson'"))
         return None
