@@ -368,11 +368,33 @@ class LayeredNetwork:
         shp = tuple(x.shape)
         if len(shp) != 1 + len(self.input_shape) or shp[1:] != tuple(self.input_shape):
             raise ValueError(f"x has shape {shp}; expected (batch, {', '.join(map(str, self.input_shape))})")
+        if shp[0] == 0:
+            raise ValueError("x is an empty batch (0 samples); pass at least one sample")
+        xd = _xp.to_numpy(x) if not is_torch(x) else None
+        if xd is not None and not np.issubdtype(xd.dtype, np.floating):
+            raise TypeError(f"x must have a real floating dtype, got {xd.dtype}")
+        if is_torch(x) and not (x.dtype.is_floating_point and not x.dtype.is_complex):
+            raise TypeError(f"x must have a real floating dtype, got {x.dtype}")
+        finite = bool(np.isfinite(xd).all()) if xd is not None else bool(
+            __import__("torch").isfinite(x).all())
+        if not finite:
+            raise ValueError("x contains NaN or inf entries")
         if y is not None:
             ys = tuple(np.shape(y)) if not is_torch(y) else tuple(y.shape)
-            if ys[0] != shp[0] or len(ys) > 2 or (len(ys) == 2 and ys[1] != self.n_classes):
+            if len(ys) == 0 or ys[0] != shp[0] or len(ys) > 2 or (
+                    len(ys) == 2 and ys[1] != self.n_classes):
                 raise ValueError(f"y has shape {ys}; expected ({shp[0]},) labels or "
-                                 f"({shp[0]}, {self.n_classes}) targets")
+                                 f"({shp[0]}, {self.n_classes}) targets (len(y) == len(x))")
+            if len(ys) == 1:
+                yv = _xp.to_numpy(y)
+                integral = yv.dtype != bool and (np.issubdtype(yv.dtype, np.integer) or (
+                    np.issubdtype(yv.dtype, np.floating) and bool(np.all(yv == np.round(yv)))))
+                if not integral:
+                    raise ValueError(f"y must hold integer class labels in [0, "
+                                     f"{self.n_classes}), got dtype {yv.dtype}")
+                if yv.size and (yv.min() < 0 or yv.max() >= self.n_classes):
+                    raise ValueError(f"y labels must be in [0, {self.n_classes}), got values in "
+                                     f"[{yv.min():g}, {yv.max():g}]")
 
     def copy(self) -> "LayeredNetwork":
         new = copy.copy(self)
