@@ -32,7 +32,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from neurosolve.core import Solver, State, Status, to_float
+from neurosolve.core import Solver, State, Status, Stop, to_float
 from neurosolve.problems.convex_relu import ConvexReLU
 from neurosolve.solvers import relu_losses as RL
 from neurosolve.solvers.relu_linsys import UStepSystem, choose_ustep, make_ustep
@@ -631,8 +631,8 @@ class ADMM(Solver):
             return None
         obj = to_float(m["objective"])
         if not math.isfinite(obj) or not math.isfinite(m["primal_residual"]):
-            return Status.NONFINITE, (
-                f"a NaN/inf appeared at iteration {st.k}; check the data scaling or lower rho2")
+            return Stop(Status.NONFINITE, (
+                f"a NaN/inf appeared at iteration {st.k}; check the data scaling or lower rho2"))
         if st.k % self.check_interval != 0:
             return None
         tol, atol = self.rtol, self.atol
@@ -654,11 +654,21 @@ class ADMM(Solver):
         if not problem.robust and self._violation(problem, st) > tol:
             return None
         if problem.robust and problem.is_trivial(self.finalize(problem, st, _NullCtx())):
-            return Status.INFEASIBLE, (
+            return Stop(Status.INFEASIBLE, (
                 f"the robust program's solution is all zero: with epsilon={problem.epsilon:g} no "
                 "neuron can keep its activation pattern on the whole perturbation ball (or beta "
-                "is too large). Reduce epsilon or beta, or use more patterns.")
-        return Status.CONVERGED
+                "is too large). Reduce epsilon or beta, or use more patterns."))
+        return Stop(Status.CONVERGED)
+
+    def tolerance(self, problem, state) -> dict[str, float]:
+        """What the stopping rule verifies, recomputed by the certificate: the relative cone
+        violation of the returned ``v`` at most ``rtol`` (non-robust programs). The
+        duality gap is reported, not gated: the dual point built from ADMM's iterates is
+        not yet a certified lower bound. Robust (adversarial) programs declare nothing yet:
+        their CONVERGED is the stopping rule's word only."""
+        if problem.robust:
+            return {}
+        return {"relative_cone_violation": float(self.rtol) + float(self.atol)}
 
     def finalize(self, problem: ConvexReLU, st: State, ctx):
         ctx.counters["factor_time"] = st.t_factor

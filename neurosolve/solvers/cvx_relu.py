@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from neurosolve.core import Solver, State, Status
+from neurosolve.core import Solver, State, Status, Stop
 from neurosolve.problems.convex_relu import ConvexReLU
 
 __all__ = ["CvxpyReLU", "build_cvxpy_problem"]
@@ -163,13 +163,18 @@ class CvxpyReLU(Solver):
     def check(self, problem, st, ctx):
         status = _STATUS.get(st.cvx_status, Status.BREAKDOWN)
         if status is Status.CONVERGED and problem.robust and st.zero:
-            return Status.INFEASIBLE, (
+            return Stop(Status.INFEASIBLE, (
                 f"the robust program's solution is all zero: with epsilon={problem.epsilon:g} no "
                 "neuron can keep its activation pattern on the whole perturbation ball (or beta "
-                "is too large). Reduce epsilon or beta, or use more patterns.")
+                "is too large). Reduce epsilon or beta, or use more patterns."))
         if status is Status.CONVERGED:
-            return status
-        return status, st.message or f"cvxpy returned status {st.cvx_status!r} ({self.solver})"
+            return Stop(status)
+        return Stop(status, st.message or f"cvxpy returned status {st.cvx_status!r} ({self.solver})")
+
+    def tolerance(self, problem, state) -> dict[str, float]:
+        """The interior-point solution's cone violation: ``relative_cone_violation <= 1e-6``
+        (Clarabel's default feasibility tolerance is 1e-8 on a scaled program)."""
+        return {"relative_cone_violation": 1e-6}
 
     def finalize(self, problem, st, ctx):
         ctx.counters["cvxpy_status"] = st.cvx_status

@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 
 from neurosolve.backends import is_torch
-from neurosolve.core import Solver, State, Status, to_float
+from neurosolve.core import Solver, State, Status, Stop, to_float
 from neurosolve.problems import sets as _sets
 from neurosolve.problems.bilevel import (
     AffineFunction,
@@ -439,21 +439,26 @@ class LVHBA(Solver):
                 if any(grown) else "the iterates"
             if not finite:
                 self._restore_prev(st)
-            return Status.DIVERGED, (
+            return Stop(Status.DIVERGED, (
                 f"LV-HBA diverged at iteration {st.k}: {which} grew beyond "
                 f"{self.divergence_factor:.0e} times its initial size. Reduce alpha (keep "
                 f"alpha <= eta; now alpha = {self.alpha:g}, eta = {self.eta:g}) or eta "
                 "(keep eta * ||J_y g||^2 well below 1/gamma1)"
-            )
+            ))
         if not finite:
             self._restore_prev(st)
-            return Status.NONFINITE, (
+            return Stop(Status.NONFINITE, (
                 f"a NaN or infinity appeared at iteration {st.k} without prior growth: check F, f, "
                 "g (and their gradients) at the current iterate"
-            )
+            ))
         if stat <= self.tol_stat and inner <= self.tol_inner and abs(gap) <= self.tol_gap:
-            return Status.CONVERGED
+            return Stop(Status.CONVERGED)
         return None
+
+    def tolerance(self, problem, state) -> dict[str, float]:
+        """The lower-level gap recomputed from scratch (``f(x, y) - v(x)`` with the value
+        function solved afresh) within ``tol_gap``, as the stopping rule's estimate is."""
+        return {"ll_gap": float(self.tol_gap)}
 
     def _restore_prev(self, st):
         if st.prev is not None:
