@@ -6,7 +6,7 @@ import pytest
 
 from neurosolve.problems import Bilevel, bilevel_gallery
 from neurosolve.problems.bilevel import AffineFunction, QuadraticFunction
-from neurosolve.solvers.value_function import proximal_lagrangian
+from neurosolve.problems.value_function import proximal_lagrangian
 
 G1, G2 = 2.0, 0.5
 

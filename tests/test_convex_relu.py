@@ -14,7 +14,7 @@ import pytest
 import neurosolve as ns
 from neurosolve.backends import relu_kernels as K
 from neurosolve.problems import ConvexReLU
-from neurosolve.solvers import relu_patterns as RP
+from neurosolve.problems import relu_patterns as RP
 from neurosolve.solvers.relu_linsys import CGUStep, CholeskyUStep, UStepSystem, WoodburyUStep
 
 cp = pytest.importorskip("cvxpy")

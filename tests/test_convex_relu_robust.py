@@ -33,7 +33,7 @@ def _disk(n=60, seed=0):
 @pytest.mark.parametrize("loss,norm", [("hinge", "inf"), ("logistic", 2), ("squared", "inf")])
 def test_pgd_never_beats_certified_worst_case(loss, norm):
     from neurosolve.neural.pgd import pgd_attack
-    from neurosolve.solvers import relu_losses as RL
+    from neurosolve.problems import relu_losses as RL
 
     X, y = _disk()
     eps = 0.03
@@ -73,7 +73,7 @@ def test_pgd_never_beats_certified_worst_case(loss, norm):
 @pytest.mark.parametrize("q", [1, 2])
 def test_robust_kernels_match_numpy_and_cvxpy(q):
     from neurosolve.backends import relu_kernels as K
-    from neurosolve.solvers import relu_losses as RL
+    from neurosolve.problems import relu_losses as RL
 
     rng = np.random.default_rng(q)
     S0, R0 = rng.standard_normal((9, 5)), rng.standard_normal((4, 5))

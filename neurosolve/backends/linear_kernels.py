@@ -86,7 +86,7 @@ def _numba_dot(a, b):
     from neurosolve.backends import numba_kernels as nk
 
     if a.dtype == np.float64 and b.dtype == np.float64 and a.ndim == 1 and b.ndim == 1:
-        return nk.dot(a, b)
+        return np.float64(nk.dot(a, b))  # a numpy scalar: x / 0 is inf, as on numpy
     return np.vdot(a, b)
 
 
@@ -112,7 +112,7 @@ def _numba_cg_update(alpha, p, q, x, r):
     if x.dtype == np.float64 and r.dtype == np.float64 and p.dtype == np.float64 \
             and q.dtype == np.float64:
         rr = nk.cg_update(float(alpha), p, q, x, r)
-        return x, r, rr
+        return x, r, np.float64(rr)
     return _np_cg_update(alpha, p, q, x, r)
 
 

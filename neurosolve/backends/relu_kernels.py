@@ -171,7 +171,7 @@ def group_soft_threshold_ref(A, kappa):
 
 # ---------------------------------------------------------------------------------------
 # robust program: projection onto the robust cones and the worst-case loss prox
-# (numpy references: neurosolve.solvers.relu_losses.project_robust_cone / prox_robust_loss)
+# (numpy references: neurosolve.problems.relu_losses.project_robust_cone / prox_robust_loss)
 # ---------------------------------------------------------------------------------------
 @njit(cache=True)
 def _l1_theta(a_sorted, csum, radius):
@@ -189,7 +189,7 @@ def _l1_theta(a_sorted, csum, radius):
 
 @njit(cache=True)
 def robust_cone_project(S0, R0, eps, q, iters=60):
-    """Numba version of :func:`neurosolve.solvers.relu_losses.project_robust_cone`."""
+    """Numba version of :func:`neurosolve.problems.relu_losses.project_robust_cone`."""
     n, m = S0.shape
     d = R0.shape[0]
     S = S0.copy()
@@ -270,7 +270,7 @@ def _shrink_row(b0, q, t, out):
 
 @njit(cache=True)
 def robust_loss_prox(loss, z0, B0, y, eps, q, w, rho, iters=60):
-    """Numba version of :func:`neurosolve.solvers.relu_losses.prox_robust_loss`.
+    """Numba version of :func:`neurosolve.problems.relu_losses.prox_robust_loss`.
 
     ``loss``: 0 squared, 1 logistic, 2 hinge. Returns ``(z, B)``.
     """

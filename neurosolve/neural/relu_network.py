@@ -169,7 +169,7 @@ def train_nonconvex(problem, width: int, *, epochs: int = 2000, lr: float = 1e-2
 def _train(problem, width, epochs, lr, optimizer, seed, init_scale, verbose):
     import torch
 
-    from neurosolve.solvers import relu_losses as RL
+    from neurosolve.problems import relu_losses as RL
 
     g = torch.Generator().manual_seed(int(seed))
     X = torch.as_tensor(problem.Xt_np)

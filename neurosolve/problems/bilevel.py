@@ -852,7 +852,7 @@ class Bilevel:
         w = np.concatenate((_numpy(x), _numpy(y)))
         out["set_violation"] = float(self.C.violation(w))
         if isinstance(sol, BilevelSolution) and sol.z is not None and sol.gamma1 is not None:
-            from neurosolve.solvers.value_function import penalized_stationarity
+            from neurosolve.problems.value_function import penalized_stationarity
 
             st = penalized_stationarity(self, sol)
             out["vgamma_gap"] = st["vgamma_gap"]

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from neurosolve.backends import common_library, is_torch
-from neurosolve.solvers import relu_losses as RL
-from neurosolve.solvers import relu_patterns as RP
+from neurosolve.problems import relu_losses as RL
+from neurosolve.problems import relu_patterns as RP
 
 __all__ = ["ConvexReLU"]
 
@@ -64,7 +64,7 @@ class ConvexReLU:
     patterns : int, array, "all" or "from_network"
         An int ``P``: sample ``P`` distinct patterns from Gaussian directions (redrawing up
         to ``max_rounds`` rounds; fewer if the data admit fewer, see
-        :mod:`neurosolve.solvers.relu_patterns`). A 0/1 array of shape (n, P): use these
+        :mod:`neurosolve.problems.relu_patterns`). A 0/1 array of shape (n, P): use these
         patterns (duplicates and all-zero columns are dropped). ``"all"``: enumerate every
         pattern exactly (small d only). ``"from_network"``: the patterns of the hidden
         neurons of ``network``.

@@ -9,7 +9,7 @@ the cone constraints ``(2D_i - I) X v_i >= 0``. For the squared loss the u-step 
 linear solve with a fixed matrix (:mod:`neurosolve.solvers.relu_linsys`); for the logistic
 and hinge losses, and for every robust program, the loss is split off as well
 (``z = F u``, penalty ``rho_loss``; robust: also the input gradients ``b = H u``) and handled
-by its exact proximal map (:mod:`neurosolve.solvers.relu_losses`); ``u_step="rbcd"``
+by its exact proximal map (:mod:`neurosolve.problems.relu_losses`); ``u_step="rbcd"``
 instead minimizes the u-subproblem inexactly by randomized block coordinate descent
 (section 4, ADMM-RBCD).
 
@@ -34,7 +34,7 @@ import numpy as np
 
 from neurosolve.core import Solver, State, Status, Stop, to_float
 from neurosolve.problems.convex_relu import ConvexReLU
-from neurosolve.solvers import relu_losses as RL
+from neurosolve.problems import relu_losses as RL
 from neurosolve.solvers.relu_linsys import UStepSystem, choose_ustep, make_ustep
 
 __all__ = ["ADMM", "default_rho2"]

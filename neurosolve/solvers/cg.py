@@ -318,14 +318,15 @@ class CG(Solver):
         else:
             z = r
         rho = kern.dot(r, z)
-        if state.p is None:
-            p = ctx.xp.copy(z)  # never an alias of r: the numba update writes in place
-        else:
-            p = kern.xpby(z, rho / state.rho, state.p)
-        q = su.mv(p)
-        ctx.count("matvecs")
-        den = kern.dot(p, q)
-        state.x, state.r, rr = kern.cg_update(rho / den, p, q, state.x, r)
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 curvature: check reports it
+            if state.p is None:
+                p = ctx.xp.copy(z)  # never an alias of r: the numba update writes in place
+            else:
+                p = kern.xpby(z, rho / state.rho, state.p)
+            q = su.mv(p)
+            ctx.count("matvecs")
+            den = kern.dot(p, q)
+            state.x, state.r, rr = kern.cg_update(rho / den, p, q, state.x, r)
         state.rnorm = ctx.xp.sqrt(rr)
         state.p, state.rho, state.den = p, rho, den
 
@@ -338,6 +339,12 @@ class CG(Solver):
             return Stop(Status.BREAKDOWN, (
                 "the search direction has (near) zero curvature d^T A d even after falling "
                 "back to the residual: A may be singular with an incompatible b, or not SPD"))
+        if not ctx.setup.flexible and state.den is not None:
+            den, rho = to_float(state.den), to_float(state.rho)
+            if rho > 0 and den <= 0:  # before the residual: 0 curvature makes it inf
+                return Stop(Status.BREAKDOWN, (
+                    f"non-positive curvature at iteration {state.k} (p^T A p = {den:.3e}, "
+                    f"r^T M r = {rho:.3e}): A is not symmetric positive definite"))
         rn = to_float(state.rnorm)
         if not np.isfinite(rn):
             who = "the preconditioner M" if ctx.setup.Mmv is not None else "the operator A"

@@ -20,7 +20,7 @@ from neurosolve.problems.bilevel import (
     QuadraticFunction,
     _numpy,
 )
-from neurosolve.solvers.value_function import multiplier_projection
+from neurosolve.problems.value_function import multiplier_projection
 
 __all__ = ["LVHBA"]
 
@@ -35,7 +35,7 @@ class LVHBA(Solver):
     ``min_{(x, y) in C, z in Z}  F(x, y) / c_k + f(x, y) - v_gamma(x, y, z)``,
 
     where ``v_gamma`` is the proximal Lagrangian value function of the lower level (see
-    :mod:`neurosolve.solvers.value_function`) and ``c_k = c0 (k + 1)^p``. Iteration ``k``
+    :mod:`neurosolve.problems.value_function`) and ``c_k = c0 (k + 1)^p``. Iteration ``k``
     (in exactly this order):
 
     1. ``c_k = c0 (k + 1)^p``.

@@ -30,7 +30,7 @@ import numpy as np
 
 from neurosolve.core import Solver, State, Status, Stop, to_float
 from neurosolve.problems.convex_relu import ConvexReLU
-from neurosolve.solvers import relu_losses as RL
+from neurosolve.problems import relu_losses as RL
 
 __all__ = ["SCP"]
 

@@ -43,7 +43,7 @@ Examples
 --------
 >>> import numpy as np
 >>> from neurosolve.problems import bilevel_gallery
->>> from neurosolve.solvers.value_function import proximal_lagrangian
+>>> from neurosolve.problems.value_function import proximal_lagrangian
 >>> prob = bilevel_gallery.toy_a(n=3)
 >>> x = np.zeros(3); y = np.concatenate([x + 1, np.full(3, -1.0)])   # y solves the LL at x
 >>> v = proximal_lagrangian(prob, x, y, np.ones(1), gamma1=10.0, gamma2=1.0)
