@@ -294,6 +294,15 @@ class Minimize:
         if not hasattr(g, "shape") or tuple(g.shape) != (self.n,):
             shape = tuple(g.shape) if hasattr(g, "shape") else type(g).__name__
             raise ValueError(f"grad returned shape {shape} at {who}; expected ({self.n},)")
+        gd = g.dtype
+        real = (gd.is_floating_point and not gd.is_complex) if is_torch(g) else \
+            np.issubdtype(gd, np.floating)
+        if not real:
+            raise TypeError(f"grad returned dtype {gd} at {who}; expected a real floating dtype "
+                            "(complex gradients are not supported)")
+        if getattr(f, "ndim", 0) != 0 or isinstance(f, (list, tuple)):
+            raise ValueError(f"f returned {type(f).__name__} of shape "
+                             f"{tuple(getattr(f, 'shape', (len(f),)))} at {who}; expected a scalar")
         fv = float(f)
         gfin = bool(np.all(np.isfinite(_np(g))))
         msg = None
