@@ -136,6 +136,13 @@ class ConvexReLU:
                 raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(a).__name__}")
         self.device = str(X.device) if is_torch(X) else "cpu"
         self._torch_dtype = X.dtype if is_torch(X) else None
+        for name, a in (("X", X), ("y", y)):
+            kind = np.asarray(_to_numpy(a)).dtype.kind
+            if kind == "c":
+                raise TypeError(f"{name} is complex; the convex ReLU program is real: pass the "
+                                "real data (e.g. np.real(...) if the imaginary part is rounding)")
+            if kind not in "biuf":
+                raise TypeError(f"{name} must be numeric, got dtype {np.asarray(_to_numpy(a)).dtype}")
         Xn = np.asarray(_to_numpy(X), dtype=np.float64)
         yn = np.asarray(_to_numpy(y))
         if Xn.ndim != 2:
@@ -207,6 +214,18 @@ class ConvexReLU:
         self._H = None
         if isinstance(patterns, str):
             if patterns == "all":
+                n_cand = RP.count_enumeration(Xt.shape[0], Xt.shape[1])
+                if n_cand > 20_000:
+                    import warnings
+
+                    # each candidate is one small null-space solve; the program then has up
+                    # to one (d x c) block per distinct pattern
+                    warnings.warn(
+                        f"patterns='all' examines {n_cand:,} candidate patterns for n="
+                        f"{Xt.shape[0]}, d={Xt.shape[1]} (up to {n_cand:,} patterns, about "
+                        f"{n_cand * Xt.shape[0] / 8e6:,.0f} MB as a 0/1 matrix, and minutes of "
+                        "enumeration); consider patterns=<int> (sampled) instead",
+                        RuntimeWarning, stacklevel=2)
                 D = RP.enumerate_patterns(Xt)
             elif patterns == "from_network":
                 if network is None:

@@ -282,7 +282,11 @@ def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConf
     cfg = config or TrainConfig()
     if overrides:
         cfg = replace(cfg, **overrides)
-    net.check_input(X[:1], y[:1])
+    net.check_input(X, y)  # every label and sample, once, before the first batch
+    if (X_test is None) != (y_test is None):
+        raise ValueError("pass both X_test and y_test, or neither")
+    if X_test is not None:
+        net.check_input(X_test, y_test)
     rng = np.random.default_rng(cfg.seed)
     probe_rng = np.random.default_rng(cfg.seed + 7919)
     opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay) if cfg.optimizer == "sgd" else \
