@@ -69,6 +69,10 @@ __all__ = [
 ]
 
 
+class EmptySetError(ValueError):
+    """A set, typically an :class:`Intersection`, that has no point."""
+
+
 class NonConvexSetError(ValueError):
     """Raised when a set is (or looks) non-convex, so no projection method applies."""
 
@@ -417,12 +421,25 @@ class Intersection(ConvexSet):
                 incs[i] = y - x
             if float(np.linalg.norm(x - x_old)) <= self.tol * scale:
                 self.last_sweeps = sweep
-                return x
+                return self._feasible(x, scale)
         self.last_sweeps = self.maxiter
+        self._feasible(x, scale)
         warnings.warn(
             f"Dykstra's projection did not converge in {self.maxiter} sweeps (last change "
             f"{np.linalg.norm(x - x_old):.2e}); raise Intersection(maxiter=...) or describe the "
             "set as a Polyhedron", RuntimeWarning, stacklevel=3)
+        return x
+
+    def _feasible(self, x, scale):
+        """``x`` if it lies in every part (to 1e-6 relative); else the sets do not meet."""
+        gaps = [p.violation(x) for p in self.parts]
+        worst = int(np.argmax(gaps))
+        if gaps[worst] > 1e-6 * scale:
+            raise EmptySetError(
+                f"the intersection looks empty: Dykstra's projection ends at a point that "
+                f"violates part {worst} ({type(self.parts[worst]).__name__}) by "
+                f"{gaps[worst]:.3e} (relative {gaps[worst] / scale:.1e}); check that the "
+                "constraints can hold together")
         return x
 
     def violation(self, w) -> float:
