@@ -91,6 +91,7 @@ def _steps(p, s, backend, K):
     """init + K x (step + check) by hand: the solve loop without the final certificate
     (an exact QP plus a v_gamma solve, which would dominate small timings)."""
     ctx = Context(resolve_backend(backend, s, p))
+    ctx.setup = s.setup(p, ctx)
     st = s.init(p, None, ctx)
     for _ in range(K):
         st = s.step(p, st, ctx)

@@ -391,3 +391,21 @@ def test_cuda_matches_cpu():
         res = ns.solve(prob, ns.solvers.ADMM(maxiter=200, rtol=0.0, u_step=u_step))
         assert res.x.device.type == "cuda" and res.stats["backend"] == "torch"
         np.testing.assert_allclose(res.x.cpu().numpy(), ref.x, atol=1e-7)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dual_objective_is_a_lower_bound_at_non_optimal_points(seed):
+    """Weak duality, checked where it can fail: at early ADMM iterates and at a scaled-down
+    answer, ``dual_objective(x) <= p*`` with p* from Clarabel (through cvxpy)."""
+    pytest.importorskip("cvxpy")
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((80, 4))
+    y = np.maximum(X @ rng.standard_normal(4), 0) + 0.1 * rng.standard_normal(80)
+    p = ConvexReLU(X, y, 1e-2, patterns=10, seed=seed)
+    p_star = ns.solve(p, ns.solvers.CvxpyReLU()).certificate["objective"]
+    points = [ns.solve(p, ns.solvers.ADMM(maxiter=it)).x for it in (5, 50, 500)]
+    points.append(0.5 * points[-1])
+    for x in points:
+        c = p.certificate(x)
+        assert c["objective"] > p_star + 1e-6          # the point is not optimal
+        assert c["dual_objective"] <= p_star + 1e-9    # and the bound still holds
