@@ -218,3 +218,22 @@ def test_pretrained_3d_beats_cg_on_an_unseen_obstacle():
     assert res.success and cg.success
     assert res.n_iter * 3 <= cg.n_iter
     assert "network_switched_off_at" not in res.stats
+
+
+@pytest.mark.parametrize("name,dim,n", [("dcdm2d", 2, 64), ("dcdm3d", 3, 32)])
+def test_shipped_networks_replay_their_manifests(name, dim, n, one_torch_thread):
+    """The manifests' measured iteration counts (CG and DCDM, every unseen geometry and
+    rtol at the manifest's smallest grid) are reproduced by the stored weights, +-1."""
+    from neurosolve.neural import load_pretrained
+    from neurosolve.neural.dcdm_train import evaluate_model
+
+    net = load_pretrained(name)
+    want = [r for r in net.manifest["measured_iterations"] if r["grid"] == [n] * dim]
+    assert want, "the manifest has no rows at this grid"
+    got = evaluate_model(net, dim, sizes=(n,), rtols=sorted({r["rtol"] for r in want}, reverse=True))
+    key = {(r["geometry"], r["rtol"]): r for r in got}
+    for row in want:
+        mine = key[(row["geometry"], row["rtol"])]
+        assert abs(mine["cg"] - row["cg"]) <= 1, (row, mine)
+        assert abs(mine["dcdm"] - row["dcdm"]) <= 1, (row, mine)
+        assert mine["converged"] == row["converged"]
