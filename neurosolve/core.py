@@ -41,6 +41,7 @@ __all__ = [
     "solve",
     "to_float",
     "fingerprint",
+    "same_fingerprint",
 ]
 
 
@@ -352,13 +353,26 @@ def uncertified_message(failed: Mapping[str, tuple[float, float]]) -> str:
 def fingerprint(problem: Any) -> tuple:
     """A cheap identity of ``problem`` recorded in every state (warm starts check it).
 
-    ``problem.fingerprint()`` when the problem defines it (type, shapes, dtype and the
-    identity of its operator or oracles), else the problem's type and ``id``.
+    ``problem.fingerprint()`` when the problem defines it (type, shapes, dtype and its
+    operator or oracles *as objects*), else the problem's type and the problem itself.
+    Objects are compared by identity (:func:`same_fingerprint`) and kept alive by the
+    state, so a freed problem's memory address reused by a new one cannot pass for it.
     """
     fp = getattr(problem, "fingerprint", None)
     if callable(fp):
         return (type(problem).__qualname__,) + tuple(fp())
-    return (type(problem).__qualname__, id(problem))
+    return (type(problem).__qualname__, problem)
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def same_fingerprint(a: tuple, b: tuple) -> bool:
+    """Plain entries (str, numbers, None) compared by value, everything else by identity."""
+    if len(a) != len(b):
+        return False
+    return all((u == v) if isinstance(u, _PLAIN) and isinstance(v, _PLAIN) else (u is v)
+               for u, v in zip(a, b))
 
 
 @dataclass(frozen=True)
@@ -593,7 +607,7 @@ def solve(
         if not isinstance(init, State):
             raise TypeError(f"init must be the state of an earlier result (result.state), got "
                             f"{type(init).__name__}")
-        if init.fingerprint is not None and init.fingerprint != fp:
+        if init.fingerprint is not None and not same_fingerprint(init.fingerprint, fp):
             raise ValueError(
                 "init is the state of a solve of a different problem (its fingerprint "
                 f"{_short(init.fingerprint)} does not match this problem's {_short(fp)}); "
@@ -693,14 +707,17 @@ def solve(
 def _copy_state(state: State) -> State:
     import copy
 
+    # the fingerprint's objects (the problem, its operator) are shared, never copied
+    memo = {id(v): v for v in (state.fingerprint or ()) if not isinstance(v, _PLAIN)}
     try:
-        return copy.deepcopy(state)
+        return copy.deepcopy(state, memo)
     except Exception:  # pragma: no cover - a state holding something uncopyable
         return copy.copy(state)
 
 
 def _short(fp: tuple) -> str:
-    text = repr(fp)
+    text = repr(tuple(v if isinstance(v, _PLAIN) else f"<{type(v).__name__} at {id(v):#x}>"
+                      for v in fp))
     return text if len(text) <= 120 else text[:117] + "..."
 
 

@@ -142,7 +142,7 @@ def test_check_returning_something_else_is_a_type_error():
 
 def test_state_from_another_problem_is_refused():
     res = ns.solve(Scalar(1.0), Liar(bias=1.0, maxiter=3))
-    assert res.state.fingerprint == fingerprint(Scalar(1.0))
+    assert res.state.fingerprint == fingerprint(Scalar(1.0))  # plain entries: by value
     with pytest.raises(ValueError, match="different problem"):
         ns.solve(Scalar(2.0), Liar(bias=1.0), init=res.state)
 
@@ -180,9 +180,39 @@ def test_callback_must_be_callable():
         ns.solve(Scalar(), Liar(), callback=3)
 
 
+def test_resume_copies_the_state_but_not_the_problem():
+    import numpy as np_
+
+    from neurosolve.problems import LinearSystem
+    from neurosolve.solvers import CG
+
+    A = np_.diag(np_.arange(1.0, 30.0))
+    prob = LinearSystem(A, np_.ones(29))
+    first = ns.solve(prob, CG(maxiter=3))
+    res = ns.solve(prob, CG(rtol=1e-10), init=first.state)
+    assert res.success and res.state.fingerprint[-1] is A
+    assert first.state.k == 3 and first.state.x is not res.state.x
+
+
 def test_resume_leaves_the_earlier_result_untouched():
     prob = Scalar()
     first = ns.solve(prob, Liar(bias=1.0, tol=1e-3))
     k, x = first.state.k, first.state.x
     ns.solve(prob, Liar(bias=1.0, tol=1e-9), init=first.state)
     assert first.state.k == k and first.state.x == x
+
+
+def test_default_fingerprint_survives_address_reuse():
+    """Problems without fingerprint(): identity of the object itself, kept alive by the
+    state, so a new problem that happens to get the freed one's address is refused."""
+    from neurosolve.core import same_fingerprint
+
+    class Plain(Scalar):
+        fingerprint = None
+
+    for _ in range(20):  # id() reuse after garbage collection is common in CPython
+        res = ns.solve(Plain(), Liar(bias=1.0, maxiter=2))
+        fresh = Plain()
+        assert not same_fingerprint(res.state.fingerprint, fingerprint(fresh))
+        with pytest.raises(ValueError, match="different problem"):
+            ns.solve(fresh, Liar(bias=1.0), init=res.state)

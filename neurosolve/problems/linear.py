@@ -118,7 +118,7 @@ class LinearSystem:
 
     def __init__(self, A: Any, b: Any, *, spd: bool = True, nullspace: Nullspace | None = None,
                  project_b: bool = False):
-        self._operator_id = id(A)  # the user's object: what a warm start is checked against
+        self._operator = A  # the user's object: what a warm start is checked against
         op = aslinearoperator(A, spd=spd if not isinstance(A, LinearOperator) else None)
         if isinstance(A, LinearOperator) and op.is_spd is None:
             op.is_spd = spd
@@ -187,7 +187,7 @@ class LinearSystem:
     def fingerprint(self) -> tuple:
         """Type, size, dtype and the identity of the operator (not of ``b``: a warm start
         with a new right-hand side is legitimate, the solver recomputes the residual)."""
-        return (self.n, str(self.dtype), self.array_library, self._operator_id)
+        return (self.n, str(self.dtype), self.array_library, self._operator)
 
     def residual(self, x):
         """``b - A x``."""

@@ -27,9 +27,6 @@ class Preconditioner(LinearOperator):
     device = "cpu"
     setup_time: float = 0.0
 
-    def kernel(self, backend: Any):
-        return self.matvec
-
     def as_scipy(self):
         """A :class:`scipy.sparse.linalg.LinearOperator` with the same action."""
         from scipy.sparse.linalg import LinearOperator as SciOp
