@@ -77,6 +77,20 @@ def build_cvxpy_problem(problem: ConvexReLU):
     return cp.Problem(cp.Minimize(obj), cons), variables
 
 
+@dataclass(eq=False)
+class CvxState(State):
+    """The outcome of the one interior-point solve (``init`` does all the work)."""
+
+    cvx_status: str = ""
+    message: str | None = None
+    objective: float = float("nan")
+    solve_time: float | None = None
+    compile_time: float | None = None
+    build_time: float = 0.0
+    total_time: float = 0.0
+    zero: bool = False
+
+
 @dataclass(frozen=True, kw_only=True)
 class CvxpyReLU(Solver):
     """Solve :class:`~neurosolve.problems.ConvexReLU` with cvxpy (one step: init solves).
@@ -143,7 +157,7 @@ class CvxpyReLU(Solver):
                 x[1, :, :, o] = W.value
         if problem.c == 1:
             x = x[..., 0]
-        st = State(x=problem._from_numpy(x), k=0)
+        st = CvxState(x=problem._from_numpy(x), k=0)
         st.cvx_status = cstatus
         st.message = message
         st.objective = prob.value if prob.value is not None else float("nan")

@@ -24,7 +24,7 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -33,6 +33,27 @@ from neurosolve.problems.convex_relu import ConvexReLU
 from neurosolve.problems import relu_losses as RL
 
 __all__ = ["SCP"]
+
+
+class SCPSetup(NamedTuple):
+    """SCP's fixed features: unit-norm directions ``Hn_np`` (d, P), ``Phi = max(X Hn, 0)``
+    in the problem's library, and the FISTA step."""
+
+    Hn_np: np.ndarray
+    Phi: Any
+    step: float
+
+
+@dataclass(eq=False)
+class SCPState(State):
+    """FISTA's iteration data: coefficients ``A``, the extrapolated point ``Yk``, the
+    momentum ``tk``, the objective and the gap of the fixed-feature lasso."""
+
+    A: Any = None
+    Yk: Any = None
+    tk: float = 1.0
+    obj: float = float("inf")
+    gap: float = float("inf")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,7 +118,8 @@ class SCP(Solver):
     def max_iterations(self, problem):
         return self.maxiter if self.maxiter is not None else 20000
 
-    def init(self, problem: ConvexReLU, x0, ctx) -> State:
+    def setup(self, problem: ConvexReLU, ctx) -> "SCPSetup":
+        """The fixed features ``Phi = max(X H, 0)`` (unit-norm directions) and the step."""
         if problem.loss == "hinge":
             raise ValueError("SCP solves smooth losses (squared, logistic) by FISTA; for the "
                              "hinge loss use ADMM or CvxpyReLU")
@@ -109,33 +131,30 @@ class SCP(Solver):
         smooth = problem.w if problem.loss == "squared" else problem.w / 4.0
         L = smooth * float(np.linalg.norm(Phi, 2)) ** 2
         step = self.step_size if self.step_size is not None else 1.0 / max(L, 1e-300)
-        st = State(x=None, k=0)
-        st.Hn_np = Hn
-        st.Phi = problem._from_numpy(Phi)
-        st.step = step
-        c = problem.c
-        A = problem._from_numpy(np.zeros((problem.P, c)))
+        return SCPSetup(Hn_np=Hn, Phi=problem._from_numpy(Phi), step=step)
+
+    def init(self, problem: ConvexReLU, x0, ctx) -> "SCPState":
+        su = ctx.setup
+        A = problem._from_numpy(np.zeros((problem.P, problem.c)))
         if x0 is not None:
             v, w = problem._vw(x0)
-            a0 = np.einsum("pdc,dp->pc", v - w, Hn)
-            A = problem._from_numpy(a0)
-        st.A, st.Yk, st.tk = A, A + 0, 1.0
-        st.obj = to_float(self._obj(problem, st, A))
+            A = problem._from_numpy(np.einsum("pdc,dp->pc", v - w, su.Hn_np))
+        st = SCPState(x=None, k=0, A=A, Yk=A + 0, tk=1.0)
+        st.obj = to_float(self._obj(problem, st, A, ctx))
         st.metrics = {"objective": st.obj, "relative_gap": float("nan")}
-        st.gap = float("inf")
         return st
 
-    def _obj(self, problem, st, A):
-        z = st.Phi @ A
+    def _obj(self, problem, st, A, ctx):
+        z = ctx.setup.Phi @ A
         return RL.loss_value(problem.loss, z, problem.Y, problem.w) + problem.beta * abs(A).sum()
 
     def step(self, problem: ConvexReLU, st: State, ctx) -> State:
         L = RL.lib(st.A)
-        Phi, beta, h = st.Phi, problem.beta, st.step
+        Phi, beta, h = ctx.setup.Phi, problem.beta, ctx.setup.step
         g = Phi.T @ RL.loss_grad(problem.loss, Phi @ st.Yk, problem.Y, problem.w)
         Z = st.Yk - h * g
         Anew = L.sign(Z) * (abs(Z) - h * beta).clip(min=0)
-        obj = to_float(self._obj(problem, st, Anew))
+        obj = to_float(self._obj(problem, st, Anew, ctx))
         ctx.count("gradient_evaluations")
         if self.restart and obj > st.obj:
             st.tk = 1.0
@@ -145,7 +164,7 @@ class SCP(Solver):
             g = Phi.T @ RL.loss_grad(problem.loss, Phi @ st.A, problem.Y, problem.w)
             Z = st.A - h * g
             Anew = L.sign(Z) * (abs(Z) - h * beta).clip(min=0)
-            obj = to_float(self._obj(problem, st, Anew))
+            obj = to_float(self._obj(problem, st, Anew, ctx))
         t_new = 0.5 * (1.0 + (1.0 + 4.0 * st.tk * st.tk) ** 0.5)
         st.Yk = Anew + ((st.tk - 1.0) / t_new) * (Anew - st.A)
         st.tk = t_new
@@ -180,7 +199,7 @@ class SCP(Solver):
 
     def finalize(self, problem: ConvexReLU, st: State, ctx):
         A = st.A.detach().cpu().numpy() if hasattr(st.A, "detach") else np.asarray(st.A)
-        Hn = st.Hn_np  # (d, P)
+        Hn = ctx.setup.Hn_np  # (d, P)
         v = np.maximum(A, 0.0)[:, None, :] * Hn.T[:, :, None]  # (P, d, c)
         w = np.maximum(-A, 0.0)[:, None, :] * Hn.T[:, :, None]
         x = np.stack([v, w])
