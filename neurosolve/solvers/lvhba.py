@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -23,6 +23,42 @@ from neurosolve.problems.bilevel import (
 from neurosolve.problems.value_function import multiplier_projection
 
 __all__ = ["LVHBA"]
+
+
+class LVHBASetup(NamedTuple):
+    """Configuration of one LV-HBA solve: the problem's oracles, sizes, the multiplier
+    bounds ``(lam_lo, lam_hi, z_lo, z_hi)`` in the problem's library, and the fused numba
+    kernel's data and constant arguments (None off the numba backend or off its structure)."""
+
+    oracles: Any
+    n: int
+    m: int
+    ncons: int
+    bounds: tuple
+    fused: dict | None
+    kpre: tuple | None
+    kernel: str
+
+
+@dataclass(eq=False)
+class LVHBAState(State):
+    """LV-HBA's iteration data: ``w = (x, y)``, ``theta``, the multipliers ``lam`` and
+    ``z``, the penalty ``c``, the previous iterate (to step back from a NaN), divergence
+    bookkeeping, the start of this solve (``k0``) and the fused kernel's scratch buffers."""
+
+    w: Any = None
+    theta: Any = None
+    lam: Any = None
+    z: Any = None
+    c: float = 1.0
+    prev: tuple | None = None
+    grew: bool = False
+    sizes: tuple | None = None
+    k0: int = 0
+    scale0: tuple = ()
+    lam_max: float = 0.0
+    alt: tuple | None = None
+    work: tuple | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,7 +232,7 @@ class LVHBA(Solver):
         lib = problem.array_library
         n, m = problem.n, problem.m
         ncons = problem.n_ineq + problem.n_eq
-        O = problem.oracles()
+        O = ctx.setup.oracles
         start = x0 if x0 is not None else (problem.x0, problem.y0)
         if not isinstance(start, tuple) or len(start) < 2:
             raise TypeError("x0 must be None, a tuple (x, y) or a BilevelSolution")
@@ -230,30 +266,10 @@ class LVHBA(Solver):
         lam = multiplier_projection(lam, problem.n_ineq, 0.0, self.r if self.clip_lam else None)
         z = multiplier_projection(z, problem.n_ineq, 0.0, self.r)
 
-        st = State(x=None, k=0, w=w, theta=theta, lam=lam, z=z, n=n, m=m, ncons=ncons,
-                   oracles=O, c=self.penalty(0), prev=None, grew=False, sizes=None, k0=0)
+        st = LVHBAState(x=None, k=0, w=w, theta=theta, lam=lam, z=z, c=self.penalty(0))
         st.scale0 = (1.0 + _norm(w), 1.0 + _norm(theta), 1.0 + (_norm(lam) if ncons else 0.0))
-        st.fused = self._fused_data(problem) if ctx.backend.name == "numba" else None
-        st.kernel = "numba-fused" if st.fused is not None else ctx.backend.name
-        ctx.counters["kernel"] = st.kernel  # reported in Result.stats
-        # bounds for the multiplier projections, in the problem's library
-        r = self.r
-        lam_hi = r if (self.clip_lam and r is not None) else np.inf
-        lo = np.concatenate([np.zeros(problem.n_ineq), np.full(problem.n_eq, -lam_hi)])
-        st.lam_lo_np, st.lam_hi_np = lo, np.full(ncons, lam_hi)
-        zr = np.inf if r is None else r
-        st.z_lo_np = np.concatenate([np.zeros(problem.n_ineq), np.full(problem.n_eq, -zr)])
-        st.z_hi_np = np.full(ncons, zr)
-        if lib == "torch":
-            import torch
-
-            def T(a):
-                return torch.as_tensor(a, dtype=problem.dtype, device=problem.device)
-            st.bounds = (T(st.lam_lo_np), T(st.lam_hi_np), T(st.z_lo_np), T(st.z_hi_np))
-        else:
-            st.bounds = (st.lam_lo_np, st.lam_hi_np, st.z_lo_np, st.z_hi_np)
-        if st.fused is not None:
-            self._fused_alloc(st)
+        if ctx.setup.fused is not None:
+            self._fused_alloc(st, ctx.setup)
         Fv = O.F_value(w[:n], w[n:])
         fv = O.f_value(w[:n], w[n:])
         inf = float("inf")
@@ -264,14 +280,41 @@ class LVHBA(Solver):
         ctx.count("projections_C", 1 if dist > 0 else 0)
         return st
 
-    def resume(self, problem: Bilevel, st: State, ctx) -> State:
+    def setup(self, problem: Bilevel, ctx) -> "LVHBASetup":
+        """Oracles, sizes, the multiplier bounds and, on the numba backend, the fused kernel
+        with its constant arguments (chosen once here; ``step`` does not branch on it)."""
+        ncons = problem.n_ineq + problem.n_eq
+        r = self.r
+        lam_hi = r if (self.clip_lam and r is not None) else np.inf
+        zr = np.inf if r is None else r
+        bounds = (np.concatenate([np.zeros(problem.n_ineq), np.full(problem.n_eq, -lam_hi)]),
+                  np.full(ncons, lam_hi),
+                  np.concatenate([np.zeros(problem.n_ineq), np.full(problem.n_eq, -zr)]),
+                  np.full(ncons, zr))
+        if problem.array_library == "torch":
+            import torch
+
+            bounds = tuple(torch.as_tensor(a, dtype=problem.dtype, device=problem.device)
+                           for a in bounds)
+        fused = self._fused_data(problem) if ctx.backend.name == "numba" else None
+        kpre = None
+        if fused is not None:
+            d = fused
+            kpre = (d["Fr"], d["Fc"], d["Fv"], d["cF"], d["fr"], d["fc"], d["fv"], d["cf"],
+                    d["s"], d["nx"], d["G"], d["bg"]) + tuple(bounds) + (
+                    d["ylo"], d["yhi"], d["c_kind"], d["clo"], d["chi"], d["ca"], d["cb"],
+                    d["ca_sq"], self.alpha, self.beta, self.eta, 1.0 / self.gamma1,
+                    1.0 / self.gamma2)
+        kernel = "numba-fused" if fused is not None else ctx.backend.name
+        ctx.counters["kernel"] = kernel  # reported in Result.stats
+        return LVHBASetup(oracles=problem.oracles(), n=problem.n, m=problem.m, ncons=ncons,
+                          bounds=bounds, fused=fused, kpre=kpre, kernel=kernel)
+
+    def resume(self, problem: Bilevel, st, ctx) -> "LVHBAState":
         """Continue from ``result.state`` (warm start); the iteration count carries on."""
         st.k0 = st.k
-        st.fused = self._fused_data(problem) if ctx.backend.name == "numba" else None
-        if st.fused is not None:
-            self._fused_alloc(st)
-        st.kernel = "numba-fused" if st.fused is not None else ctx.backend.name
-        ctx.counters["kernel"] = st.kernel
+        if ctx.setup.fused is not None:
+            self._fused_alloc(st, ctx.setup)
         return st
 
     # -- the fused numba path ---------------------------------------------------------------
@@ -326,27 +369,22 @@ class LVHBA(Solver):
                     clo=clo, chi=chi, ca=ca, cb=float(cb), ca_sq=float(ca_sq),
                     F_const=F.const, f_const=f.const)
 
-    def _fused_alloc(self, st):
-        N = st.n + st.m
-        l = st.ncons
+    def _fused_alloc(self, st, su):
+        N = su.n + su.m
+        l = su.ncons
         st.w = np.ascontiguousarray(st.w, dtype=float)
         st.theta = np.ascontiguousarray(st.theta, dtype=float)
         st.lam = np.ascontiguousarray(st.lam, dtype=float)
         st.z = np.ascontiguousarray(st.z, dtype=float)
-        st.alt = (np.empty(N), np.empty(st.m), np.empty(l), np.empty(l))
+        st.alt = (np.empty(N), np.empty(su.m), np.empty(l), np.empty(l))
         st.work = (np.empty(N), np.empty(N), np.empty(N), np.empty(N), np.empty(max(l, 1)),
                    np.zeros(11))
-        d = st.fused
-        st.kpre = (d["Fr"], d["Fc"], d["Fv"], d["cF"], d["fr"], d["fc"], d["fv"], d["cf"],
-                   d["s"], d["nx"], d["G"], d["bg"]) + tuple(st.bounds) + (
-                   d["ylo"], d["yhi"], d["c_kind"], d["clo"], d["chi"], d["ca"], d["cb"], d["ca_sq"],
-                   self.alpha, self.beta, self.eta, 1.0 / self.gamma1, 1.0 / self.gamma2)
 
-    def _fused_step(self, st, c):
-        d = st.fused
+    def _fused_step(self, st, c, su):
+        d = su.fused
         w_out, th_out, lam_out, z_out = st.alt
         v, b1, b2, b3, cons, met = st.work
-        d["kfun"](*st.kpre, 1.0 / c, st.w, st.theta, st.lam, st.z,
+        d["kfun"](*su.kpre, 1.0 / c, st.w, st.theta, st.lam, st.z,
                   w_out, th_out, lam_out, z_out, v, b1, b2, b3, cons, met, *d["kpost"])
         st.alt = (st.w, st.theta, st.lam, st.z)
         st.prev = st.alt
@@ -362,16 +400,17 @@ class LVHBA(Solver):
 
     # -- the generic path (numpy / torch) ------------------------------------------------
     def _generic_step(self, problem, st, c, ctx):
-        O = st.oracles
-        n = st.n
+        su = ctx.setup
+        O = su.oracles
+        n = su.n
         w, th, lam, z = st.w, st.theta, st.lam, st.z
         x, y = w[:n], w[n:]
-        lam_lo, lam_hi, z_lo, z_hi = st.bounds
+        lam_lo, lam_hi, z_lo, z_hi = su.bounds
         g1, g2 = self.gamma1, self.gamma2
         # step 2: theta, lambda from the old theta^k, lambda^k
         _, _, fy_t = O.f_grad(x, th)
         d_th = fy_t + (th - y) / g1
-        if st.ncons:
+        if ctx.setup.ncons:
             cval, _, cy = O.cons_vjp(x, th, lam)
             d_th = d_th + cy
             d_lam = -cval + (lam - z) / g2
@@ -385,7 +424,7 @@ class LVHBA(Solver):
         ftv, ftx, _ = O.f_grad(x, th_new)
         dx = Fx / c + fx - ftx
         lag = ftv + _sumsq(th_new - y) / (2 * g1)
-        if st.ncons:
+        if ctx.setup.ncons:
             cval2, cx2, _ = O.cons_vjp(x, th_new, lam_new)
             dx = dx - cx2
             lag = lag + (lam_new * cval2).sum() - _sumsq(lam_new - z) / (2 * g2)
@@ -399,7 +438,7 @@ class LVHBA(Solver):
         st.w, st.theta, st.lam, st.z = w_new, th_new, lam_new, z_new
         stat2 = _sumsq(w_new - w) / self.alpha ** 2
         inner2 = _sumsq(th_new - th)
-        if st.ncons:
+        if ctx.setup.ncons:
             stat2 = stat2 + _sumsq(z_new - z) / self.beta ** 2
             inner2 = inner2 + _sumsq(lam_new - lam)
         return Fv, fv, fv - lag, _sqrt(stat2), _sqrt(inner2) / self.eta
@@ -407,18 +446,19 @@ class LVHBA(Solver):
     def step(self, problem, st, ctx) -> State:
         c = self.penalty(st.k)
         st.c = c
-        if st.fused is not None:
-            Fv, fv, gap, stat, inner = self._fused_step(st, c)
+        su = ctx.setup
+        if su.fused is not None:
+            Fv, fv, gap, stat, inner = self._fused_step(st, c, su)
             lam_max = st.lam_max
         else:
             Fv, fv, gap, stat, inner = self._generic_step(problem, st, c, ctx)
             st.sizes = None
-            lam_max = _max(st.lam) if st.ncons else 0.0
+            lam_max = _max(st.lam) if ctx.setup.ncons else 0.0
         st.k += 1
         st.metrics = {"stationarity": stat, "inner_residual": inner, "ll_gap_estimate": gap,
                       "upper_objective": Fv, "lower_objective": fv, "penalty": c,
                       "lam_max": lam_max}
-        st.x = BilevelSolution(st.w[:st.n], st.w[st.n:])
+        st.x = BilevelSolution(st.w[:ctx.setup.n], st.w[ctx.setup.n:])
         return st
 
     # -- stopping ------------------------------------------------------------------------
@@ -429,7 +469,7 @@ class LVHBA(Solver):
         stat, inner, gap = (to_float(met["stationarity"]), to_float(met["inner_residual"]),
                             to_float(met["ll_gap_estimate"]))
         sizes = st.sizes if st.sizes is not None else \
-            (_norm(st.w), _norm(st.theta), _norm(st.lam) if st.ncons else 0.0)
+            (_norm(st.w), _norm(st.theta), _norm(st.lam) if ctx.setup.ncons else 0.0)
         finite = all(math.isfinite(v) for v in (stat, inner, gap) + sizes)
         grown = [s > self.divergence_factor * s0 for s, s0 in zip(sizes, st.scale0)]
         if any(s > 10 * s0 for s, s0 in zip(sizes, st.scale0) if math.isfinite(s)):
@@ -438,7 +478,7 @@ class LVHBA(Solver):
             which = ["(x, y)", "theta", "lambda"][[i for i, gflag in enumerate(grown) if gflag][0]] \
                 if any(grown) else "the iterates"
             if not finite:
-                self._restore_prev(st)
+                self._restore_prev(st, ctx.setup.n)
             return Stop(Status.DIVERGED, (
                 f"LV-HBA diverged at iteration {st.k}: {which} grew beyond "
                 f"{self.divergence_factor:.0e} times its initial size. Reduce alpha (keep "
@@ -446,7 +486,7 @@ class LVHBA(Solver):
                 "(keep eta * ||J_y g||^2 well below 1/gamma1)"
             ))
         if not finite:
-            self._restore_prev(st)
+            self._restore_prev(st, ctx.setup.n)
             return Stop(Status.NONFINITE, (
                 f"a NaN or infinity appeared at iteration {st.k} without prior growth: check F, f, "
                 "g (and their gradients) at the current iterate"
@@ -460,12 +500,12 @@ class LVHBA(Solver):
         function solved afresh) within ``tol_gap``, as the stopping rule's estimate is."""
         return {"ll_gap": float(self.tol_gap)}
 
-    def _restore_prev(self, st):
+    def _restore_prev(self, st, n):
         if st.prev is not None:
             w, th, lam, z = st.prev
             if all(_finite(a) for a in (w, th, lam, z)):
                 st.w, st.theta, st.lam, st.z = w, th, lam, z
-                st.x = BilevelSolution(w[:st.n], w[st.n:])
+                st.x = BilevelSolution(w[:n], w[n:])
 
     def finalize(self, problem, st, ctx):
         cp = (lambda a: a.clone()) if problem.array_library == "torch" else (lambda a: np.array(a, copy=True))
@@ -473,10 +513,10 @@ class LVHBA(Solver):
         k = st.k - st.k0
         ctx.count("grad_f", 3 * k)
         ctx.count("grad_F", k)
-        if st.ncons:
+        if ctx.setup.ncons:
             ctx.count("constraint_vjps", 2 * k)
-        sol = BilevelSolution(cp(st.w[:st.n]), cp(st.w[st.n:]),
-                              cp(st.z) if st.ncons else None, cp(st.lam) if st.ncons else None,
+        sol = BilevelSolution(cp(st.w[:ctx.setup.n]), cp(st.w[ctx.setup.n:]),
+                              cp(st.z) if ctx.setup.ncons else None, cp(st.lam) if ctx.setup.ncons else None,
                               cp(st.theta), self.gamma1, self.gamma2, st.c, self.r)
         return sol
 
