@@ -174,16 +174,6 @@ class State:
     metrics: dict = field(default_factory=dict)
     fingerprint: tuple | None = field(default=None, repr=False)
 
-    def __init__(self, x: Any = None, k: int = 0, metrics: dict | None = None,
-                 fingerprint: tuple | None = None, **legacy: Any):
-        # TRANSITIONAL (core v2): untyped extra fields; removed once every solver has a
-        # typed subclass (subclasses get the dataclass-generated __init__).
-        self.x, self.k = x, k
-        self.metrics = {} if metrics is None else metrics
-        self.fingerprint = fingerprint
-        for name, value in legacy.items():
-            setattr(self, name, value)
-
 
 class Context:
     """Per-solve services a solver may use: the backend, counters and the setup.
@@ -476,11 +466,6 @@ class _History:
 def _as_stop(ret: Any, solver: Solver) -> Stop | None:
     if ret is None or isinstance(ret, Stop):
         return ret
-    # TRANSITIONAL (core v2): legacy Status / (Status, message) returns
-    if isinstance(ret, Status):
-        return Stop(ret)
-    if isinstance(ret, tuple) and len(ret) == 2 and isinstance(ret[0], Status):
-        return Stop(ret[0], ret[1])
     raise TypeError(
         f"{type(solver).__name__}.check must return a neurosolve.core.Stop or None, got "
         f"{type(ret).__name__}")

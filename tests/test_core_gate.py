@@ -139,6 +139,14 @@ def test_check_returning_something_else_is_a_type_error():
     with pytest.raises(TypeError, match="must return a neurosolve.core.Stop or None"):
         ns.solve(Scalar(), Bad())
 
+    @dataclass(frozen=True, kw_only=True)
+    class Legacy(Liar):
+        def check(self, problem, state, ctx):
+            return Status.CONVERGED, "the old (Status, message) form"
+
+    with pytest.raises(TypeError, match="got tuple"):
+        ns.solve(Scalar(), Legacy())
+
 
 def test_state_from_another_problem_is_refused():
     res = ns.solve(Scalar(1.0), Liar(bias=1.0, maxiter=3))
