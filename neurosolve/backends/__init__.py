@@ -15,11 +15,10 @@ meaning across libraries, so a solver written against ``ctx.xp`` runs everywhere
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from neurosolve.backends.ops import NumpyOps, TorchOps, ops_for
+from neurosolve.backends.ops import NumpyOps, TorchOps, is_torch, ops_for
 
 __all__ = [
     "Backend",
@@ -34,12 +33,6 @@ __all__ = [
 ]
 
 BACKENDS = ("numpy", "numba", "torch")
-
-
-def is_torch(obj: Any) -> bool:
-    """True for a torch tensor, without importing torch if it is not loaded yet."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, torch.Tensor)
 
 
 def array_library(obj: Any) -> str | None:

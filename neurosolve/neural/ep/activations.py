@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from neurosolve.neural.ep import _xp
+from neurosolve.backends import ops as xp
 
 __all__ = ["Activation", "sigmoid", "dsilu", "tanh", "hard_sigmoid", "get_activation",
            "logistic"]
@@ -39,9 +39,9 @@ __all__ = ["Activation", "sigmoid", "dsilu", "tanh", "hard_sigmoid", "get_activa
 
 def logistic(z):
     """The logistic function ``1/(1+exp(-z))``, overflow-free and holomorphic."""
-    pos = _xp.real(z) >= 0
-    t = _xp.exp(_xp.where(pos, -z, z))
-    return _xp.where(pos, 1.0 / (1.0 + t), t / (1.0 + t))
+    pos = xp.real(z) >= 0
+    t = xp.exp(xp.where(pos, -z, z))
+    return xp.where(pos, 1.0 / (1.0 + t), t / (1.0 + t))
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def _dsilu_d(z):
 
 
 def _tanh(z):
-    if _xp.lib(z) == "torch":
+    if xp.lib(z) == "torch":
         import torch
 
         return torch.tanh(z)
@@ -99,15 +99,15 @@ def _tanh_d(z):
 
 
 def _hard(z):
-    if _xp.is_complex(z):
+    if xp.is_complex(z):
         raise TypeError("hard_sigmoid is not holomorphic and cannot take complex states")
-    if _xp.lib(z) == "torch":
+    if xp.lib(z) == "torch":
         return z.clamp(0.0, 1.0)
     return np.clip(z, 0.0, 1.0)
 
 
 def _hard_d(z):
-    if _xp.lib(z) == "torch":
+    if xp.lib(z) == "torch":
         return ((z > 0) & (z < 1)).to(z.dtype)
     return ((z > 0) & (z < 1)).astype(z.dtype)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from neurosolve.neural.ep import _xp
+from neurosolve.backends import ops as xp
 from neurosolve.neural.ep.networks import DenseNetwork, LayeredNetwork
 
 __all__ = [
@@ -44,8 +44,8 @@ def layer_cosines(net: LayeredNetwork, a, b) -> dict[str, float]:
         ``{layer: mean cos, ..., "all": mean cos of the whole vectors}``. Samples where
         either vector is exactly zero in a layer are skipped (NaN if all are).
     """
-    A = _xp.to_numpy(a).real.astype(float)
-    Bm = _xp.to_numpy(b).real.astype(float)
+    A = xp.to_numpy(a).real.astype(float)
+    Bm = xp.to_numpy(b).real.astype(float)
     out = {}
     for name in list(net.layout.names) + ["all"]:
         sl = net.layout.slice(name) if name != "all" else slice(None)
@@ -77,7 +77,7 @@ def dense_jacobian(net: LayeredNetwork, params: dict | None = None, r=None, *,
     if isinstance(net, DenseNetwork):
         Hp = np.zeros((n, n))
         for c in net.internal:
-            W = _xp.to_numpy(params[c.weight]).real
+            W = xp.to_numpy(params[c.weight]).real
             W = W.T if c.transpose else W
             Hp[lay.slice(c.post), lay.slice(c.pre)] += W
         return Hp
@@ -117,11 +117,11 @@ def weight_angle(net: LayeredNetwork, params: dict | None = None) -> float:
     pairs = net.reciprocal_pairs()
     if not pairs:
         return float("nan")
-    f = np.concatenate([_xp.to_numpy(params[w]).ravel() for w, _ in pairs])
+    f = np.concatenate([xp.to_numpy(params[w]).ravel() for w, _ in pairs])
     # dense feedback acts as B (compare with W^T); conv feedback acts as a VJP of the same
     # kernel shape (compare with W itself)
-    b = np.concatenate([(_xp.to_numpy(params[bn]).T if np.ndim(params[bn]) == 2
-                         else _xp.to_numpy(params[bn])).ravel() for _, bn in pairs])
+    b = np.concatenate([(xp.to_numpy(params[bn]).T if np.ndim(params[bn]) == 2
+                         else xp.to_numpy(params[bn])).ravel() for _, bn in pairs])
     cos = float(f @ b / (np.linalg.norm(f) * np.linalg.norm(b)))
     return math.degrees(math.acos(max(-1.0, min(1.0, cos))))
 
@@ -137,25 +137,25 @@ def spectral_radius(net: LayeredNetwork, free, *, iters: int = 40, seed: int = 0
     D = net.activation.deriv(free.u)
     lay, params, rd = net.layout, free.params, free.rd
     rng = np.random.default_rng(seed)
-    v = _xp.randn(rng, tuple(free.u.shape), free.u)
+    v = xp.randn(rng, tuple(free.u.shape), free.u)
     logs = []
 
     def norms(a):
-        return np.linalg.norm(_xp.to_numpy(a), axis=1)
+        return np.linalg.norm(xp.to_numpy(a), axis=1)
 
     nv = norms(v)
-    v = v / _xp.as_dtype(_xp_arr(nv, v), v)[:, None]
+    v = v / xp.as_dtype(_xp_arr(nv, v), v)[:, None]
     for k in range(iters):
         w = lay.join(net.jvp(params, rd, lay.split(D * v)), like=v)
         nw = norms(w)
         if k >= iters // 2:
             logs.append(np.log(np.maximum(nw, 1e-300)))
-        v = w / _xp.as_dtype(_xp_arr(np.maximum(nw, 1e-300), w), w)[:, None]
+        v = w / xp.as_dtype(_xp_arr(np.maximum(nw, 1e-300), w), w)[:, None]
     return np.exp(np.mean(logs, axis=0))
 
 
 def _xp_arr(a: np.ndarray, like: Any):
-    if _xp.lib(like) == "torch":
+    if xp.lib(like) == "torch":
         import torch
 
         return torch.as_tensor(a, device=like.device)

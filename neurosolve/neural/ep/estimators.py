@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from neurosolve.core import Status, solve, to_float
-from neurosolve.neural.ep import _xp
+from neurosolve.backends import ops as xp
 from neurosolve.neural.ep.networks import LayeredNetwork, one_hot
 from neurosolve.problems.fixed_point import FixedPointProblem
 from neurosolve.solvers.fixed_point import FixedPoint
@@ -136,8 +136,8 @@ class FreePhase:
         """Per-sample correctness of the readout's argmax (needs labels)."""
         if self.y1h is None:
             return None
-        a = _xp.to_numpy(self.logits).argmax(-1)
-        b = _xp.to_numpy(self.y1h).argmax(-1)
+        a = xp.to_numpy(self.logits).argmax(-1)
+        b = xp.to_numpy(self.y1h).argmax(-1)
         return a == b
 
 
@@ -243,7 +243,7 @@ def free_phase(net: LayeredNetwork, x, y=None, *, params: dict | None = None,
     ext = net.input_drive(params, x)
     if isinstance(init, str):
         if init == "zero":
-            if _xp.lib(x) == "torch":
+            if xp.lib(x) == "torch":
                 u0 = x.new_zeros((x.shape[0], net.n_state))
             else:
                 u0 = np.zeros((x.shape[0], net.n_state), dtype=x.dtype)
@@ -280,8 +280,8 @@ def nudged_phase(net: LayeredNetwork, free: FreePhase, beta: complex, *,
     beta = complex(beta)
     u0 = free.u
     if beta.imag != 0:
-        cd = _xp.complex_dtype(u0)
-        u0 = u0.to(cd) if _xp.lib(u0) == "torch" else u0.astype(cd)
+        cd = xp.complex_dtype(u0)
+        u0 = u0.to(cd) if xp.lib(u0) == "torch" else u0.astype(cd)
         b = beta
     else:
         b = beta.real
@@ -329,7 +329,7 @@ def _linear(net, free, transpose: bool, solver, name):
     else:
         def F(m):
             return D * layout.join(net.jvp(params, rd, layout.split(m)), like=m) + Dc
-    res = _solve(F, _xp.zeros_like(free.u), solver)
+    res = _solve(F, xp.zeros_like(free.u), solver)
     return -res.x, _report(name, 0.0, res)
 
 
@@ -376,7 +376,7 @@ def cauchy_response(net: LayeredNetwork, free: FreePhase, beta: float, n_points:
             reports.append(rep)
             term = (r - r0) / (b if b.imag != 0 else b.real)
             if b.imag != 0:
-                term = 2 * _xp.real(term)
+                term = 2 * xp.real(term)
             total = term if total is None else total + term
     else:
         for k, b in enumerate(pts):
@@ -384,11 +384,11 @@ def cauchy_response(net: LayeredNetwork, free: FreePhase, beta: float, n_points:
             reports.append(rep)
             term = (r - r0) / (b if b.imag != 0 else b.real)
             total = term if total is None else total + term
-        if _xp.is_complex(total):
-            re = _xp.real(total)
+        if xp.is_complex(total):
+            re = xp.real(total)
             im = total.imag
-            den = math.sqrt(max(float(_xp.sumsq(re)), 1e-300))
-            num = math.sqrt(float(_xp.sumsq(im)))
+            den = math.sqrt(max(float(xp.sumsq(re)), 1e-300))
+            num = math.sqrt(float(xp.sumsq(im)))
             imag = num / den
             total = re
     return total / n_points, reports, imag
@@ -516,8 +516,8 @@ def estimate_gradient(net: LayeredNetwork, x, y, method: str = "ep", *, beta: fl
             phases.append(rep)
     grads = assemble_gradient(net, free, delta)
     status, message = _aggregate(phases)
-    if status is Status.CONVERGED and not (_xp.isfinite_all(delta)
-                                           and all(_xp.isfinite_all(g) for g in grads.values())):
+    if status is Status.CONVERGED and not (xp.isfinite_all(delta)
+                                           and all(xp.isfinite_all(g) for g in grads.values())):
         status, message = Status.NONFINITE, "NaN/inf in the error vector or the gradient"
     stats["f_evals"] = sum(p.f_evals for p in phases)
     loss = float(to_float(free.loss.mean()))

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from neurosolve.neural.ep import _xp
+from neurosolve.backends import ops as xp
 from neurosolve.neural.ep.networks import DenseNetwork, LayeredNetwork
 
 __all__ = ["HomeostasisResult", "homeostatic_loss", "exact_asymmetry", "probe_asymmetry"]
@@ -89,7 +89,7 @@ def _numba_ok(M, Mt) -> bool:
 
 def _sumsq(D) -> float:
     """Squared Frobenius norm (real or complex), one pass over memory."""
-    if _xp.lib(D) == "torch":
+    if xp.lib(D) == "torch":
         return float(torch_vdot(D))
     flat = D.ravel(order="K")
     return float(np.real(np.vdot(flat, flat)))
@@ -101,7 +101,7 @@ def torch_vdot(D):
 
 
 def _zeros(params):
-    return {k: _xp.zeros_like(v) for k, v in params.items() if not k.startswith("readout_")}
+    return {k: xp.zeros_like(v) for k, v in params.items() if not k.startswith("readout_")}
 
 
 def exact_asymmetry(net: DenseNetwork, params: dict | None = None, *,
@@ -155,7 +155,7 @@ def exact_asymmetry(net: DenseNetwork, params: dict | None = None, *,
         grads[c.weight] = g if c.weight not in grads else grads[c.weight] + g
     for k, v in params.items():
         if not k.startswith("readout_") and k not in grads:
-            grads[k] = _xp.zeros_like(v)
+            grads[k] = xp.zeros_like(v)
     return HomeostasisResult(value=value / n, grads=grads, stderr=0.0, method="exact", n=net.n_state)
 
 
@@ -187,7 +187,7 @@ def probe_asymmetry(net: LayeredNetwork, r, *, params: dict | None = None, n_pro
         raise ValueError(f"r has shape {tuple(r.shape)}; expected (batch, {n}) flat activities")
     Bsz = r.shape[0]
     rd = lay.split(r)
-    if _xp.lib(r) == "torch":
+    if xp.lib(r) == "torch":
         import torch
 
         if isinstance(r, torch.Tensor) and r.requires_grad:
@@ -197,12 +197,12 @@ def probe_asymmetry(net: LayeredNetwork, r, *, params: dict | None = None, n_pro
     grads = _zeros(params) if with_grad else {}
     total = Bsz * n_probes
     for _ in range(n_probes):
-        eps = _xp.randn(rng, (Bsz, n), r)
+        eps = xp.randn(rng, (Bsz, n), r)
         ed = lay.split(eps)
         a = lay.join(net.jvp(params, rd, ed), like=eps)
         b = lay.join(net.jvp(params, rd, lay.split(a)), like=eps)
         ell = ((a * a).sum(1) - (eps * b).sum(1)) / norm
-        vals.append(_xp.to_numpy(ell))
+        vals.append(xp.to_numpy(ell))
         if with_grad:
             # n dl = <2a - H'^T eps, dH' eps> - <eps, dH' a>: two bilinear terms, block by
             # block for dense networks, double backward otherwise

@@ -49,7 +49,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from neurosolve.backends import is_torch
-from neurosolve.neural.ep import _xp
+from neurosolve.backends import ops as xp
 from neurosolve.neural.ep.activations import Activation, get_activation
 
 __all__ = [
@@ -113,7 +113,7 @@ class Layout:
                 else:
                     v = np.zeros((B, self.sizes[n]), dtype=ref.dtype)
             parts.append(v.reshape(B, self.sizes[n]))
-        return _xp.concat(parts, axis=1)
+        return xp.concat(parts, axis=1)
 
     def slice(self, name: str) -> slice:
         return slice(self.offsets[name], self.offsets[name] + self.sizes[name])
@@ -147,7 +147,7 @@ def _real_dtype(like):
 def _softmax(z):
     """Holomorphic softmax over the last axis: shift by the max of the REAL part only."""
     if is_torch(z):
-        m = _xp.real(z).max(dim=-1, keepdim=True).values.detach()
+        m = xp.real(z).max(dim=-1, keepdim=True).values.detach()
         e = (z - m).exp()
         return e / e.sum(dim=-1, keepdim=True)
     m = np.max(np.real(z), axis=-1, keepdims=True)
@@ -323,16 +323,16 @@ class LayeredNetwork:
         r = r_out.reshape(r_out.shape[0], -1)
         if self.loss == "mse":
             return r
-        return _xp.mm(r, params["readout_W"]) + _xp.as_dtype(params["readout_b"], r)
+        return xp.mm(r, params["readout_W"]) + xp.as_dtype(params["readout_b"], r)
 
     def nudge(self, params, r_out, y1h):
         """``c = dL/dr_out`` per sample, holomorphic in ``r_out`` (shape of ``r_out``)."""
         r = r_out.reshape(r_out.shape[0], -1)
         if self.loss == "mse":
-            c = r - _xp.as_dtype(y1h, r)
+            c = r - xp.as_dtype(y1h, r)
         else:
             p = _softmax(self.logits(params, r_out))
-            c = _xp.mm_t(p - _xp.as_dtype(y1h, p), params["readout_W"])
+            c = xp.mm_t(p - xp.as_dtype(y1h, p), params["readout_W"])
         return c.reshape(r_out.shape)
 
     def loss_terms(self, params, r_out, y1h):
@@ -362,15 +362,15 @@ class LayeredNetwork:
 
     def check_input(self, x, y=None):
         """Validate a batch: ``x`` of shape ``(B, *input_shape)``, labels of length B."""
-        if _xp.lib(x) != self.library:
-            raise TypeError(f"x is a {_xp.lib(x)} array but the network's parameters are "
+        if xp.lib(x) != self.library:
+            raise TypeError(f"x is a {xp.lib(x)} array but the network's parameters are "
                             f"{self.library}; convert one of them")
         shp = tuple(x.shape)
         if len(shp) != 1 + len(self.input_shape) or shp[1:] != tuple(self.input_shape):
             raise ValueError(f"x has shape {shp}; expected (batch, {', '.join(map(str, self.input_shape))})")
         if shp[0] == 0:
             raise ValueError("x is an empty batch (0 samples); pass at least one sample")
-        xd = _xp.to_numpy(x) if not is_torch(x) else None
+        xd = xp.to_numpy(x) if not is_torch(x) else None
         if xd is not None and not np.issubdtype(xd.dtype, np.floating):
             raise TypeError(f"x must have a real floating dtype, got {xd.dtype}")
         if is_torch(x) and not (x.dtype.is_floating_point and not x.dtype.is_complex):
@@ -386,7 +386,7 @@ class LayeredNetwork:
                 raise ValueError(f"y has shape {ys}; expected ({shp[0]},) labels or "
                                  f"({shp[0]}, {self.n_classes}) targets (len(y) == len(x))")
             if len(ys) == 1:
-                yv = _xp.to_numpy(y)
+                yv = xp.to_numpy(y)
                 integral = yv.dtype != bool and (np.issubdtype(yv.dtype, np.integer) or (
                     np.issubdtype(yv.dtype, np.floating) and bool(np.all(yv == np.round(yv)))))
                 if not integral:
@@ -408,7 +408,7 @@ class LayeredNetwork:
         lib = library or self.library
         out = {}
         for k, v in self.params.items():
-            a = _xp.to_numpy(v)
+            a = xp.to_numpy(v)
             if lib == "torch":
                 import torch
 
@@ -480,11 +480,11 @@ class DenseNetwork(LayeredNetwork):
     # -- blocks --------------------------------------------------------------------------
     @staticmethod
     def _apply(c: Connection, W, r):
-        return _xp.mm_t(r, W) if c.transpose else _xp.mm(r, W)
+        return xp.mm_t(r, W) if c.transpose else xp.mm(r, W)
 
     @staticmethod
     def _apply_t(c: Connection, W, w):
-        return _xp.mm(w, W) if c.transpose else _xp.mm_t(w, W)
+        return xp.mm(w, W) if c.transpose else xp.mm_t(w, W)
 
     def input_drive(self, params, x) -> dict:
         ext: dict = {}
@@ -511,7 +511,7 @@ class DenseNetwork(LayeredNetwork):
     def drive(self, params, r, ext):
         h = self._internal_drive(params, r)
         for k, v in ext.items():
-            h[k] = h[k] + _xp.as_dtype(v, h[k]) if k in h else v
+            h[k] = h[k] + xp.as_dtype(v, h[k]) if k in h else v
         return h
 
     def jvp(self, params, r, v):
@@ -546,12 +546,12 @@ class DenseNetwork(LayeredNetwork):
                 grads[c.bias] = gb if grads[c.bias] is None else grads[c.bias] + gb
         for k, v in grads.items():
             if v is None:
-                grads[k] = _xp.zeros_like(params[k])
+                grads[k] = xp.zeros_like(params[k])
         return grads
 
     def bilinear_grad(self, params, r, w, v):
         """``d/dtheta sum_b <w_b, H' v_b>``: per block ``w_post^T v_pre`` (no autodiff)."""
-        grads = {k: _xp.zeros_like(p) for k, p in params.items() if not k.startswith("readout_")}
+        grads = {k: xp.zeros_like(p) for k, p in params.items() if not k.startswith("readout_")}
         for c in self.internal:
             wp, vp = w.get(c.post), v.get(c.pre)
             if wp is None or vp is None:

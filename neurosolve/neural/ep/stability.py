@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from neurosolve.neural.ep import _xp
+from neurosolve.backends import ops as xp
 
 __all__ = ["ContractionResult", "contraction_penalty"]
 
@@ -72,12 +72,12 @@ def contraction_penalty(net, free, *, target: float = 0.9, iters: int = 10, rng:
     lay = net.layout
     rd = free.rd
     D = net.activation.deriv(free.u)
-    v = _xp.randn(rng, tuple(free.u.shape), free.u) if v0 is None else v0
+    v = xp.randn(rng, tuple(free.u.shape), free.u) if v0 is None else v0
 
     def unit(a):
-        n = np.linalg.norm(_xp.to_numpy(a), axis=1)
+        n = np.linalg.norm(xp.to_numpy(a), axis=1)
         n = np.maximum(n, 1e-300)
-        if _xp.lib(a) == "torch":
+        if xp.lib(a) == "torch":
             import torch
 
             return a / torch.as_tensor(n, dtype=a.dtype, device=a.device)[:, None]
@@ -91,14 +91,14 @@ def contraction_penalty(net, free, *, target: float = 0.9, iters: int = 10, rng:
         v = unit(A(A(v)))
     Av = A(v)
     w2 = A(Av)
-    n2 = np.linalg.norm(_xp.to_numpy(w2), axis=1)
+    n2 = np.linalg.norm(xp.to_numpy(w2), axis=1)
     g = np.sqrt(n2)
     excess = np.maximum(g - target, 0.0)
     B = g.shape[0]
     value = 0.5 * float(np.mean(excess ** 2))
     # d g = (<w2, dA (A v)> + <A^T w2, dA v>) / (2 g ||w2||),  dA = dH' D
     coef = excess / np.maximum(2 * g * n2, 1e-300) / B
-    if _xp.lib(w2) == "torch":
+    if xp.lib(w2) == "torch":
         import torch
 
         coef_t = torch.as_tensor(coef, dtype=w2.dtype, device=w2.device)[:, None]

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from neurosolve.core import Status
-from neurosolve.neural.ep import _xp
+from neurosolve.backends import ops as xp
 from neurosolve.neural.ep.diagnostics import (
     dense_jacobian, jac_sym, layer_cosines, spectral_radius, weight_angle,
 )
@@ -193,7 +193,7 @@ def _batches(n: int, bs: int, rng: np.random.Generator):
 
 
 def _take(a, idx):
-    if _xp.lib(a) == "torch":
+    if xp.lib(a) == "torch":
         import torch
 
         return a[torch.as_tensor(idx, device=a.device)]
@@ -209,7 +209,7 @@ def evaluate(net: LayeredNetwork, X, y, *, solver: FixedPoint | None = None,
         xb, yb = X[i:i + batch_size], y[i:i + batch_size]
         fp = free_phase(net, xb, yb, solver=solver, init=init)
         correct.append(fp.correct())
-        losses.append(_xp.to_numpy(fp.loss))
+        losses.append(xp.to_numpy(fp.loss))
         conv.append(fp.report.converged_fraction * xb.shape[0])
         iters.append(fp.report.n_iter)
     n = X.shape[0]
@@ -220,7 +220,7 @@ def evaluate(net: LayeredNetwork, X, y, *, solver: FixedPoint | None = None,
 
 
 def _gnorm(grads):
-    return math.sqrt(sum(float(_xp.sumsq(g)) for g in grads.values()))
+    return math.sqrt(sum(float(xp.sumsq(g)) for g in grads.values()))
 
 
 def _diagnose(net, X, y, cfg, rec: dict, rng_seed: int):
@@ -355,7 +355,7 @@ def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConf
                     grads = dict(grads)
                     for k, g in cp.grads.items():
                         grads[k] = grads[k] + cfg.contraction * g
-                if est.status is Status.NONFINITE or not all(_xp.isfinite_all(g) for g in grads.values()):
+                if est.status is Status.NONFINITE or not all(xp.isfinite_all(g) for g in grads.values()):
                     if cfg.strict:
                         raise RuntimeError(f"non-finite gradient estimate at step {steps}: {est.message}")
                     skipped += 1
