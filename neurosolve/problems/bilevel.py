@@ -27,6 +27,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from neurosolve.backends.ops import to_numpy as _to_numpy_any
 from neurosolve.backends import common_library, is_torch
 from neurosolve.problems import sets as _sets
 
@@ -292,12 +293,6 @@ def _vec_to(v, library, dtype=None, device="cpu"):
     if is_torch(v):
         return v.to(dtype=dtype or v.dtype, device=device)
     return torch.as_tensor(np.asarray(v, dtype=float), dtype=dtype or torch.float64, device=device)
-
-
-def _numpy(v) -> np.ndarray:
-    if is_torch(v):
-        return v.detach().cpu().numpy().astype(float)
-    return np.asarray(v, dtype=float)
 
 
 # --------------------------------------------------------------------------------------
@@ -989,3 +984,7 @@ def _slsqp_lower_level(problem: Bilevel, x: np.ndarray):
     if not res.success:
         return None, float("nan")
     return res.x, float(res.fun)
+
+
+def _numpy(a) -> np.ndarray:
+    return np.asarray(_to_numpy_any(a), dtype=float)

@@ -30,17 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from neurosolve.backends.ops import to_numpy as _to_numpy
 from neurosolve.backends import common_library, is_torch
 from neurosolve.problems import relu_losses as RL
 from neurosolve.problems import relu_patterns as RP
 
 __all__ = ["ConvexReLU"]
-
-
-def _to_numpy(a):
-    if is_torch(a):
-        return a.detach().cpu().numpy()
-    return np.asarray(a)
 
 
 class ConvexReLU:

@@ -50,6 +50,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from neurosolve.backends.ops import to_numpy as _to_numpy_any
 from neurosolve.backends import is_torch
 
 __all__ = [
@@ -154,12 +155,6 @@ class ConvexSet:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} dim={self.dim}>"
-
-
-def _to_numpy(w) -> np.ndarray:
-    if is_torch(w):
-        return w.detach().cpu().numpy().astype(float)
-    return np.asarray(w, dtype=float)
 
 
 class _TorchCache:
@@ -847,3 +842,7 @@ def nonaffine_message(name: str, info: dict) -> str:
         "C must be convex and projectable: pass C= (a neurosolve.problems.sets object, e.g. "
         "sets.Custom(project, dim)) describing the joint set"
     )
+
+
+def _to_numpy(a) -> np.ndarray:
+    return np.asarray(_to_numpy_any(a), dtype=float)

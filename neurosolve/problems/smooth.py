@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from neurosolve.backends.ops import to_numpy as _np
 from neurosolve.backends import is_torch
 
 __all__ = ["Minimize"]
@@ -339,12 +340,6 @@ class Minimize:
     def __repr__(self):
         return (f"<Minimize {self.name!r} n={self.n} library={self.array_library} "
                 f"metric={self.metric.kind}>")
-
-
-def _np(a):
-    if is_torch(a):
-        return a.detach().cpu().numpy()
-    return np.asarray(a)
 
 
 def _add_autograd(base: dict, fun, residual, sample_losses):

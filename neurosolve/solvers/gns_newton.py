@@ -15,6 +15,7 @@ from typing import Any, Callable, ClassVar, NamedTuple
 
 import numpy as np
 
+from neurosolve.backends.ops import to_numpy as _np
 from neurosolve.core import Solver, State, Status, Stop, to_float
 from neurosolve.problems.smooth import Minimize
 from neurosolve.solvers.hessian_approx import (
@@ -483,7 +484,3 @@ def check_common(solver, problem: Minimize, state: SmoothState):
     return None
 
 
-def _np(a):
-    if hasattr(a, "detach"):
-        return a.detach().cpu().numpy()
-    return np.asarray(a)

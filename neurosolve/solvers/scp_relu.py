@@ -28,6 +28,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from neurosolve.backends.ops import to_numpy as _to_numpy_any
 from neurosolve.core import Solver, State, Status, Stop, to_float
 from neurosolve.problems.convex_relu import ConvexReLU
 from neurosolve.problems import relu_losses as RL
@@ -210,6 +211,4 @@ class SCP(Solver):
 
 
 def _np(a) -> np.ndarray:
-    if hasattr(a, "detach"):
-        a = a.detach().cpu().numpy()
-    return np.asarray(a, dtype=np.float64)
+    return np.asarray(_to_numpy_any(a), dtype=float)
