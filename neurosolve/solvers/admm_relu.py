@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from neurosolve.backends.relu_kernel_table import ReLUKernels
+from neurosolve.backends.relu_kernel_table import select as select_kernels
 from neurosolve.core import Solver, State, Status, Stop, to_float
 from neurosolve.problems.convex_relu import ConvexReLU
 from neurosolve.problems import relu_losses as RL
@@ -51,6 +53,62 @@ def default_rho2(problem: ConvexReLU) -> float:
     the same value for ``rho_loss``.
     """
     return 0.02 * problem.w * problem.n
+
+
+class ADMMSetup(NamedTuple):
+    """What :meth:`ADMM.setup` derives once per solve: the kernel table, the u-step kind,
+    whether the loss is split off, robustness, the pattern signs ``E = 2 D - 1`` (and
+    their repetition ``E2c`` over the 2P c weight columns) and ``||X||_2``."""
+
+    kernels: ReLUKernels
+    kind: str
+    split: bool
+    robust: bool
+    E: Any
+    E2c: Any
+    normX: float
+
+
+@dataclass(eq=False)
+class ADMMState(State):
+    """ADMM's iteration data: the primal blocks (u, v, slacks), the scaled duals, the
+    adaptive penalties with the u-step system factorized for them (``sys``, ``ustep``:
+    they change when rho2 adapts), the objective trend, and the last certified values."""
+
+    sys: Any = None
+    ustep: Any = None
+    rho1: float = 0.0
+    rho2: float = 0.0
+    rhoz: float = 0.0
+    t_factor: float = 0.0
+    U: Any = None
+    V: Any = None
+    L: Any = None
+    W: Any = None
+    EabsW: Any = None
+    XU: Any = None
+    FU: Any = None
+    FtY: Any = None
+    Z: Any = None
+    Mu: Any = None
+    B: Any = None
+    MuB: Any = None
+    S: Any = None
+    Nu: Any = None
+    R: Any = None
+    NuR: Any = None
+    rng: Any = None
+    rbcd_thresh: float = 0.0
+    rbcd_step: float = 0.0
+    next_adapt: int = 200
+    obj_hist: list = field(default_factory=list)
+    last: dict = field(default_factory=dict)
+    gap: float = float("nan")
+    viol: float = float("nan")
+    abs_prim: float = float("nan")
+    scale_prim: float = float("nan")
+    zres2: float = 0.0
+    zscale2: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,10 +280,11 @@ class ADMM(Solver):
         return self.maxiter if self.maxiter is not None else 20000
 
     # ------------------------------------------------------------------------------------
-    def init(self, problem: ConvexReLU, x0, ctx) -> State:
-        lib = problem.array_library
-        X, D, Y = problem.Xt, problem.D, problem.Y
-        n, d, P, c = problem.n, problem.d, problem.P, problem.c
+    def setup(self, problem: ConvexReLU, ctx) -> "ADMMSetup":
+        """The u-step kind, whether the loss is split, the sign matrices of the cone
+        constraints, ``||X||_2`` and the backend's kernel table."""
+        X, D = problem.Xt, problem.D
+        c = problem.c
         robust = problem.robust
         split = robust or problem.loss != "squared"
         kind = self.u_step
@@ -235,10 +294,28 @@ class ADMM(Solver):
                                  "use u_step='cholesky' or 'cg'")
             split = problem.loss == "hinge"
         elif kind == "auto":
-            kind = choose_ustep(n, d, P, robust, self.memory_limit)
+            kind = choose_ustep(problem.n, problem.d, problem.P, robust, self.memory_limit)
         if kind == "woodbury" and robust:
             raise ValueError("u_step='woodbury' does not support robust programs; use "
                              "'cholesky' or 'cg'")
+        E = 2.0 * D - 1.0
+        if problem.array_library == "torch":
+            import torch
+
+            E2c = torch.repeat_interleave(torch.cat([E, E], 1), c, dim=1)
+            normX = float(torch.linalg.matrix_norm(X, ord=2))
+        else:
+            E2c = np.repeat(np.concatenate([E, E], 1), c, axis=1)
+            normX = float(np.linalg.norm(X, 2))
+        return ADMMSetup(kernels=select_kernels(ctx.backend.name), kind=kind, split=split,
+                         robust=robust, E=E, E2c=E2c, normX=normX)
+
+    def init(self, problem: ConvexReLU, x0, ctx) -> "ADMMState":
+        su = ctx.setup
+        lib = problem.array_library
+        X, D, Y = problem.Xt, problem.D, problem.Y
+        n, d, P, c = problem.n, problem.d, problem.P, problem.c
+        robust, split, kind = su.robust, su.split, su.kind
         rho2 = self.rho2 if self.rho2 is not None else default_rho2(problem)
         rho1 = self.rho1 if self.rho1 is not None else rho2 / 10.0
         rhoz = (self.rho_loss if self.rho_loss is not None else rho2) if split else 0.0
@@ -258,23 +335,15 @@ class ADMM(Solver):
             ctx.count("factorizations")
         t_factor = time.perf_counter() - t0
 
-        E = 2.0 * D - 1.0
         if lib == "torch":
             import torch
 
-            E2c = torch.repeat_interleave(torch.cat([E, E], 1), c, dim=1)
             zeros = lambda *s: torch.zeros(s, dtype=X.dtype, device=X.device)  # noqa: E731
-            normX = float(torch.linalg.matrix_norm(X, ord=2))
         else:
-            E2c = np.repeat(np.concatenate([E, E], 1), c, axis=1)
             zeros = lambda *s: np.zeros(s, dtype=X.dtype)  # noqa: E731
-            normX = float(np.linalg.norm(X, 2))
-        st = State(x=None, k=0)
-        st.kind, st.split, st.robust = kind, split, robust
-        st.sys, st.ustep, st.E, st.E2c, st.normX = system, ustep, E, E2c, normX
-        st.rho1, st.rho2, st.rhoz = rho1, rho2, rhoz
-        st.t_factor = t_factor
-        st.use_numba = ctx.backend.use_numba
+        E2c = su.E2c
+        st = ADMMState(x=None, k=0, sys=system, ustep=ustep, rho1=rho1, rho2=rho2, rhoz=rhoz,
+                       t_factor=t_factor)
         if not split:
             st.FtY = system.Ft(Y) * w  # w F^T y
         U = zeros(d, 2 * P, c)
@@ -305,23 +374,23 @@ class ADMM(Solver):
         st.next_adapt = 200
         st.obj_hist = []
         st.last = {}
-        st.metrics = self._metrics(problem, st, first=True)
+        st.metrics = self._metrics(problem, st, ctx, first=True)
         st.x = None
         return st
 
     # ------------------------------------------------------------------------------------
-    def _rhs_common(self, problem, st):
+    def _rhs_common(self, problem, st, ctx):
         s = st.sys
         d = problem.d
-        if st.robust:
-            GtSN = (problem.Xt.T @ (st.E2c * (st.S - st.Nu))).reshape(st.U.shape)
+        if ctx.setup.robust:
+            GtSN = (problem.Xt.T @ (ctx.setup.E2c * (st.S - st.Nu))).reshape(st.U.shape)
             GtSN = GtSN + problem.sc[:, None, None] * (st.R - st.NuR)
         else:
             GtSN = (problem.Xt.T @ st.EabsW).reshape(d, -1, problem.c)
         rhs = s.rho1 * (st.V - st.L) + s.rho2 * GtSN
-        if st.split:
+        if ctx.setup.split:
             rhs = rhs + s.aF * s.Ft(st.Z - st.Mu)
-            if st.robust:
+            if ctx.setup.robust:
                 rhs = rhs + s.aH * s.Ht(st.B - st.MuB)
         else:
             rhs = rhs + st.FtY
@@ -333,10 +402,10 @@ class ADMM(Solver):
         d, P, c = problem.d, problem.P, problem.c
         a = self.alpha
         # ---- u-step
-        if st.kind == "rbcd":
+        if ctx.setup.kind == "rbcd":
             st.U = _rbcd_ustep(self, problem, st, ctx)
         else:
-            rhs = self._rhs_common(problem, st)
+            rhs = self._rhs_common(problem, st, ctx)
             st.U = st.ustep.solve(rhs, st.U)
         XU = X @ st.U.reshape(d, -1)
         st.XU = XU
@@ -344,32 +413,19 @@ class ADMM(Solver):
         V_old = st.V
         A = a * st.U + (1 - a) * V_old + st.L
         A2 = A.reshape(d, -1)
-        if st.use_numba:
-            from neurosolve.backends.relu_kernels import group_soft_threshold
-
-            Vn = group_soft_threshold(np.ascontiguousarray(A2), problem.beta / s.rho1)
-        else:
-            from neurosolve.backends.relu_kernels import group_soft_threshold_ref
-
-            Vn = group_soft_threshold_ref(A2, problem.beta / s.rho1)
+        kern = ctx.setup.kernels
+        Vn = kern.soft_threshold(A2, problem.beta / s.rho1)
         st.V = Vn.reshape(st.U.shape)
         st.L = A - st.V
         # ---- cone step
-        if st.robust:
-            GU = st.E2c * XU
+        if ctx.setup.robust:
+            GU = ctx.setup.E2c * XU
             RU = st.U * problem.sc[:, None, None]
             S_old, R_old = st.S, st.R
             Gh = a * GU + (1 - a) * S_old + st.Nu
             Rh = a * RU + (1 - a) * R_old + st.NuR
             n2 = 2 * P * c
-            if st.use_numba:
-                from neurosolve.backends.relu_kernels import robust_cone_project
-
-                Sn, Rn = robust_cone_project(np.ascontiguousarray(Gh),
-                                             np.ascontiguousarray(Rh.reshape(d, n2)),
-                                             problem.epsilon, problem.q)
-            else:
-                Sn, Rn = RL.project_robust_cone(Gh, Rh.reshape(d, n2), problem.epsilon, problem.q)
+            Sn, Rn = kern.robust_cone(Gh, Rh.reshape(d, n2), problem.epsilon, problem.q)
             st.S, st.R = Sn, Rn.reshape(st.U.shape)
             st.Nu = Gh - st.S
             st.NuR = Rh - st.R
@@ -378,44 +434,21 @@ class ADMM(Solver):
             ngu2 = float((GU**2).sum() + (RU**2).sum())
             ns2 = float((st.S**2).sum() + (st.R**2).sum())
             nnu2 = float((st.Nu**2).sum() + (st.NuR**2).sum())
-        elif st.use_numba:
-            from neurosolve.backends.relu_kernels import cone_update
-
-            st.EabsW, FU, sums = cone_update(XU, st.E, st.W, a, c, st.EabsW)
-            prim2, ds2, ngu2, ns2 = sums
-            nnu2 = None
         else:
-            GU = st.E2c * XU
-            s_old = st.W.clip(min=0)
-            Wn = a * GU + (1 - a) * s_old + st.W.clip(max=0)
-            s_new = Wn.clip(min=0)
-            st.W = Wn
-            st.EabsW = st.E2c * abs(Wn)
-            prim2 = to_float(((GU - s_new) ** 2).sum())
-            ds2 = to_float(((s_new - s_old) ** 2).sum())
-            ngu2 = to_float((GU**2).sum())
-            ns2 = to_float((s_new**2).sum())
+            st.W, st.EabsW, FU, (prim2, ds2, ngu2, ns2) = kern.cone_step(
+                XU, ctx.setup.E, ctx.setup.E2c, problem.D, st.W, st.EabsW, a, c)
             nnu2 = None
         # ---- loss split
-        if not (st.use_numba and not st.robust):
-            FU = _masked(XU, problem.D, c, st.use_numba)
-        if st.split:
+        if ctx.setup.robust:
+            FU = kern.masked_output(XU, problem.D, c)
+        if ctx.setup.split:
             Zh = a * FU + (1 - a) * st.Z
-            if st.robust:
+            if ctx.setup.robust:
                 HU = s.H(st.U)
                 Bh = a * HU + (1 - a) * st.B
-                if st.use_numba:
-                    from neurosolve.backends.relu_kernels import robust_loss_prox
-
-                    code = {"squared": 0, "logistic": 1, "hinge": 2}[problem.loss]
-                    Zn, Bn = robust_loss_prox(code, np.ascontiguousarray((Zh + st.Mu).reshape(-1)),
-                                              np.ascontiguousarray(_flat_b(Bh + st.MuB)),
-                                              np.ascontiguousarray(problem.Y.reshape(-1)),
-                                              problem.epsilon, problem.q, problem.w, s.aF)
-                else:
-                    Zn, Bn = RL.prox_robust_loss(problem.loss, (Zh + st.Mu).reshape(-1),
-                                                 _flat_b(Bh + st.MuB), problem.Y.reshape(-1),
-                                                 problem.epsilon, problem.q, problem.w, s.aF)
+                Zn, Bn = kern.robust_loss(problem.loss, (Zh + st.Mu).reshape(-1),
+                                          _flat_b(Bh + st.MuB), problem.Y.reshape(-1),
+                                          problem.epsilon, problem.q, problem.w, s.aF)
                 Zn = Zn.reshape(Zh.shape)
                 Bn = _unflat_b(Bn, Bh.shape)
                 st.MuB = st.MuB + Bh - Bn
@@ -433,13 +466,13 @@ class ADMM(Solver):
         st.k += 1
         st.last = dict(prim2=prim2, ds2=ds2, ngu2=ngu2, ns2=ns2, nnu2=nnu2,
                        dv=to_float(((st.V - V_old) ** 2).sum()) ** 0.5)
-        st.metrics = self._metrics(problem, st)
+        st.metrics = self._metrics(problem, st, ctx)
         if self.adaptive and st.k >= st.next_adapt:
             self._adapt(problem, st, ctx)
         return st
 
     # ------------------------------------------------------------------------------------
-    def _metrics(self, problem, st, first=False):
+    def _metrics(self, problem, st, ctx, first=False):
         s = st.sys
         U, V = st.U, st.V
         nu_ = to_float((U * U).sum()) ** 0.5
@@ -454,7 +487,7 @@ class ADMM(Solver):
         L = st.last
         pr = to_float(((U - V) ** 2).sum()) ** 0.5 / max(nu_, nv, 1e-300)
         cr = math.sqrt(L["prim2"]) / max(math.sqrt(L["ngu2"]), math.sqrt(L["ns2"]), 1e-300)
-        dual_bound = s.rho1 * L["dv"] + s.rho2 * st.normX * math.sqrt(L["ds2"])
+        dual_bound = s.rho1 * L["dv"] + s.rho2 * ctx.setup.normX * math.sqrt(L["ds2"])
         lam_scale = s.rho1 * to_float((st.L * st.L).sum()) ** 0.5
         dr = dual_bound / max(lam_scale, problem.beta, 1e-300)
         st.abs_prim = to_float(((U - V) ** 2).sum()) ** 0.5
@@ -489,7 +522,7 @@ class ADMM(Solver):
         st.next_adapt = st.k + self.adapt_every
         if problem.robust:
             cr = st.metrics["cone_residual"]
-            res, scale = self._u_optimality(problem, st)
+            res, scale = self._u_optimality(problem, st, ctx)
             ctx.count("kkt_checks")
             dr = res / max(scale, 1e-300)
             if not (cr > 0 and dr > 0 and math.isfinite(cr) and math.isfinite(dr)):
@@ -504,7 +537,7 @@ class ADMM(Solver):
             if prev is None:
                 return
             obj = to_float(st.metrics["objective"])
-            viol = self._violation(problem, st)
+            viol = self._violation(problem, st, ctx)
             trend = obj - prev
             if trend > 0 and viol > self.rtol:
                 f = self.adapt_factor
@@ -515,9 +548,9 @@ class ADMM(Solver):
         s = st.sys
         old2, new2 = s.rho2, s.rho2 * f
         pen = {"rho2": new2}
-        if st.split:
+        if ctx.setup.split:
             pen["aF"] = s.aF * f
-            if st.robust:
+            if ctx.setup.robust:
                 pen["aH"] = s.aH * f
         if st.ustep is not None:
             st.ustep.update(**pen)
@@ -526,33 +559,33 @@ class ADMM(Solver):
             s.set_penalties(**pen)
         ctx.count("rho_updates")
         # rescale the scaled duals of the changed constraints
-        if st.robust:
+        if ctx.setup.robust:
             st.Nu = st.Nu * (old2 / new2)
             st.NuR = st.NuR * (old2 / new2)
         else:
             st.W = st.W.clip(min=0) + st.W.clip(max=0) * (old2 / new2)
-            st.EabsW = st.E2c * abs(st.W)
-        if st.split:
+            st.EabsW = ctx.setup.E2c * abs(st.W)
+        if ctx.setup.split:
             st.Mu = st.Mu / f
-            if st.robust:
+            if ctx.setup.robust:
                 st.MuB = st.MuB / f
 
     # ------------------------------------------------------------------------------------
-    def _u_optimality(self, problem, st):
+    def _u_optimality(self, problem, st, ctx):
         """Exact relative u-optimality residual ``||grad + rho1 lam + rho2 G^T nu||``."""
         s = st.sys
         X = problem.Xt
         d, c = problem.d, problem.c
-        if st.split:
+        if ctx.setup.split:
             grad = s.aF * s.Ft(st.FU - st.Z + st.Mu)
-            if st.robust:
+            if ctx.setup.robust:
                 grad = grad + s.aH * s.Ht(s.H(st.U) - st.B + st.MuB)
         else:
             grad = problem.w * s.Ft(st.FU) - st.FtY
-        if st.robust:
-            GtNu = (X.T @ (st.E2c * st.Nu)).reshape(st.U.shape) + problem.sc[:, None, None] * st.NuR
+        if ctx.setup.robust:
+            GtNu = (X.T @ (ctx.setup.E2c * st.Nu)).reshape(st.U.shape) + problem.sc[:, None, None] * st.NuR
         else:
-            GtNu = (X.T @ (st.E2c * st.W.clip(max=0))).reshape(d, -1, c)
+            GtNu = (X.T @ (ctx.setup.E2c * st.W.clip(max=0))).reshape(d, -1, c)
         lam = s.rho1 * st.L
         res = grad + lam + s.rho2 * GtNu
         scale = max(to_float((lam * lam).sum()) ** 0.5, to_float((grad * grad).sum()) ** 0.5)
@@ -572,18 +605,18 @@ class ADMM(Solver):
         d, P, c = problem.d, problem.P, problem.c
         V = st.V
         XV = X @ V.reshape(d, -1)
-        FV = _masked(XV, problem.D, c, st.use_numba)
+        FV = ctx.setup.kernels.masked_output(XV, problem.D, c)
         obj = to_float(RL.loss_value(problem.loss, FV, problem.Y, problem.w)
                        + problem.beta * ((V * V).sum(0) ** 0.5).sum())
-        GV = st.E2c * XV
+        GV = ctx.setup.E2c * XV
         top = to_float(abs(XV).max())
         viol = to_float((-GV).clip(min=0).max()) / top if top > 0 else 0.0
-        if st.split:
+        if ctx.setup.split:
             lam = s.aF * st.Mu
         else:
             lam = RL.loss_grad(problem.loss, FV, problem.Y, problem.w)
         mu = -s.rho2 * st.W.clip(max=0)
-        Acoef = -s.Ft(lam) + (X.T @ (st.E2c * mu)).reshape(d, 2 * P, c)
+        Acoef = -s.Ft(lam) + (X.T @ (ctx.setup.E2c * mu)).reshape(d, 2 * P, c)
         cmax = to_float(((Acoef * Acoef).sum(0) ** 0.5).max())
         t = 1.0 if cmax <= problem.beta else problem.beta / cmax
         lam_np = lam.detach().cpu().numpy() if hasattr(lam, "detach") else np.asarray(lam)
@@ -595,11 +628,11 @@ class ADMM(Solver):
         st.metrics["cone_violation"] = viol
         return st.gap, viol
 
-    def _violation(self, problem, st):
+    def _violation(self, problem, st, ctx):
         """``max(0, -G v) / max |X v|``: the relative cone violation of v."""
         XV = problem.Xt @ st.V.reshape(problem.d, -1)
         top = to_float(abs(XV).max())
-        st.viol = to_float((-(st.E2c * XV)).clip(min=0).max()) / top if top > 0 else 0.0
+        st.viol = to_float((-(ctx.setup.E2c * XV)).clip(min=0).max()) / top if top > 0 else 0.0
         return st.viol
 
     def _stalled(self, st, obj):
@@ -643,17 +676,17 @@ class ADMM(Solver):
         L = st.last
         ok = st.abs_prim <= tol * st.scale_prim + atol
         ok = ok and math.sqrt(L["prim2"]) <= tol * max(math.sqrt(L["ngu2"]), math.sqrt(L["ns2"])) + atol
-        if st.split:
+        if ctx.setup.split:
             ok = ok and math.sqrt(st.zres2) <= tol * math.sqrt(st.zscale2) + atol
         if not ok:
             return None
-        res, scale = self._u_optimality(problem, st)
+        res, scale = self._u_optimality(problem, st, ctx)
         ctx.count("kkt_checks")
         if res > self.dual_rtol * scale + atol:
             return None
-        if not problem.robust and self._violation(problem, st) > tol:
+        if not problem.robust and self._violation(problem, st, ctx) > tol:
             return None
-        if problem.robust and problem.is_trivial(self.finalize(problem, st, _NullCtx())):
+        if problem.robust and problem.is_trivial(_answer(problem, st)):
             return Stop(Status.INFEASIBLE, (
                 f"the robust program's solution is all zero: with epsilon={problem.epsilon:g} no "
                 "neuron can keep its activation pattern on the whole perturbation ball (or beta "
@@ -674,28 +707,19 @@ class ADMM(Solver):
         ctx.counters["factor_time"] = st.t_factor
         if st.ustep is not None and hasattr(st.ustep, "iters"):
             ctx.counters["cg_iterations"] = st.ustep.iters
-        ctx.counters["u_step"] = st.kind
+        ctx.counters["u_step"] = ctx.setup.kind
         ctx.counters["rho2_final"] = st.sys.rho2
-        V = st.V  # (d, 2P, c)
-        d, P, c = problem.d, problem.P, problem.c
-        V4 = V.reshape(d, 2, P, c)
-        x = V4.permute(1, 2, 0, 3) if problem.array_library == "torch" else V4.transpose(1, 2, 0, 3)
-        x = x + 0
-        return x[..., 0] if c == 1 else x
+        return _answer(problem, st)
 
 
-class _NullCtx:
-    counters: dict = {}
-
-
-def _masked(XU, D, c, use_numba):
-    if use_numba:
-        from neurosolve.backends.relu_kernels import masked_output
-
-        return masked_output(XU, D, c)
-    from neurosolve.backends.relu_kernels import masked_output_ref
-
-    return masked_output_ref(XU, D, c)
+def _answer(problem: ConvexReLU, st) -> Any:
+    """The returned weights ``(2, P, d[, c])`` from ``v`` (stored as ``(d, 2P, c)``)."""
+    V = st.V
+    d, P, c = problem.d, problem.P, problem.c
+    V4 = V.reshape(d, 2, P, c)
+    x = V4.permute(1, 2, 0, 3) if problem.array_library == "torch" else V4.transpose(1, 2, 0, 3)
+    x = x + 0
+    return x[..., 0] if c == 1 else x
 
 
 def _flat_b(B):
@@ -732,7 +756,7 @@ def _rbcd_ustep(solver: ADMM, problem: ConvexReLU, st: State, ctx):
     b = min(solver.rbcd_block, P)
     U = st.U + 0
     rho1, rho2 = s.rho1, s.rho2
-    if st.split:
+    if ctx.setup.split:
         loss, target, wt = "squared", st.Z - st.Mu, s.aF
     else:
         loss, target, wt = problem.loss, problem.Y, problem.w
