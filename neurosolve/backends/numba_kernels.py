@@ -16,7 +16,6 @@ let the compiler drop the very values the solvers test for.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 _FAST = {"reassoc", "contract"}

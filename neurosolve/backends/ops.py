@@ -74,7 +74,6 @@ class NumpyOps:
 
     # -- dense linear algebra (Newton-type solvers, small systems) --------------------------
     @staticmethod
-
     def cholesky(M):
         """Lower Cholesky factor, or None when ``M`` is not (numerically) positive definite."""
         from scipy.linalg import LinAlgError, cho_factor
@@ -87,14 +86,12 @@ class NumpyOps:
             return None
 
     @staticmethod
-
     def cho_solve(factor, b):
         from scipy.linalg import cho_solve
 
         return cho_solve(factor, b, check_finite=False)
 
     @staticmethod
-
     def add_diag(M, v):
         """``M + diag(v)`` as a new array (``v`` scalar or vector)."""
         out = np.array(M, copy=True, order="F")
@@ -103,32 +100,80 @@ class NumpyOps:
         return out
 
     @staticmethod
-
     def outer(u, v):
         return np.outer(u, v)
 
     @staticmethod
-
     def diagonal(M):
         return np.diagonal(M)
 
     @staticmethod
-
     def asymmetry(M) -> float:
         n = float(np.linalg.norm(M))
         return float(np.linalg.norm(M - M.conj().T)) / n if n > 0 else 0.0
 
     @staticmethod
-
-    @staticmethod
-
     def eye(n, like):
         return np.eye(n, dtype=like.dtype)
 
     @staticmethod
-
     def min(a) -> float:
         return float(np.min(a)) if a.size else 0.0
+
+    # -- elementwise and reductions (losses, proximal maps, the smooth gallery) -------------
+    exp = staticmethod(np.exp)
+    log = staticmethod(np.log)
+    log1p = staticmethod(np.log1p)
+    sin = staticmethod(np.sin)
+    cos = staticmethod(np.cos)
+    sign = staticmethod(np.sign)
+    where = staticmethod(np.where)
+    diag = staticmethod(np.diag)
+
+    @staticmethod
+    def sigmoid(a):
+        """``1 / (1 + exp(-a))`` without overflow (the tanh form)."""
+        return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+    @staticmethod
+    def softplus(a):
+        """``log(1 + exp(a))`` without overflow."""
+        return np.logaddexp(0.0, a)
+
+    @staticmethod
+    def logsumexp_rows(S):
+        mx = S.max(axis=1, keepdims=True)
+        return (mx + np.log(np.exp(S - mx).sum(axis=1, keepdims=True)))[:, 0]
+
+    @staticmethod
+    def softmax_rows(S):
+        E = np.exp(S - S.max(axis=1, keepdims=True))
+        return E / E.sum(axis=1, keepdims=True)
+
+    @staticmethod
+    def full_like(a, v):
+        return np.full_like(a, v)
+
+    @staticmethod
+    def sort_desc(a, axis):
+        return -np.sort(-a, axis=axis)
+
+    @staticmethod
+    def cumsum(a, axis):
+        return np.cumsum(a, axis=axis)
+
+    @staticmethod
+    def arange_like(m, like):
+        """``1, 2, ..., m`` in ``like``'s dtype."""
+        return np.arange(1, m + 1, dtype=like.dtype)
+
+    @staticmethod
+    def take_along(a, idx, axis):
+        return np.take_along_axis(a, idx, axis=axis)
+
+    @staticmethod
+    def amax(a, axis):
+        return a.max(axis=axis)
 
 
 class NumbaOps(NumpyOps):
@@ -243,6 +288,66 @@ class TorchOps:
     def min(self, a) -> float:
         return float(a.min()) if a.numel() else 0.0
 
+    # -- elementwise and reductions (losses, proximal maps, the smooth gallery) -------------
+    def exp(self, a):
+        return self.torch.exp(a)
+
+    def log(self, a):
+        return self.torch.log(a)
+
+    def log1p(self, a):
+        return self.torch.log1p(a)
+
+    def sin(self, a):
+        return self.torch.sin(a)
+
+    def cos(self, a):
+        return self.torch.cos(a)
+
+    def sign(self, a):
+        return self.torch.sign(a)
+
+    def diag(self, v):
+        return self.torch.diag(v)
+
+    def where(self, c, a, b):
+        """``torch.where`` that also takes Python scalars for ``a`` or ``b``."""
+        t = self.torch
+        like = a if isinstance(a, t.Tensor) else b if isinstance(b, t.Tensor) else c
+        a = a if isinstance(a, t.Tensor) else t.as_tensor(a, dtype=like.dtype, device=like.device)
+        b = b if isinstance(b, t.Tensor) else t.as_tensor(b, dtype=like.dtype, device=like.device)
+        return t.where(c, a, b)
+
+    def sigmoid(self, a):
+        return self.torch.sigmoid(a)
+
+    def softplus(self, a):
+        return self.torch.nn.functional.softplus(a)
+
+    def logsumexp_rows(self, S):
+        return self.torch.logsumexp(S, dim=1)
+
+    def softmax_rows(self, S):
+        return self.torch.softmax(S, dim=1)
+
+    def full_like(self, a, v):
+        return self.torch.full_like(a, v)
+
+    def sort_desc(self, a, axis):
+        return self.torch.sort(a, dim=axis, descending=True).values
+
+    def cumsum(self, a, axis):
+        return self.torch.cumsum(a, dim=axis)
+
+    def arange_like(self, m, like):
+        return self.torch.arange(1, m + 1, dtype=like.dtype, device=like.device)
+
+    def take_along(self, a, idx, axis):
+        return self.torch.take_along_dim(a, idx, dim=axis)
+
+    def amax(self, a, axis):
+        return a.amax(dim=axis)
+
 
 _NUMPY_OPS = NumpyOps()
 _NUMBA_OPS = NumbaOps()
@@ -266,19 +371,20 @@ def ops_for(library: str, kernels: str | None = None):
 
 # -- library-generic helpers (one home for conversions; families append below) -----------
 
-def to_numpy(a: Any) -> np.ndarray:
+def to_numpy(a: Any, dtype: Any = None) -> np.ndarray:
     """``a`` as a numpy array: the one place where data is converted to numpy.
 
     Torch tensors (any device) are detached and copied to the host; numpy arrays,
     scalars and sequences go through ``np.asarray``; scipy sparse matrices are returned
-    unchanged (never densified).
+    unchanged (never densified). ``dtype`` (e.g. ``float``) converts dense results.
     """
     if hasattr(a, "detach") and hasattr(a, "cpu"):
-        return a.detach().cpu().numpy()
+        a = a.detach().cpu().numpy()
+        return a if dtype is None else a.astype(dtype, copy=False)
     mod = type(a).__module__ or ""
     if mod.startswith("scipy.sparse"):
         return a
-    return np.asarray(a)
+    return np.asarray(a, dtype=dtype)
 
 
 def is_torch(obj: Any) -> bool:

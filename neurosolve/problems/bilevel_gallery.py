@@ -44,19 +44,12 @@ from __future__ import annotations
 import numpy as np
 
 from neurosolve.backends import is_torch
+from neurosolve.backends.ops import ops_of
 from neurosolve.problems import sets
 from neurosolve.problems.bilevel import AffineFunction, Bilevel, KronIdentity, QuadraticFunction
 
 __all__ = ["toy_a", "toy_b", "toy_d", "coupled_qp", "svm_hyperparameter", "coupled_svm",
            "hyper_cleaning", "load_dataset"]
-
-
-def _lib(v):
-    if is_torch(v):
-        import torch
-
-        return torch
-    return np
 
 
 def _convert(prob: Bilevel, library: str) -> Bilevel:
@@ -218,13 +211,13 @@ def toy_d(n: int = 100, n_eq: int = 90, n_ul: int = 45, *, seed: int = 0, librar
     dvec = rng.random(n)
 
     def F(x, y):
-        xp = _lib(x)
+        xp = ops_of(x)
         cv, dv = (x.new_tensor(cvec), x.new_tensor(dvec)) if is_torch(x) else (cvec, dvec)
         s = x + y
         return xp.sin(cv @ x + dv @ y) + xp.log((s * s).sum() + 1.0)
 
     def grad_F(x, y):
-        xp = _lib(x)
+        xp = ops_of(x)
         cv, dv = (x.new_tensor(cvec), x.new_tensor(dvec)) if is_torch(x) else (cvec, dvec)
         s = x + y
         co = xp.cos(cv @ x + dv @ y)
@@ -383,7 +376,7 @@ def _svm_upper_smooth01(Zv, lv):
 
     def parts(y, d):
         w, b = y[:d], y[d]
-        xp = _lib(y)
+        xp = ops_of(y)
         Zt, lt = (y.new_tensor(Zv), y.new_tensor(lv)) if is_torch(y) else (Zv, lv)
         nw = xp.sqrt((w * w).sum())
         u = lt * (Zt @ w + b)
@@ -430,25 +423,25 @@ def _svm_data_problem(D, *, kind: str, library: str, c_init=None, seed: int = 0)
 
     def grad_F(x, y):
         _, gw, gb = upper(y, d)
-        xp = _lib(y)
-        gy = xp.zeros_like(y) if xp is np else y.new_zeros(y.shape)
+        xp = ops_of(y)
+        gy = xp.zeros_like(y)
         gy[:d] = gw
         gy[d] = gb
-        gx = xp.zeros_like(x) if xp is np else x.new_zeros(x.shape)
+        gx = xp.zeros_like(x)
         return gx, gy
 
     if kind == "weights":
         def f(x, y):
-            xp = _lib(y)
+            xp = ops_of(y)
             w, xi = y[:d], y[d + 1:]
             return 0.5 * (w * w).sum() + 0.5 * (xp.exp(x) * xi * xi).sum()
 
         def grad_f(x, y):
-            xp = _lib(y)
+            xp = ops_of(y)
             w, xi = y[:d], y[d + 1:]
             e = xp.exp(x)
             gx = 0.5 * e * xi * xi
-            gy = xp.zeros_like(y) if xp is np else y.new_zeros(y.shape)
+            gy = xp.zeros_like(y)
             gy[:d] = w
             gy[d + 1:] = e * xi
             return gx, gy
@@ -459,8 +452,8 @@ def _svm_data_problem(D, *, kind: str, library: str, c_init=None, seed: int = 0)
             return 0.5 * (w * w).sum() + 0.5 * (x * x).sum()
 
         def grad_f(x, y):
-            xp = _lib(y)
-            gy = xp.zeros_like(y) if xp is np else y.new_zeros(y.shape)
+            xp = ops_of(y)
+            gy = xp.zeros_like(y)
             gy[:d] = y[:d]
             return x * 1.0, gy
         x0 = rng.uniform(1.0, 5.0, Ntr) if c_init is None else np.asarray(c_init, float)
@@ -530,7 +523,7 @@ def _svm_upper_exp(Zv, lv):
 
     def parts(y, d):
         w, b = y[:d], y[d]
-        xp = _lib(y)
+        xp = ops_of(y)
         Zt, lt = (y.new_tensor(Zv), y.new_tensor(lv)) if is_torch(y) else (Zv, lv)
         nw = xp.sqrt((w * w).sum())
         u = lt * (Zt @ w + b)
@@ -603,9 +596,9 @@ def _softmax_clean_problem(D, *, mu: float, library: str):
 
     def _ce(Zm, Ym, Wm, xp):
         S = Zm @ Wm                                  # (N, K)
-        mx = S.max(1, keepdims=True) if xp is np else S.amax(1, keepdim=True)
+        mx = xp.amax(S, 1)[:, None]
         E = xp.exp(S - mx)
-        den = E.sum(1, keepdims=True) if xp is np else E.sum(1, keepdim=True)
+        den = E.sum(1)[:, None]
         P = E / den
         ce = -(Ym * (S - mx - xp.log(den))).sum(1)
         return ce, P
@@ -614,26 +607,26 @@ def _softmax_clean_problem(D, *, mu: float, library: str):
         return like.new_tensor(a) if is_torch(like) else a
 
     def F(x, y):
-        xp = _lib(y)
+        xp = ops_of(y)
         ce, _ = _ce(_t(Zvb, y), _t(Yv, y), y.reshape(d + 1, K), xp)
         return ce.mean()
 
     def grad_F(x, y):
-        xp = _lib(y)
+        xp = ops_of(y)
         Wm = y.reshape(d + 1, K)
         _, P = _ce(_t(Zvb, y), _t(Yv, y), Wm, xp)
         G = _t(Zvb, y).T @ (P - _t(Yv, y)) / Zvb.shape[0]
-        gx = xp.zeros_like(x) if xp is np else x.new_zeros(x.shape)
+        gx = xp.zeros_like(x)
         return gx, G.reshape(-1)
 
     def f(x, y):
-        xp = _lib(y)
+        xp = ops_of(y)
         ce, _ = _ce(_t(Zb, y), _t(Y1, y), y.reshape(d + 1, K), xp)
         s = 1.0 / (1.0 + xp.exp(-x))
         return (s * ce).sum() / Ntr + 0.5 * mu * (y * y).sum()
 
     def grad_f(x, y):
-        xp = _lib(y)
+        xp = ops_of(y)
         Wm = y.reshape(d + 1, K)
         Zt, Yt = _t(Zb, y), _t(Y1, y)
         ce, P = _ce(Zt, Yt, Wm, xp)

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from neurosolve.backends.ops import ops_of
+
 __all__ = [
     "LOSSES",
-    "lib",
     "loss_value",
     "loss_grad",
     "loss_conjugate_neg",
@@ -45,105 +46,12 @@ __all__ = [
 LOSSES = ("squared", "logistic", "hinge")
 
 
-class _NumpyLib:
-    name = "numpy"
-    exp = staticmethod(np.exp)
-    log1p = staticmethod(np.log1p)
-    sqrt = staticmethod(np.sqrt)
-    abs = staticmethod(np.abs)
-    where = staticmethod(np.where)
-    sign = staticmethod(np.sign)
-
-    @staticmethod
-    def sigmoid(x):
-        return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-    @staticmethod
-    def softplus(x):
-        return np.logaddexp(0.0, x)
-
-    @staticmethod
-    def full_like(x, v):
-        return np.full_like(x, v)
-
-    @staticmethod
-    def sort_desc(a, axis):
-        return -np.sort(-a, axis=axis)
-
-    @staticmethod
-    def cumsum(a, axis):
-        return np.cumsum(a, axis=axis)
-
-    @staticmethod
-    def arange_like(m, like):
-        return np.arange(1, m + 1, dtype=like.dtype)
-
-    @staticmethod
-    def take_along(a, idx, axis):
-        return np.take_along_axis(a, idx, axis=axis)
-
-    @staticmethod
-    def amax(a, axis):
-        return a.max(axis=axis)
-
-
-class _TorchLib:
-    name = "torch"
-
-    def __init__(self):
-        import torch
-
-        self.t = torch
-        self.exp, self.log1p, self.sqrt, self.abs = torch.exp, torch.log1p, torch.sqrt, torch.abs
-        self.sign, self.sigmoid = torch.sign, torch.sigmoid
-        self.softplus = torch.nn.functional.softplus
-
-    def where(self, c, a, b):
-        t = self.t
-        like = a if isinstance(a, t.Tensor) else b if isinstance(b, t.Tensor) else c
-        a = a if isinstance(a, t.Tensor) else t.as_tensor(a, dtype=like.dtype, device=like.device)
-        b = b if isinstance(b, t.Tensor) else t.as_tensor(b, dtype=like.dtype, device=like.device)
-        return t.where(c, a, b)
-
-    def full_like(self, x, v):
-        return self.t.full_like(x, v)
-
-    def sort_desc(self, a, axis):
-        return self.t.sort(a, dim=axis, descending=True).values
-
-    def cumsum(self, a, axis):
-        return self.t.cumsum(a, dim=axis)
-
-    def arange_like(self, m, like):
-        return self.t.arange(1, m + 1, dtype=like.dtype, device=like.device)
-
-    def take_along(self, a, idx, axis):
-        return self.t.take_along_dim(a, idx, dim=axis)
-
-    def amax(self, a, axis):
-        return a.amax(dim=axis)
-
-
-_NP = _NumpyLib()
-_TORCH = None
-
-
-def lib(x):
-    """The numpy or torch function table for array ``x``."""
-    global _TORCH
-    if isinstance(x, np.ndarray) or np.isscalar(x):
-        return _NP
-    if _TORCH is None:
-        _TORCH = _TorchLib()
-    return _TORCH
-
-
 # ---------------------------------------------------------------------------------------
 # plain losses
 # ---------------------------------------------------------------------------------------
 def loss_value(loss: str, z, y, w: float = 1.0):
     """Total loss ``sum_k phi(z_k, y_k)`` (a 0-d array/tensor)."""
-    L = lib(z)
+    L = ops_of(z)
     if loss == "squared":
         r = z - y
         return 0.5 * w * (r * r).sum()
@@ -156,7 +64,7 @@ def loss_value(loss: str, z, y, w: float = 1.0):
 
 def loss_grad(loss: str, z, y, w: float = 1.0):
     """Gradient (a subgradient for the hinge) of the total loss with respect to ``z``."""
-    L = lib(z)
+    L = ops_of(z)
     if loss == "squared":
         return w * (z - y)
     if loss == "logistic":
@@ -188,7 +96,7 @@ def loss_conjugate_neg(loss: str, lam, y, w: float = 1.0) -> float:
 
 def prox_loss(loss: str, z0, y, w: float, rho: float, newton_iters: int = 30):
     """``argmin_z phi(z) + rho/2 (z - z0)^2``, elementwise."""
-    L = lib(z0)
+    L = ops_of(z0)
     if loss == "squared":
         return (w * y + rho * z0) / (w + rho)
     m0 = y * z0
@@ -216,7 +124,7 @@ def prox_loss(loss: str, z0, y, w: float, rho: float, newton_iters: int = 30):
 # robust (worst-case) losses
 # ---------------------------------------------------------------------------------------
 def _norm_q(B, q, axis):
-    L = lib(B)
+    L = ops_of(B)
     if q == 1:
         return L.abs(B).sum(axis)
     return ((B * B).sum(axis)) ** 0.5
@@ -224,7 +132,7 @@ def _norm_q(B, q, axis):
 
 def robust_loss_value(loss: str, z, y, bnorm, eps: float, w: float = 1.0):
     """Worst-case loss ``sum_k phi_eps(z_k, ||b_k||_q)`` given the norms ``bnorm``."""
-    L = lib(z)
+    L = ops_of(z)
     if loss == "squared":
         h = L.abs(z - y) + eps * bnorm
         return 0.5 * w * (h * h).sum()
@@ -243,7 +151,7 @@ def l1_ball_multiplier(a_sorted, csum, radius):
     its cumulative sums; ``radius`` broadcasts against the leading axes. Returns 0 where
     the ball already contains ``a``.
     """
-    L = lib(a_sorted)
+    L = ops_of(a_sorted)
     m = a_sorted.shape[-1]
     j = L.arange_like(m, a_sorted)
     th = (csum - radius[..., None]) / j
@@ -276,7 +184,7 @@ def prox_robust_loss(loss: str, z0, B0, y, eps: float, q: int, w: float, rho: fl
 
     Returns ``(z, B)``.
     """
-    L = lib(z0)
+    L = ops_of(z0)
 
     def at(theta):
         Bt = _shrink(B0, q, theta * eps / rho, L)
@@ -333,7 +241,7 @@ def project_robust_cone(S0, R0, eps: float, q: int, iters: int = 40):
     """
     if eps == 0:
         return S0.clip(min=0), R0
-    L = lib(S0)
+    L = ops_of(S0)
     A = L.abs(R0).T  # (m, d)
     if q == 1:
         a_sorted = L.sort_desc(A, axis=1)

@@ -616,7 +616,7 @@ class Polyhedron(ConvexSet):
         sol = self._solver.solve()
         status = str(sol.status)
         if "Infeasible" in status:
-            raise ValueError(
+            raise EmptySetError(
                 "Polyhedron is empty: Clarabel reports the projection QP infeasible; check "
                 "A_ub/b_ub, A_eq/b_eq and the bounds"
             )

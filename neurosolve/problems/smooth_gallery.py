@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from neurosolve.backends.ops import ops_for, to_numpy
 from neurosolve.problems.smooth import Minimize
 
 __all__ = [
@@ -71,9 +72,7 @@ def _to_lib(a, library, dtype=None):
         if isinstance(a, torch.Tensor):
             return a.to(dtype=dtype or torch.float64)
         return torch.as_tensor(np.asarray(a), dtype=dtype or torch.float64)
-    if hasattr(a, "detach"):
-        a = a.detach().cpu().numpy()
-    return np.asarray(a, dtype=dtype or float)
+    return to_numpy(a, dtype or float)
 
 
 def _same_device(a, ref, library):
@@ -86,86 +85,6 @@ def _same_device(a, ref, library):
 def _check_library(library):
     if library not in ("numpy", "torch"):
         raise ValueError(f"library must be 'numpy' or 'torch', got {library!r}")
-
-
-class _Np:
-    @staticmethod
-    def softplus(t):
-        return np.logaddexp(0.0, t)
-
-    @staticmethod
-    def sigmoid(t):
-        from scipy.special import expit
-
-        return expit(t)
-
-    @staticmethod
-    def logsumexp_rows(S):
-        mx = S.max(axis=1, keepdims=True)
-        return (mx + np.log(np.exp(S - mx).sum(axis=1, keepdims=True)))[:, 0]
-
-    @staticmethod
-    def softmax_rows(S):
-        E = np.exp(S - S.max(axis=1, keepdims=True))
-        return E / E.sum(axis=1, keepdims=True)
-
-    @staticmethod
-    def outer(u, v):
-        return np.outer(u, v)
-
-    @staticmethod
-    def zeros(n, like):
-        return np.zeros(n, dtype=like.dtype)
-
-    @staticmethod
-    def zeros2(shape, like):
-        return np.zeros(shape, dtype=like.dtype)
-
-    @staticmethod
-    def eye(n, like):
-        return np.eye(n, dtype=like.dtype)
-
-    @staticmethod
-    def diag(v):
-        return np.diag(v)
-
-
-class _Torch:
-    def __init__(self):
-        import torch
-
-        self.t = torch
-
-    def softplus(self, t):
-        return self.t.nn.functional.softplus(t)
-
-    def sigmoid(self, t):
-        return self.t.sigmoid(t)
-
-    def logsumexp_rows(self, S):
-        return self.t.logsumexp(S, dim=1)
-
-    def softmax_rows(self, S):
-        return self.t.softmax(S, dim=1)
-
-    def outer(self, u, v):
-        return self.t.outer(u, v)
-
-    def zeros(self, n, like):
-        return self.t.zeros(n, dtype=like.dtype, device=like.device)
-
-    def zeros2(self, shape, like):
-        return self.t.zeros(shape, dtype=like.dtype, device=like.device)
-
-    def eye(self, n, like):
-        return self.t.eye(n, dtype=like.dtype, device=like.device)
-
-    def diag(self, v):
-        return self.t.diag(v)
-
-
-def _ops(library):
-    return _Np() if library == "numpy" else _Torch()
 
 
 class _LastPoint:
@@ -248,7 +167,7 @@ def logistic(A: Any, y: Any, mu: float = 1e-2, *, x0: Any = None, library: str =
         raise ValueError(f"mu must be a non-negative number, got {mu!r}")
     mu = float(mu)
     m, d = int(A.shape[0]), int(A.shape[1])
-    ops = _ops(library)
+    ops = ops_for(library)
 
     def fun(x):
         t = y * (A @ x)
@@ -391,7 +310,7 @@ def softmax(X: Any, labels: Any, n_classes: int | None = None, mu: float = 1e-2,
     mu = float(mu)
     m, d = int(X.shape[0]), int(X.shape[1])
     n = d * K
-    ops = _ops(library)
+    ops = ops_for(library)
     Y = np.zeros((m, K))
     Y[np.arange(m), lab] = 1.0
     Y = _same_device(_to_lib(Y, library), X, library)
@@ -452,7 +371,7 @@ def softmax(X: Any, labels: Any, n_classes: int | None = None, mu: float = 1e-2,
 def _softmax_hess(X, P, mu, ops, library):
     m, d = int(X.shape[0]), int(X.shape[1])
     K = int(P.shape[1])
-    H = ops.zeros2((d, K, d, K), X)
+    H = ops.zeros((d, K, d, K), X)
     for k in range(K):
         for c in range(k, K):
             w = -P[:, k] * P[:, c]
@@ -498,7 +417,7 @@ def logsumexp(A: Any, b: Any, mu: float = 1.0, *, x0: Any = None, B: Any = "gram
     if not (isinstance(mu, (int, float)) and mu > 0):
         raise ValueError(f"mu must be a positive number, got {mu!r}")
     mu = float(mu)
-    ops = _ops(library)
+    ops = ops_for(library)
     if isinstance(B, str):
         if B != "gram":
             raise ValueError(f"B must be 'gram', None or an array, got {B!r}")
@@ -616,7 +535,7 @@ def least_squares(A: Any, b: Any, mu: float = 0.0, *, x0: Any = None, library: s
     if not (isinstance(mu, (int, float)) and mu >= 0):
         raise ValueError(f"mu must be a non-negative number, got {mu!r}")
     s = float(mu) ** 0.5
-    ops = _ops(library)
+    ops = ops_for(library)
     eye = ops.eye(n, A)
     J = _cat_rows(A, s * eye, library) if mu else A
 
@@ -625,7 +544,7 @@ def least_squares(A: Any, b: Any, mu: float = 0.0, *, x0: Any = None, library: s
         return _cat_rows(r, s * x, library) if mu else r
 
     return composite(residual, lambda x: J, _x0(x0, n, library), p=2.0,
-                     residual_hess=lambda x, w: ops.zeros2((n, n), x), B=B, name=name)
+                     residual_hess=lambda x, w: ops.zeros((n, n), x), B=B, name=name)
 
 
 def _cat_rows(a, b, library):
@@ -653,9 +572,9 @@ def equations(A: Any, b: Any, p: float = 4.0, *, x0: Any = None, B: Any = "gram"
         if B != "gram":
             raise ValueError(f"B must be 'gram', None or an array, got {B!r}")
         B = _add_ridge(A.T @ A, 1e-8)
-    ops = _ops(library)
+    ops = ops_for(library)
     return composite(lambda x: A @ x - b, lambda x: A, _x0(x0, n, library, 1.0), p=p,
-                     residual_hess=lambda x, w: ops.zeros2((n, n), x), B=B, f_star=0.0, name=name)
+                     residual_hess=lambda x, w: ops.zeros((n, n), x), B=B, f_star=0.0, name=name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -674,7 +593,7 @@ def rosenbrock(d: int = 2, *, x0: Any = None, library: str = "numpy",
         raise ValueError(f"d must be an integer >= 2, got {d!r}")
     if x0 is None:
         x0 = np.tile([-1.2, 1.0], (d + 1) // 2)[:d]
-    ops = _ops(library)
+    ops = ops_for(library)
 
     def fun_and_grad(x):
         a, bb = x[:-1], x[1:]
@@ -686,7 +605,7 @@ def rosenbrock(d: int = 2, *, x0: Any = None, library: str = "numpy",
         return f, g
 
     def hess(x):
-        H = ops.zeros2((d, d), x)
+        H = ops.zeros((d, d), x)
         a, bb = x[:-1], x[1:]
         idx = np.arange(d - 1)
         diag = ops.zeros(d, x)
@@ -708,7 +627,7 @@ def rosenbrock_equations(p: float = 5.0, *, x0: Any = None, library: str = "nump
     Default start (-2, 2); minimum 0 at (1, 1).
     """
     _check_library(library)
-    ops = _ops(library)
+    ops = ops_for(library)
 
     def residual(x):
         u = ops.zeros(2, x)
@@ -717,14 +636,14 @@ def rosenbrock_equations(p: float = 5.0, *, x0: Any = None, library: str = "nump
         return u
 
     def jac(x):
-        J = ops.zeros2((2, 2), x)
+        J = ops.zeros((2, 2), x)
         J[0, 0] = -1.0
         J[1, 0] = -20.0 * x[0]
         J[1, 1] = 10.0
         return J
 
     def residual_hess(x, w):
-        H = ops.zeros2((2, 2), x)
+        H = ops.zeros((2, 2), x)
         H[0, 0] = -20.0 * w[1]
         return H
 
@@ -745,7 +664,7 @@ def chebyshev(d: int = 200, p: float = 4.0, *, x0: Any = None, seed: int = 3124,
         raise ValueError(f"d must be an integer >= 2, got {d!r}")
     if x0 is None:
         x0 = np.random.default_rng(seed).uniform(0.0, 1.0, size=d)
-    ops = _ops(library)
+    ops = ops_for(library)
     idx = np.arange(1, d)
 
     def residual(x):
@@ -755,14 +674,14 @@ def chebyshev(d: int = 200, p: float = 4.0, *, x0: Any = None, seed: int = 3124,
         return u
 
     def jac(x):
-        J = ops.zeros2((d, d), x)
+        J = ops.zeros((d, d), x)
         J[0, 0] = -0.5
         J[idx, idx] = 1.0
         J[idx, idx - 1] = -4.0 * x[:-1]
         return J
 
     def residual_hess(x, w):
-        H = ops.zeros2((d, d), x)
+        H = ops.zeros((d, d), x)
         H[idx - 1, idx - 1] = -4.0 * w[1:]
         return H
 

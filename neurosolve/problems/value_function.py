@@ -91,7 +91,6 @@ def multiplier_projection(lam, n_ineq: int, lower=0.0, upper=None):
     """Project a multiplier vector: entries ``< n_ineq`` onto ``[lower, upper]``, the rest
     (equality multipliers) onto ``[-upper, upper]`` (unbounded when ``upper`` is None)."""
     if is_torch(lam):
-        import torch
 
         out = lam.clone()
         out[:n_ineq] = out[:n_ineq].clamp(min=lower, max=upper)

@@ -28,7 +28,6 @@ References
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable
 
@@ -43,16 +42,11 @@ __all__ = ["ImplicitDiff", "implicit_hypergradient", "brute_force", "toy_numpy_l
 # --------------------------------------------------------------------------------------
 def _cg(matvec: Callable, b, tol: float, maxiter: int):
     """``matvec(x) = b`` (SPD) by the library's CG: ``(x, iterations, true relative
-    residual)``. The one CG loop of neurosolve, with its certificate."""
-    from neurosolve.core import solve
-    from neurosolve.operators import aslinearoperator
-    from neurosolve.problems.linear import LinearSystem
-    from neurosolve.solvers.cg import CG
+    residual)``."""
+    from neurosolve.solvers.cg import spd_solve
 
-    n = int(b.shape[0])
-    A = aslinearoperator(matvec, linear=True, spd=True, shape=(n, n))
-    res = solve(LinearSystem(A, b), CG(rtol=tol, maxiter=maxiter), backend="torch")
-    return res.x, res.n_iter, res.certificate["relative_residual"]
+    x, k, rr, _ = spd_solve(matvec, b, rtol=tol, maxiter=maxiter, backend="torch")
+    return x, k, rr
 
 
 def implicit_hypergradient(F: Callable, f: Callable, x, y, *, cg_tol: float = 1e-10,
@@ -203,13 +197,13 @@ def brute_force(problem, x0=None, *, method: str = "Nelder-Mead", xatol: float =
     from scipy.optimize import minimize
 
     from neurosolve.problems import sets as _sets
-    from neurosolve.problems.bilevel import (
+    from neurosolve.problems.bilevel_functions import (
         AffineFunction,
         KronIdentity,
         QuadraticFunction,
         _numpy,
-        _set_constraints_cvx,
     )
+    from neurosolve.problems.lower_level import set_constraints_cvx
 
     if not (isinstance(problem.f, QuadraticFunction)
             and all(fn is None or isinstance(fn, AffineFunction) for fn in (problem.g, problem.h))):
@@ -235,7 +229,7 @@ def brute_force(problem, x0=None, *, method: str = "Nelder-Mead", xatol: float =
     Qyy = Qf[n:, n:]
     Qyy = 0.5 * (Qyy + Qyy.T)
     fexpr = 0.5 * cp.quad_form(y, cp.psd_wrap(Qyy)) + (Qf[n:, :n] @ xpar + cf[n:]) @ y
-    cons = _set_constraints_cvx(problem.Y, y, cp)
+    cons = set_constraints_cvx(problem.Y, y, cp)
     if cons is None:
         raise TypeError("brute_force cannot express Y in cvxpy")
     for A, b, kind in cons_mats:
@@ -354,7 +348,7 @@ def array_numpy_loop(problem, iters: int, *, alpha=1e-3, beta=1e-3, eta=1e-3, ga
     """
     import scipy.sparse as sp
 
-    from neurosolve.problems.bilevel import KronIdentity, _numpy
+    from neurosolve.problems.bilevel_functions import KronIdentity, _numpy
 
     def csr(Q):
         return Q.tosparse() if isinstance(Q, KronIdentity) else sp.csr_matrix(Q)

@@ -14,7 +14,7 @@ from neurosolve.operators import FunctionOperator, MatrixOperator, aslinearopera
 from neurosolve.problems.linear import LinearSystem
 from neurosolve.solvers.conjugate_directions import StallWatch, flexible_step
 
-__all__ = ["CG", "CGState", "CGSetup"]
+__all__ = ["CG", "CGState", "CGSetup", "spd_solve"]
 
 
 @dataclass(eq=False)
@@ -418,6 +418,51 @@ class CG(Solver):
         if problem.nullspace is not None:
             return problem.nullspace.project(state.x)
         return ctx.xp.copy(state.x)
+
+
+def spd_solve(matvec: Callable, b, *, rtol: float, maxiter: int, M: Callable | None = None,
+              x0=None, backend: str = "auto"):
+    """Solve ``matvec(x) = b`` for a symmetric positive definite operator given as a
+    callable on flat vectors, by :class:`CG` (PCG with a linear SPD ``M``).
+
+    The helper the library's inner solves use (implicit hypergradients, the matrix-free
+    u-step of convex ReLU ADMM), so that neurosolve has one CG loop, with its certificate.
+
+    Parameters
+    ----------
+    matvec : callable
+        ``x -> A x`` on 1-D arrays (numpy or torch, like ``b``).
+    b : (n,) array
+    rtol, maxiter : float, int
+        Stop at ``||b - A x|| <= rtol ||b||`` (the true residual) or after ``maxiter``.
+    M : callable, optional
+        A linear SPD preconditioner ``r -> M r``.
+    x0 : (n,) array, optional
+        Warm start.
+    backend : str
+        As for :func:`neurosolve.solve`.
+
+    Returns
+    -------
+    (x, n_iter, relative_residual, status)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> A = np.array([[4.0, 1.0], [1.0, 3.0]])
+    >>> x, k, rr, status = spd_solve(lambda v: A @ v, np.array([1.0, 2.0]), rtol=1e-12,
+    ...                              maxiter=10)
+    >>> bool(np.allclose(A @ x, [1.0, 2.0])), status.name
+    (True, 'CONVERGED')
+    """
+    from neurosolve.core import solve
+
+    n = int(b.shape[0])
+    A = aslinearoperator(matvec, linear=True, spd=True, shape=(n, n))
+    Mop = None if M is None else aslinearoperator(M, linear=True, spd=True, shape=(n, n))
+    res = solve(LinearSystem(A, b), CG(M=Mop, rtol=rtol, maxiter=maxiter), x0,
+                backend=backend)
+    return res.x, res.n_iter, res.certificate["relative_residual"], res.status
 
 
 def _bnorm(problem) -> float:

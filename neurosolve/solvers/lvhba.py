@@ -59,6 +59,7 @@ class LVHBAState(State):
     lam_max: float = 0.0
     alt: tuple | None = None
     work: tuple | None = None
+    empty: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,6 +244,7 @@ class LVHBA(Solver):
             if is_torch(v) != (lib == "torch"):
                 raise TypeError(f"{nm} is not a {lib} array like the problem's data")
         z0 = lam0 = th0 = None
+        empty = None
         if isinstance(start, BilevelSolution):
             z0, lam0, th0 = start.z, start.lam, start.theta
         w = O._cat(_as_lib(x, problem), _as_lib(y, problem))
@@ -254,7 +256,10 @@ class LVHBA(Solver):
             if self.infeasible_start == "raise":
                 raise ValueError(msg + "; pass a feasible start or LVHBA(infeasible_start='project')")
             warnings.warn(msg + "; projecting it onto C", UserWarning, stacklevel=3)
-            w = problem.C.project(w)
+            try:
+                w = problem.C.project(w)
+            except _sets.EmptySetError as e:
+                empty = str(e)
         y = w[n:]
         theta = problem.Y.project(y if th0 is None else th0)
         zeros = _zeros(problem, ncons)
@@ -266,7 +271,8 @@ class LVHBA(Solver):
         lam = multiplier_projection(lam, problem.n_ineq, 0.0, self.r if self.clip_lam else None)
         z = multiplier_projection(z, problem.n_ineq, 0.0, self.r)
 
-        st = LVHBAState(x=None, k=0, w=w, theta=theta, lam=lam, z=z, c=self.penalty(0))
+        st = LVHBAState(x=None, k=0, w=w, theta=theta, lam=lam, z=z, c=self.penalty(0),
+                        empty=empty)
         st.scale0 = (1.0 + _norm(w), 1.0 + _norm(theta), 1.0 + (_norm(lam) if ncons else 0.0))
         if ctx.setup.fused is not None:
             self._fused_alloc(st, ctx.setup)
@@ -451,7 +457,12 @@ class LVHBA(Solver):
             Fv, fv, gap, stat, inner = self._fused_step(st, c, su)
             lam_max = st.lam_max
         else:
-            Fv, fv, gap, stat, inner = self._generic_step(problem, st, c, ctx)
+            try:
+                Fv, fv, gap, stat, inner = self._generic_step(problem, st, c, ctx)
+            except _sets.EmptySetError as e:
+                st.empty = str(e)
+                st.k += 1
+                return st
             st.sizes = None
             lam_max = _max(st.lam) if ctx.setup.ncons else 0.0
         st.k += 1
@@ -463,6 +474,10 @@ class LVHBA(Solver):
 
     # -- stopping ------------------------------------------------------------------------
     def check(self, problem, st, ctx):
+        if st.empty is not None:
+            return Stop(Status.INFEASIBLE, (
+                f"the feasible set C = (X x Y) ∩ {{g <= 0, h = 0}} looks empty ({st.empty}); "
+                "check X, Y and the coupled constraints g, h for a common point"))
         if st.k == 0:
             return None
         met = st.metrics

@@ -23,8 +23,9 @@ where all three solvers work (see :class:`_Decoupled`):
 * :class:`WoodburyUStep` -- the ``n x n`` Hadamard form (non-robust only):
   ``S = I/(2 aF) + (X B^-1 X^T) * (D D^T)`` with ``B = rho1 I + rho2 X^T X``;
   per solve ``O(n d P + n^2)``, memory ``O(n^2)``. Pays off when ``n < dP``.
-* :class:`CGUStep` -- matrix-free conjugate gradients, preconditioned by the exact
-  diagonal blocks (one ``d x d`` Cholesky per pattern), warm started.
+* :class:`CGUStep` -- matrix-free conjugate gradients (the library's
+  :class:`~neurosolve.solvers.cg.CG`), preconditioned by the exact diagonal blocks (one
+  ``d x d`` Cholesky per pattern), warm started.
 
 All three work on numpy arrays and torch tensors (CPU or CUDA).
 
@@ -384,32 +385,21 @@ class CGUStep(_Decoupled):
 
     def precond(self, R):
         s = self.sys
-        P, c = s.P, s.c
+        _P, _c = s.P, s.c
         Rb = R.permute(1, 0, 2) if _is_torch(R) else R.transpose(1, 0, 2)  # (P, d, c)
         Z = self.Binv_blocks @ Rb
         return Z.permute(1, 0, 2) if _is_torch(R) else Z.transpose(1, 0, 2)
 
     def solve_m(self, R, U0=None):
-        U = R * 0 if U0 is None else U0 + 0
-        r = R - self.matvec_m(U) if U0 is not None else R + 0
-        rn0 = float((R * R).sum()) ** 0.5
-        tol = self.rtol * rn0
-        z = self.precond(r)
-        p = z
-        rz = (r * z).sum()
-        for it in range(self.maxiter):
-            if float((r * r).sum()) ** 0.5 <= tol:
-                break
-            q = self.matvec_m(p)
-            a = rz / (p * q).sum()
-            U = U + a * p
-            r = r - a * q
-            z = self.precond(r)
-            rz_new = (r * z).sum()
-            p = z + (rz_new / rz) * p
-            rz = rz_new
-            self.iters += 1
-        return U
+        from neurosolve.solvers.cg import spd_solve
+
+        shape = R.shape
+        x, k, _, _ = spd_solve(lambda v: self.matvec_m(v.reshape(shape)).reshape(-1),
+                               R.reshape(-1), rtol=self.rtol, maxiter=self.maxiter,
+                               M=lambda v: self.precond(v.reshape(shape)).reshape(-1),
+                               x0=None if U0 is None else U0.reshape(-1))
+        self.iters += k
+        return x.reshape(shape)
 
 
 def choose_ustep(n: int, d: int, P: int, robust: bool, memory_bytes: float = 1.5e9,

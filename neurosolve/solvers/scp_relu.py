@@ -28,6 +28,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from neurosolve.backends.ops import ops_of
 from neurosolve.backends.ops import to_numpy as _to_numpy_any
 from neurosolve.core import Solver, State, Status, Stop, to_float
 from neurosolve.problems.convex_relu import ConvexReLU
@@ -150,7 +151,7 @@ class SCP(Solver):
         return RL.loss_value(problem.loss, z, problem.Y, problem.w) + problem.beta * abs(A).sum()
 
     def step(self, problem: ConvexReLU, st: State, ctx) -> State:
-        L = RL.lib(st.A)
+        L = ops_of(st.A)
         Phi, beta, h = ctx.setup.Phi, problem.beta, ctx.setup.step
         g = Phi.T @ RL.loss_grad(problem.loss, Phi @ st.Yk, problem.Y, problem.w)
         Z = st.Yk - h * g

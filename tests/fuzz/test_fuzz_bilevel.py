@@ -14,6 +14,29 @@ def _foreign():
     return ns.solve(bg.toy_b(3), LVHBA(), init=r.state)
 
 
+def _empty_polyhedron():
+    # X = Y = [0, 1] but g asks x + y >= 3: C = (X x Y) ∩ {g <= 0} has no point
+    from neurosolve.problems.bilevel import AffineFunction, Bilevel, QuadraticFunction
+
+    F = f = QuadraticFunction(np.eye(2))
+    g = AffineFunction(np.array([[-1.0, -1.0]]), np.array([-3.0]))
+    return Bilevel(F, f, g, x0=np.zeros(1), y0=np.zeros(1), X=sets.Box(0, 1, dim=1),
+                   Y=sets.Box(0, 1, dim=1))
+
+
+def _empty_intersection():
+    from neurosolve.problems.bilevel import Bilevel, QuadraticFunction
+
+    F = f = QuadraticFunction(np.eye(2))
+    C = sets.Intersection(sets.Box(0, 1, dim=2), sets.Box(3, 4, dim=2))
+    return Bilevel(F, f, x0=np.zeros(1), y0=np.zeros(1), C=C)
+
+
+def _solve_quiet(problem):
+    with pytest.warns(UserWarning, match="not in C"):
+        return ns.solve(problem, LVHBA(maxiter=10_000))
+
+
 def _toy_b_correct(res):
     x = np.asarray(res.x.x if hasattr(res.x, "x") else res.x[0], dtype=float)
     return np.allclose(x, 1.0, atol=5e-2)
@@ -38,6 +61,8 @@ CASES = {
     "toy-b-converges-correctly": (lambda: ns.solve(bg.toy_b(3), LVHBA(maxiter=3000)), _toy_b_correct),
     "empty-intersection": (lambda: sets.Intersection(sets.Box(0, 1, dim=2), sets.Box(3, 4, dim=2))
                            ._project_numpy(np.zeros(2)), (sets.EmptySetError, "intersection looks empty")),
+    "lvhba-empty-polyhedron": (lambda: _solve_quiet(_empty_polyhedron()), "fail"),
+    "lvhba-empty-intersection": (lambda: _solve_quiet(_empty_intersection()), "fail"),
     "intersection-dims": (lambda: sets.Intersection(sets.Box(0, 1, dim=2), sets.Box(0, 1, dim=3)),
                           (ValueError, "different dimensions")),
     "intersection-none": (lambda: sets.Intersection(), (ValueError, "at least one set")),
@@ -49,3 +74,10 @@ CASES = {
 def test_fuzz_bilevel(name, fuzz_judge):
     thunk, expect = CASES[name]
     fuzz_judge(thunk, expect)
+
+
+@pytest.mark.parametrize("build", [_empty_polyhedron, _empty_intersection])
+def test_empty_feasible_set_is_infeasible_at_once(build):
+    res = _solve_quiet(build())
+    assert res.status is ns.Status.INFEASIBLE
+    assert res.n_iter == 0 and "looks empty" in res.message
