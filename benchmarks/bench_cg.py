@@ -247,3 +247,36 @@ def test_fft_floor(benchmark, shape):
         "gmg_pcg_iterations": res.n_iter,
         "gmg_pcg_over_fft_ratio": t_gmg / floor,
     })
+
+
+# -- validation: the cost of checking a user's callable against a CG iteration ------------
+
+@pytest.mark.benchmark(group="validation")
+def test_validation_overhead(benchmark):
+    """Goal (issue 11): validating a user-supplied operator costs < 2% of a CG iteration at
+    64^3. ``extra_info["overhead_fraction"]`` = (checked call - raw call) / CG iteration,
+    all three measured here on the same 64^3 instance."""
+    from neurosolve.operators import checked
+
+    shape = (64, 64, 64)
+    grid, b, prob, A, *_ = _case(shape)
+    y = np.empty_like(b)
+    x = b.copy()
+
+    def raw(v):
+        return y
+
+    wrapped = checked(raw, "A", b.size, b)
+    wrapped(x)  # the first call does the full check
+    n = 20_000
+    t_raw, _ = _best(lambda: [raw(x) for _ in range(n)], 5)
+    benchmark.pedantic(lambda: [wrapped(x) for _ in range(n)], rounds=5, warmup_rounds=1)
+    t_checked = benchmark.stats.stats.min
+    res = ns.solve(prob, ns.solvers.CG(rtol=RTOL, maxiter=MAXITER), backend="numba")
+    t_cg, res = _best(lambda: ns.solve(prob, ns.solvers.CG(rtol=RTOL, maxiter=MAXITER),
+                                       backend="numba"), 2)
+    per_call = (t_checked - t_raw) / n
+    per_iter = t_cg / res.n_iter
+    benchmark.extra_info.update({"check_us_per_call": 1e6 * per_call,
+                                 "cg_ms_per_iteration": 1e3 * per_iter,
+                                 "overhead_fraction": per_call / per_iter})

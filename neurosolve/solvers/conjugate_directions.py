@@ -99,6 +99,11 @@ def conjugate(xp, q, state, ctx, nullspace):
     return d, w, xp.dot(d, w)
 
 
+def _usable(den, dd, tol) -> bool:
+    """``d^T A d`` finite and above ``tol * d^T d``: one host sync (NaN compares False)."""
+    return bool((den > tol * dd) & (den - den == 0))
+
+
 def flexible_step(solver, problem, state, ctx, Mmv) -> None:
     """One truncated conjugate-direction step with the direction map ``Mmv`` (None: the
     residual), updating ``state`` in place."""
@@ -110,26 +115,21 @@ def flexible_step(solver, problem, state, ctx, Mmv) -> None:
     _kept_buffer(state, None if solver.truncate is None else max(int(solver.truncate), 0))
 
     fell_back = False
-    q = None
+    q = r
     if Mmv is not None:
-        scale = rnorm if to_float(rnorm) > 0 else 1.0
+        # no host sync here: a zero residual is scaled by 1, and a NaN or infinite q shows
+        # up in den below, where it sends the step back to the residual direction
+        scale = rnorm + (rnorm == 0) if solver.normalize else 1.0
         q = Mmv(r / scale if solver.normalize else r)
         ctx.count("preconditioner_calls")
-        if not xp.isfinite(q):
-            q = None
-    if q is None:
-        if Mmv is not None:
-            fell_back = True
-        q = r
     d, w, den = conjugate(xp, q, state, ctx, ns)
-    dd = xp.dot(d, d)
-    bad = (not xp.isfinite(den)) or to_float(den) <= solver.breakdown_tol * to_float(dd) * anorm
-    if bad and Mmv is not None and not fell_back:
-        # the proposed direction is (nearly) in the null space or lost after orthogonalization
+    bad = not _usable(den, xp.dot(d, d), solver.breakdown_tol * anorm)
+    if bad and Mmv is not None:
+        # the proposed direction is non-finite, (nearly) in the null space or lost after
+        # orthogonalization
         fell_back = True
         d, w, den = conjugate(xp, r, state, ctx, ns)
-        dd = xp.dot(d, d)
-        bad = (not xp.isfinite(den)) or to_float(den) <= solver.breakdown_tol * to_float(dd) * anorm
+        bad = not _usable(den, xp.dot(d, d), solver.breakdown_tol * anorm)
     if bad:
         state.breakdown = True
         return
