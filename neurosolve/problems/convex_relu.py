@@ -35,7 +35,10 @@ from neurosolve.backends import common_library, is_torch
 from neurosolve.problems import relu_losses as RL
 from neurosolve.problems import relu_patterns as RP
 
-__all__ = ["ConvexReLU"]
+__all__ = ["ConvexReLU", "GENERATE_START"]
+
+#: Sampled patterns a ``patterns="generate"`` program starts from.
+GENERATE_START = 16
 
 
 class ConvexReLU:
@@ -207,6 +210,7 @@ class ConvexReLU:
 
         # ---- patterns
         self._H = None
+        self.generate = False
         if isinstance(patterns, str):
             if patterns == "all":
                 n_cand = RP.count_enumeration(Xt.shape[0], Xt.shape[1])
@@ -222,6 +226,14 @@ class ConvexReLU:
                         "enumeration); consider patterns=<int> (sampled) instead",
                         RuntimeWarning, stacklevel=2)
                 D = RP.enumerate_patterns(Xt)
+            elif patterns == "generate":
+                if epsilon > 0:
+                    raise ValueError("patterns='generate' is for epsilon = 0 programs (the "
+                                     "global optimality condition is not derived for the robust "
+                                     "program); use patterns=<int> with epsilon > 0")
+                D, self._H = RP.sample_patterns(Xt, GENERATE_START, seed=seed,
+                                                max_rounds=max_rounds)
+                self.generate = True
             elif patterns == "from_network":
                 if network is None:
                     raise ValueError("patterns='from_network' needs network=... (a torch module, "
@@ -238,7 +250,8 @@ class ConvexReLU:
                 D, self._H = RP.dedup_patterns(RP.pattern_matrix(Xt, H), H)
             else:
                 raise ValueError(
-                    f"patterns must be an int, a 0/1 array, 'all' or 'from_network', got {patterns!r}"
+                    f"patterns must be an int, a 0/1 array, 'all', 'generate' or 'from_network', "
+                    f"got {patterns!r}"
                 )
         elif isinstance(patterns, (int, np.integer)) and not isinstance(patterns, bool):
             if patterns < 1:
@@ -253,8 +266,6 @@ class ConvexReLU:
             D, _ = RP.dedup_patterns(Dm)
         if D.shape[1] == 0:
             raise ValueError("no usable activation pattern (all candidate patterns were empty)")
-        self.D_np = np.ascontiguousarray(D)
-        self.P = D.shape[1]
 
         # ---- arrays in the input's library
         self.X = X
@@ -265,10 +276,45 @@ class ConvexReLU:
             kw = dict(dtype=dt, device=X.device)
             self.Xt = torch.as_tensor(Xt, **kw)
             self.Y = torch.as_tensor(Y, **kw)
-            self.D = torch.as_tensor(self.D_np, **kw)
             self.sc = torch.as_tensor(self.sc_np, **kw)
         else:
-            self.Xt, self.Y, self.D, self.sc = Xt, Y, self.D_np, self.sc_np
+            self.Xt, self.Y, self.sc = Xt, Y, self.sc_np
+        self._set_patterns(D)
+
+    def _set_patterns(self, D: np.ndarray) -> None:
+        self.D_np = np.ascontiguousarray(D, dtype=np.float64)
+        self.P = self.D_np.shape[1]
+        if self.array_library == "torch":
+            import torch
+
+            self.D = torch.as_tensor(self.D_np, dtype=self.Xt.dtype, device=self.Xt.device)
+        else:
+            self.D = self.D_np
+
+    def with_patterns(self, D: Any) -> "ConvexReLU":
+        """The same data, loss and options on another pattern matrix ``D`` ((n, P) 0/1;
+        repeated and all-zero columns dropped). The copy is an ordinary sampled program
+        (no pattern generation)."""
+        import copy
+
+        Dm = np.asarray(_to_numpy(D), dtype=np.float64)
+        if Dm.ndim != 2 or Dm.shape[0] != self.n or not np.all((Dm == 0) | (Dm == 1)):
+            raise ValueError(f"D must be a 0/1 matrix of shape (n={self.n}, P), got {Dm.shape}")
+        Dm, _ = RP.dedup_patterns(Dm)
+        if Dm.shape[1] == 0:
+            raise ValueError("D has no usable pattern (all columns are zero)")
+        out = copy.copy(self)
+        out._H = None
+        out.generate = False
+        out._set_patterns(Dm)
+        return out
+
+    def adopt_patterns(self, D: np.ndarray) -> None:
+        """Replace this problem's patterns in place (what a pattern-generation solve does
+        at its end, so that ``problem.certificate(result.x)`` and ``problem.network`` refer
+        to the generated program)."""
+        self._H = None
+        self._set_patterns(np.asarray(D, dtype=np.float64))
 
     # ------------------------------------------------------------------------------------
     def _targets(self, yn, loss, one_vs_all):
@@ -572,7 +618,14 @@ class ConvexReLU:
             made feasible by NNLS, so the gap bounds the suboptimality of x up to its cone
             violation; nan when robust or n P c > 4e6), ``relative_gap`` (gap over ``max(1, |objective|)``),
             ``active_neurons``, ``train_accuracy`` (classification) and, when robust,
-            ``certified_accuracy``.
+            ``certified_accuracy``. ``global``: ``"sampled"`` (optimality is claimed for
+            the sampled program only), and for a ``patterns="generate"`` program, from
+            :meth:`global_check` recomputed here: ``"exact"`` (no pattern of the whole
+            arrangement violates the dual condition), ``"no_violation_found"`` (none among
+            the ascent's candidates) or ``"sampled"`` (a violating pattern exists), with
+            ``global_ratio`` and ``global_gap`` (objective minus the global lower bound,
+            over ``max(1, |objective|)``: a bound on the suboptimality against every
+            network of any width when the search is exact).
         """
         obj = self.objective(x)
         viol, rviol = self.cone_violation(x)
@@ -590,6 +643,13 @@ class ConvexReLU:
         cert["duality_gap"] = gap
         cert["relative_gap"] = gap / max(1.0, abs(obj)) if np.isfinite(gap) else float("nan")
         cert["active_neurons"] = float(net.width)
+        cert["global"] = "sampled"
+        if self.generate:
+            g = self.global_check(x)
+            cert["global_ratio"] = g["ratio"]
+            cert["global_gap"] = (obj - g["lower_bound"]) / max(1.0, abs(obj))
+            if g["violators"].shape[1] == 0:
+                cert["global"] = "exact" if g["search"] == "exact" else "no_violation_found"
         if self.task != "regression":
             cert["train_accuracy"] = self.accuracy(self.convex_output(x))
         if self.robust:
@@ -638,6 +698,80 @@ class ConvexReLU:
         obj = self.nc_objective(network)
         return {"ratio": ratio, "lower_bound": lb, "objective": obj, "gap": obj - lb,
                 "exact": exact, "n_patterns": int(D.shape[1])}
+
+
+    def global_check(self, x, *, search: str = "auto", starts: int = 256, seed: int = 0,
+                     tol: float = 1e-3, max_candidates: int = 200_000) -> dict[str, Any]:
+        """Is ``x`` globally optimal over *all* activation patterns? (Pilanci-Ergen dual
+        condition, [2]_ theorem 1 / section 9 of the convex ReLU notes.)
+
+        With ``lam = grad loss(z(x))`` (the dual point of the sampled program), ``x`` is
+        optimal for the program over every pattern, and its network a global minimizer of
+        the non-convex training problem, when ``max_{||u|| <= 1} |lam^T (X u)_+| <= beta``.
+        The maximum is taken pattern by pattern, exactly on each pattern's cone (NNLS),
+        over a candidate set: every pattern of the hyperplane arrangement
+        (``search="exact"``, small d) or the patterns met by multi-start ascent
+        (``"ascent"``; :func:`~neurosolve.problems.relu_patterns.ascent_patterns`).
+        Candidates whose unconstrained bound ``||X^T D_i lam|| <= beta`` cannot violate
+        and are not solved.
+
+        Parameters
+        ----------
+        x : array
+            A solution of this (sampled) program.
+        search : {"auto", "exact", "ascent"}
+            ``auto``: exact when the enumeration examines at most ``max_candidates``
+            candidates.
+        starts, seed : int
+            Random starts of the ascent.
+        tol : float
+            A pattern violates when its value exceeds ``beta (1 + tol)``.
+
+        Returns
+        -------
+        dict
+            ``search`` (what ran), ``ratio`` (largest value over ``beta`` among the
+            candidates; <= 1 + tol with ``search="exact"`` proves global optimality up to
+            the accuracy of x), ``lower_bound`` (the dual objective at ``t lam``,
+            ``t = min(1, 1/ratio)``: a lower bound on the global optimum when the search
+            is exact), ``violators`` ((n, k) patterns not in this program whose value
+            exceeds ``beta (1 + tol)``, largest first), ``n_candidates``.
+        """
+        if self.robust:
+            raise ValueError("global_check is for epsilon = 0 programs")
+        if search not in ("auto", "exact", "ascent"):
+            raise ValueError(f"search must be 'auto', 'exact' or 'ascent', got {search!r}")
+        X = self.Xt_np
+        n, d = X.shape
+        if search == "auto":
+            search = "exact" if RP.count_enumeration(n, d) <= max_candidates else "ascent"
+        z = self.convex_output(x)
+        lam = np.asarray(RL.loss_grad(self.loss, z, self.Y_np, self.w), dtype=np.float64)
+        if search == "exact":
+            Dc = RP.enumerate_patterns(X, max_candidates=max_candidates)
+        else:
+            v, w = self._vw(x)
+            H0 = np.concatenate([v, w]).transpose(1, 0, 2).reshape(d, -1)  # current neurons
+            H0 = H0[:, np.linalg.norm(H0, axis=0) > 0]
+            Dc = np.concatenate([RP.ascent_patterns(X, lam[:, o], starts=starts, seed=seed, H0=H0)
+                                 for o in range(self.c)], axis=1)
+        Dc, _ = RP.dedup_patterns(np.concatenate([self.D_np, Dc], axis=1))
+        # the unconstrained bound ||X^T D_i lam_o|| >= the value on the cone, per output
+        bound = np.linalg.norm(np.einsum("nd,np,nc->pdc", X, Dc, lam), axis=1)  # (P_c, c)
+        need = np.flatnonzero(bound.max(axis=1) > self.beta)
+        values = bound.max(axis=1)
+        if need.size:
+            exact = ConvexReLU._cone_dual_norms(_Sub(self, Dc[:, need]), lam, max_rows=n)
+            values[need] = exact.max(axis=(0, 2))
+        ratio = float(values.max(initial=0.0)) / self.beta
+        t = 1.0 if ratio <= 1.0 else 1.0 / ratio
+        lb = float(RL.loss_conjugate_neg(self.loss, t * lam, self.Y_np, self.w))
+        have = set(RP._keys(self.D_np))
+        keys = RP._keys(Dc)
+        order = np.argsort(-values)
+        viol = [j for j in order if values[j] > self.beta * (1 + tol) and keys[j] not in have]
+        return {"search": search, "ratio": ratio, "lower_bound": lb,
+                "violators": Dc[:, viol], "n_candidates": int(Dc.shape[1])}
 
 
 class _Sub:

@@ -35,6 +35,7 @@ __all__ = [
     "enumerate_patterns",
     "pattern_directions",
     "count_enumeration",
+    "ascent_patterns",
 ]
 
 
@@ -206,3 +207,54 @@ def pattern_directions(X: np.ndarray, D: np.ndarray) -> np.ndarray:
             )
         H[:, i] = h
     return H
+
+
+def ascent_patterns(X: np.ndarray, lam: np.ndarray, *, starts: int = 256, iters: int = 30,
+                    seed=0, H0: np.ndarray | None = None) -> np.ndarray:
+    """Candidate patterns for ``max_{||u|| <= 1} |lam^T (X u)_+|`` by multi-start ascent.
+
+    From each start ``u`` (Gaussian directions, plus the columns of ``H0``), and for both
+    signs ``s = +-1``, iterate ``u <- g / ||g||`` with ``g = X^T (1[X u >= 0] * s lam)``,
+    the maximizer over the unit ball of the linear piece that is active at ``u``; the
+    objective is not monotone along these steps, so every pattern visited is kept as a
+    candidate. The caller evaluates each candidate
+    exactly (the maximum over its cone, by NNLS). A heuristic: it finds violating patterns
+    but cannot prove that none exists (for that, :func:`enumerate_patterns`).
+
+    Parameters
+    ----------
+    X : (n, d) array
+    lam : (n,) array
+        The dual vector (the loss gradient at the current solution).
+    starts, iters : int
+        Number of random starts and ascent steps per start.
+    seed : int or numpy Generator
+    H0 : (d, k) array, optional
+        Extra starting directions (e.g. the current neurons).
+
+    Returns
+    -------
+    (n, k) 0/1 array of distinct candidate patterns.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    lam = np.asarray(lam, dtype=np.float64).reshape(-1)
+    n, d = X.shape
+    rng = np.random.default_rng(seed)
+    U0 = rng.standard_normal((d, starts))
+    if H0 is not None and H0.size:
+        U0 = np.hstack([U0, np.asarray(H0, dtype=np.float64).reshape(d, -1)])
+    found: list[np.ndarray] = []
+    for s in (1.0, -1.0):
+        U = U0 / np.maximum(np.linalg.norm(U0, axis=0, keepdims=True), 1e-300)
+        prev = None
+        for _ in range(iters):
+            A = (X @ U >= 0).astype(np.float64)           # (n, k) current patterns
+            found.append(A)
+            if prev is not None and np.array_equal(A, prev):
+                break
+            prev = A
+            G = X.T @ (A * (s * lam)[:, None])            # (d, k)
+            nrm = np.linalg.norm(G, axis=0, keepdims=True)
+            U = np.where(nrm > 0, G / np.maximum(nrm, 1e-300), U)
+    D, _ = dedup_patterns(np.concatenate(found, axis=1))
+    return D

@@ -15,6 +15,7 @@ __all__ = [
     "ADMM",
     "SCP",
     "CvxpyReLU",
+    "PatternGeneration",
     "GNSNewton",
     "LVHBA",
     "FixedPoint",
@@ -45,8 +46,9 @@ def default_solver(problem):
     -------
     Solver
         A default-configured instance: CG for a ``LinearSystem``, GNSNewton for
-        ``Minimize``, FixedPoint for ``FixedPointProblem``, ADMM for ``ConvexReLU``,
-        LVHBA for ``Bilevel``.
+        ``Minimize``, FixedPoint for ``FixedPointProblem``, ADMM for ``ConvexReLU``
+        (PatternGeneration when it was built with ``patterns="generate"``), LVHBA for
+        ``Bilevel``.
 
     Raises
     ------
@@ -61,6 +63,11 @@ def default_solver(problem):
     >>> type(default_solver(LinearSystem(np.eye(2), np.ones(2)))).__name__
     'CG'
     """
+    if getattr(problem, "generate", False) is True:
+        # a ConvexReLU built with patterns="generate": its patterns come from the solve
+        from neurosolve.solvers.pattern_generation import PatternGeneration
+
+        return PatternGeneration()
     for cls in type(problem).__mro__:
         target = _DEFAULTS.get((cls.__module__, cls.__name__))
         if target is not None:
@@ -78,6 +85,7 @@ __getattr__ = lazy_getattr(__name__, {
     "ADMM": "neurosolve.solvers.admm_relu",
     "SCP": "neurosolve.solvers.scp_relu",
     "CvxpyReLU": "neurosolve.solvers.cvx_relu",
+    "PatternGeneration": "neurosolve.solvers.pattern_generation",
     "GNSNewton": "neurosolve.solvers.gns_newton",
     "LVHBA": "neurosolve.solvers.lvhba",
     "FixedPoint": "neurosolve.solvers.fixed_point",
