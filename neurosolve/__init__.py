@@ -41,6 +41,8 @@ __all__ = [
     "operators",
     "neural",
     "backends",
+    "ConvexReLUClassifier",
+    "ConvexReLURegressor",
 ]
 
 __getattr__ = lazy_getattr(__name__, {
@@ -53,4 +55,6 @@ __getattr__ = lazy_getattr(__name__, {
     "operators": "neurosolve.operators",
     "neural": "neurosolve.neural",
     "backends": "neurosolve.backends",
+    "ConvexReLUClassifier": "neurosolve.estimators",
+    "ConvexReLURegressor": "neurosolve.estimators",
 })

@@ -730,9 +730,10 @@ class ConvexReLU:
         Returns
         -------
         dict
-            ``search`` (what ran), ``ratio`` (largest value over ``beta`` among the
-            candidates; <= 1 + tol with ``search="exact"`` proves global optimality up to
-            the accuracy of x), ``lower_bound`` (the dual objective at ``t lam``,
+            ``search`` (what ran), ``ratio`` (largest value over ``beta`` found among the
+            program's own patterns and the candidates -- exact when no violator is found;
+            <= 1 + tol with ``search="exact"`` proves global optimality up to the accuracy
+            of x), ``lower_bound`` (the dual objective at ``t lam``,
             ``t = min(1, 1/ratio)``: a lower bound on the global optimum when the search
             is exact), ``violators`` ((n, k) patterns not in this program whose value
             exceeds ``beta (1 + tol)``, largest first), ``n_candidates``.
@@ -749,29 +750,49 @@ class ConvexReLU:
         lam = np.asarray(RL.loss_grad(self.loss, z, self.Y_np, self.w), dtype=np.float64)
         if search == "exact":
             Dc = RP.enumerate_patterns(X, max_candidates=max_candidates)
+            Hc = None
         else:
             v, w = self._vw(x)
             H0 = np.concatenate([v, w]).transpose(1, 0, 2).reshape(d, -1)  # current neurons
             H0 = H0[:, np.linalg.norm(H0, axis=0) > 0]
-            Dc = np.concatenate([RP.ascent_patterns(X, lam[:, o], starts=starts, seed=seed, H0=H0)
-                                 for o in range(self.c)], axis=1)
-        Dc, _ = RP.dedup_patterns(np.concatenate([self.D_np, Dc], axis=1))
-        # the unconstrained bound ||X^T D_i lam_o|| >= the value on the cone, per output
-        bound = np.linalg.norm(np.einsum("nd,np,nc->pdc", X, Dc, lam), axis=1)  # (P_c, c)
-        need = np.flatnonzero(bound.max(axis=1) > self.beta)
-        values = bound.max(axis=1)
-        if need.size:
-            exact = ConvexReLU._cone_dual_norms(_Sub(self, Dc[:, need]), lam, max_rows=n)
-            values[need] = exact.max(axis=(0, 2))
-        ratio = float(values.max(initial=0.0)) / self.beta
+            found = [RP.ascent_patterns(X, lam[:, o], starts=starts, seed=seed, H0=H0)
+                     for o in range(self.c)]
+            Dc = np.concatenate([f[0] for f in found], axis=1)
+            Hc = np.concatenate([f[1] for f in found], axis=1)
+        have = set(RP._keys(self.D_np))
+        Dc_all = Dc
+        keys = RP._keys(Dc)
+        new = [j for j, k in enumerate(keys) if k not in have]
+        Dc = Dc[:, new]
+        keys = [keys[j] for j in new]
+        # bounds on each candidate's value max_{u in K_i, ||u|| <= 1} |lam_o^T D_i X u|:
+        # above, the unconstrained ||X^T D_i lam_o||; below, the value at the direction that
+        # generated the pattern (it lies in the cone)
+        upper = np.linalg.norm(np.einsum("nd,np,nc->pdc", X, Dc, lam), axis=1).max(axis=1)
+        if Hc is not None:
+            Hn = Hc[:, new]
+            lower = np.abs(np.einsum("nk,nc->kc", np.maximum(X @ Hn, 0.0), lam)).max(axis=1)
+        else:
+            lower = np.zeros(Dc.shape[1])
+        thr = self.beta * (1 + tol)
+        values = lower.copy()
+        certain = lower > thr
+        if not certain.any():
+            # no violator proven by a direction: solve every candidate that might violate
+            need = np.flatnonzero(upper > thr)
+            if need.size:
+                exact = ConvexReLU._cone_dual_norms(_Sub(self, Dc[:, need]), lam, max_rows=n)
+                values[need] = exact.max(axis=(0, 2))
+            values = np.where(upper > thr, values, upper)
+        # the program's own patterns (their values are about beta at an optimum)
+        own = ConvexReLU._cone_dual_norms(self, lam, x, max_rows=n).max(initial=0.0)
+        ratio = float(max(values.max(initial=0.0), own)) / self.beta
         t = 1.0 if ratio <= 1.0 else 1.0 / ratio
         lb = float(RL.loss_conjugate_neg(self.loss, t * lam, self.Y_np, self.w))
-        have = set(RP._keys(self.D_np))
-        keys = RP._keys(Dc)
         order = np.argsort(-values)
-        viol = [j for j in order if values[j] > self.beta * (1 + tol) and keys[j] not in have]
+        viol = [j for j in order if values[j] > thr]
         return {"search": search, "ratio": ratio, "lower_bound": lb,
-                "violators": Dc[:, viol], "n_candidates": int(Dc.shape[1])}
+                "violators": Dc[:, viol], "n_candidates": int(Dc_all.shape[1])}
 
 
 class _Sub:

@@ -234,7 +234,9 @@ def ascent_patterns(X: np.ndarray, lam: np.ndarray, *, starts: int = 256, iters:
 
     Returns
     -------
-    (n, k) 0/1 array of distinct candidate patterns.
+    D : (n, k) 0/1 array of distinct candidate patterns
+    H : (d, k) unit directions with ``D[:, i] == 1[X H[:, i] >= 0]`` (each lies in its
+        pattern's cone, so ``|lam^T (X h_i)_+|`` is a lower bound on that pattern's value).
     """
     X = np.asarray(X, dtype=np.float64)
     lam = np.asarray(lam, dtype=np.float64).reshape(-1)
@@ -244,17 +246,19 @@ def ascent_patterns(X: np.ndarray, lam: np.ndarray, *, starts: int = 256, iters:
     if H0 is not None and H0.size:
         U0 = np.hstack([U0, np.asarray(H0, dtype=np.float64).reshape(d, -1)])
     found: list[np.ndarray] = []
+    dirs: list[np.ndarray] = []
     for s in (1.0, -1.0):
         U = U0 / np.maximum(np.linalg.norm(U0, axis=0, keepdims=True), 1e-300)
         prev = None
         for _ in range(iters):
             A = (X @ U >= 0).astype(np.float64)           # (n, k) current patterns
             found.append(A)
+            dirs.append(U)
             if prev is not None and np.array_equal(A, prev):
                 break
             prev = A
             G = X.T @ (A * (s * lam)[:, None])            # (d, k)
             nrm = np.linalg.norm(G, axis=0, keepdims=True)
             U = np.where(nrm > 0, G / np.maximum(nrm, 1e-300), U)
-    D, _ = dedup_patterns(np.concatenate(found, axis=1))
-    return D
+    D, H = dedup_patterns(np.concatenate(found, axis=1), np.concatenate(dirs, axis=1))
+    return D, H
