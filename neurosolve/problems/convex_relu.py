@@ -510,19 +510,58 @@ class ConvexReLU:
     def dual_bound(self, x) -> tuple[float, float]:
         """A lower bound on the program's optimum from the gradient of the loss at x.
 
-        ``lam = grad loss(z(x))`` is scaled by ``t = min(1, beta / max_g c_g)`` so that
-        ``max_{u in K_g, ||u|| <= 1} -lam^T F_g u <= beta`` for every block (computed
-        by NNLS, restricted to candidate constraints for large n; see
-        :meth:`_cone_dual_norms`). Returns ``(dual_value, t)``. Not available for robust programs
-        (returns nan).
+        ``lam = grad loss(z(x))`` (moved into the conjugate's domain) is scaled by the best
+        ``t`` in ``[0, min(1, beta / max_g c_g)]`` per output, where ``c_g`` is the dual
+        constraint of block g, ``max_{u in K_g, ||u|| <= 1} -lam^T F_g u``, computed
+        exactly by NNLS over all n rows: ``t lam`` is then dual feasible and
+        ``-loss*(t lam) <= p*`` (weak duality) at any x. Returns ``(dual_value, t_min)``.
+        Not available for robust programs (returns nan).
         """
         if self.robust:
             return float("nan"), float("nan")
         z = self.convex_output(x)
-        lam = np.asarray(RL.loss_grad(self.loss, z, self.Y_np, self.w), dtype=np.float64)
-        cmax = float(self._cone_dual_norms(lam, x).max(initial=0.0))
-        t = 1.0 if cmax <= self.beta else self.beta / cmax
-        return RL.loss_conjugate_neg(self.loss, t * lam, self.Y_np, self.w), t
+        lam = RL.dual_domain(self.loss, RL.loss_grad(self.loss, z, self.Y_np, self.w),
+                             self.Y_np, self.w)
+        cmax = self._cone_dual_norms(lam, x, max_rows=self.n).max(axis=(0, 1))  # per output
+        tmax = np.where(cmax <= self.beta, 1.0, self.beta / np.maximum(cmax, 1e-300))
+        t = RL.best_dual_scale(self.loss, lam, self.Y_np, self.w, tmax)
+        return RL.loss_conjugate_neg(self.loss, lam * t[None, :], self.Y_np, self.w), float(t.min())
+
+    @property
+    def certifies_gap(self) -> bool:
+        """Whether :meth:`certificate` computes the duality gap (epsilon = 0 and
+        ``n P c <= 4e6``, the size up to which its NNLS is cheap)."""
+        return not self.robust and self.n * self.P * self.c <= 4_000_000
+
+    def project_feasible(self, x):
+        """The Euclidean projection of every block of ``x`` onto its pattern cone
+        ``{u : (2 D_i - I) X u >= 0}`` (Moreau: ``u + G^T mu`` with ``mu`` the NNLS
+        solution of ``min_{mu >= 0} ||u + G^T mu||``; blocks already feasible are kept).
+        A feasible point's objective is an upper bound on the program's optimum. Same
+        library and shape as ``x``; epsilon = 0 programs only."""
+        from scipy.optimize import nnls
+
+        if self.robust:
+            raise ValueError("project_feasible is for epsilon = 0 programs")
+        v, w = self._vw(x)
+        B = np.concatenate([v, w]).copy()  # (2P, d, c)
+        X, E = self.Xt_np, 2.0 * self.D_np - 1.0
+        for g in range(2 * self.P):
+            i = g % self.P
+            Gt = (X * E[:, i:i + 1]).T
+            for o in range(self.c):
+                r = Gt.T @ B[g, :, o]
+                if r.min(initial=0.0) >= 0:
+                    continue
+                mu, _ = nnls(Gt, -B[g, :, o], maxiter=50 * self.n)
+                B[g, :, o] = B[g, :, o] + Gt @ mu
+                r = Gt.T @ B[g, :, o]
+                if r.min(initial=0.0) < -1e-12 * max(1.0, float(np.abs(r).max())):
+                    B[g, :, o] = 0.0  # NNLS did not reach the cone: 0 is always feasible
+        out = np.stack([B[: self.P], B[self.P:]])
+        if self.c == 1:
+            out = out[..., 0]
+        return self._from_numpy(out)
 
     def beta_max(self) -> float:
         """Smallest beta for which x = 0 is optimal (every neuron pruned)."""
@@ -614,9 +653,9 @@ class ConvexReLU:
             ``objective`` (convex objective; worst-case loss when robust),
             ``nc_objective`` (non-convex objective of the recovered, pruned network),
             ``cone_violation`` and ``relative_cone_violation`` (see :meth:`cone_violation`),
-            ``dual_objective`` and ``duality_gap`` (``objective - dual`` with a dual point
-            made feasible by NNLS, so the gap bounds the suboptimality of x up to its cone
-            violation; nan when robust or n P c > 4e6), ``relative_gap`` (gap over ``max(1, |objective|)``),
+            ``dual_objective`` and ``duality_gap`` (``objective - dual`` with the dual
+            point of :meth:`dual_bound`, so the gap bounds the suboptimality of x up to its
+            cone violation; nan when robust or n P c > 4e6), ``relative_gap`` (gap over ``max(1, |objective|)``),
             ``active_neurons``, ``train_accuracy`` (classification) and, when robust,
             ``certified_accuracy``. ``global``: ``"sampled"`` (optimality is claimed for
             the sampled program only), and for a ``patterns="generate"`` program, from
@@ -632,9 +671,7 @@ class ConvexReLU:
         net = self.network(x)
         cert = {"objective": obj, "nc_objective": self.nc_objective(net),
                 "cone_violation": viol, "relative_cone_violation": rviol}
-        if self.robust:
-            dual, gap = float("nan"), float("nan")
-        elif self.n * self.P * self.c <= 4_000_000:
+        if self.certifies_gap:
             dual, _ = self.dual_bound(x)
             gap = obj - dual
         else:

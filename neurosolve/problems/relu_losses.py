@@ -36,6 +36,8 @@ __all__ = [
     "loss_value",
     "loss_grad",
     "loss_conjugate_neg",
+    "dual_domain",
+    "best_dual_scale",
     "prox_loss",
     "robust_loss_value",
     "prox_robust_loss",
@@ -92,6 +94,44 @@ def loss_conjugate_neg(loss: str, lam, y, w: float = 1.0) -> float:
     if loss == "hinge":
         return float(w * s.sum())
     raise ValueError(f"unknown loss {loss!r}")
+
+
+def dual_domain(loss: str, lam, y, w: float = 1.0) -> np.ndarray:
+    """``lam`` moved into the domain of the loss conjugate (numpy): ``-y lam / w`` clipped
+    to [0, 1] for logistic and hinge; unchanged for the squared loss."""
+    lam = np.asarray(lam, dtype=np.float64)
+    if loss == "squared":
+        return lam
+    y = np.asarray(y, dtype=np.float64)
+    return -w * y * np.clip(-y * lam / w, 0.0, 1.0)
+
+
+def best_dual_scale(loss: str, lam, y, w: float, tmax) -> np.ndarray:
+    """Per output column ``o``: the ``t`` in ``[0, tmax[o]]`` maximizing
+    ``-phi*(t lam[:, o])`` (concave in t). Closed form for the squared loss
+    (``-w lam^T y / ||lam||^2`` clipped) and hinge (``tmax``: increasing in t); a bounded
+    scalar search for logistic."""
+    from scipy.optimize import minimize_scalar
+
+    lam = np.asarray(lam, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    tmax = np.broadcast_to(np.asarray(tmax, dtype=np.float64), (lam.shape[1],))
+    t = np.empty(lam.shape[1])
+    for o in range(lam.shape[1]):
+        lo, yo, tm = lam[:, o], y[:, o], float(tmax[o])
+        if loss == "squared":
+            nl = float(lo @ lo)
+            t[o] = min(max(-w * float(lo @ yo) / nl, 0.0), tm) if nl > 0 else 0.0
+        elif loss == "hinge":
+            t[o] = tm
+        else:
+            def f(tt):
+                return -loss_conjugate_neg(loss, tt * lo, yo, w)
+
+            r = minimize_scalar(f, bounds=(0.0, tm), method="bounded",
+                                options={"xatol": 1e-12 * max(tm, 1e-300)})
+            t[o] = r.x if f(r.x) <= f(tm) else tm
+    return t
 
 
 def prox_loss(loss: str, z0, y, w: float, rho: float, newton_iters: int = 30):

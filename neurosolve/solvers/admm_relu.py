@@ -109,6 +109,15 @@ class ADMMState(State):
     scale_prim: float = float("nan")
     zres2: float = 0.0
     zscale2: float = 0.0
+    rho2_0: float = 0.0
+    adapt_gap: int = 200
+    next_proj: int = 0
+    proj_gap: int = 5
+    x_feasible: Any = None
+    k_feasible: int = -1
+    gap_price: float = float("nan")
+    dual: float = float("nan")
+    tol_scale: float = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -234,8 +243,11 @@ class ADMM(Solver):
     adaptive: bool = True
     adapt_mu: float = 20.0
     adapt_bias: float = 10.0
-    adapt_factor: float = 2.0
+    adapt_factor: float = 3.0
     adapt_every: int = 200
+    gap_balance: float = 2.0
+    rho_span: float = 1e3
+    adapt_growth: float = 1.2
     u_step: str = "auto"
     cg_rtol: float = 1e-9
     cg_maxiter: int = 200
@@ -371,7 +383,9 @@ class ADMM(Solver):
         st.rng = np.random.default_rng(self.seed)
         st.rbcd_thresh = self.rbcd_thresh
         st.rbcd_step = self.rbcd_step
-        st.next_adapt = 200
+        st.next_adapt = self.adapt_every
+        st.adapt_gap = self.adapt_every
+        st.rho2_0 = st.sys.rho2
         st.obj_hist = []
         st.last = {}
         st.metrics = self._metrics(problem, st, ctx, first=True)
@@ -519,7 +533,7 @@ class ADMM(Solver):
         u-optimality residual (``adapt_bias`` times the first over the second, changed
         when outside ``[1/adapt_mu, adapt_mu]``).
         """
-        st.next_adapt = st.k + self.adapt_every
+        st.next_adapt = st.k + (self.adapt_every if problem.robust else st.adapt_gap)
         if problem.robust:
             cr = st.metrics["cone_residual"]
             res, scale = self._u_optimality(problem, st, ctx)
@@ -532,19 +546,26 @@ class ADMM(Solver):
                 return
             f = min(10.0, max(0.1, math.sqrt(ratio)))
         else:
-            vals = dict(st.obj_hist)
-            prev = vals.get(st.k - self.window)
-            if prev is None:
+            # balance the two parts of the two-sided gap: the price of making v feasible
+            # (large when rho2 is too small) and the one-sided certified gap (dual
+            # infeasibility: large when rho2 is too large)
+            gap, _ = self._certify(problem, st, ctx)
+            price = st.gap_price
+            if not (math.isfinite(gap) and math.isfinite(price)):
                 return
-            obj = to_float(st.metrics["objective"])
-            viol = self._violation(problem, st, ctx)
-            trend = obj - prev
-            if trend > 0 and viol > self.rtol:
+            if gap <= 0 or price > self.gap_balance * gap:
                 f = self.adapt_factor
-            elif trend < 0 and viol <= self.rtol:
+            elif gap > self.gap_balance * price:
                 f = 1.0 / self.adapt_factor
             else:
                 return
+            lo, hi = st.rho2_0 / self.rho_span, st.rho2_0 * self.rho_span
+            f = min(max(st.sys.rho2 * f, lo), hi) / st.sys.rho2
+            if abs(math.log(f)) < 1e-12:
+                return
+            # change less and less often: eventually a fixed penalty (ADMM's theory)
+            st.adapt_gap = int(math.ceil(st.adapt_gap * self.adapt_growth))
+            st.next_adapt = st.k + st.adapt_gap
         s = st.sys
         old2, new2 = s.rho2, s.rho2 * f
         pen = {"rho2": new2}
@@ -592,38 +613,53 @@ class ADMM(Solver):
         return to_float((res * res).sum()) ** 0.5, scale
 
     def _certify(self, problem, st, ctx):
-        """Relative duality gap and relative cone violation of the current v (non-robust).
+        """Certified relative duality gap and relative cone violation of the current v
+        (non-robust; numpy).
 
-        The dual point is ``lam = grad loss(F v)`` (squared) or the loss-split multiplier
-        ``rho_loss mu`` (a subgradient at z), with the cone multipliers ``-rho2 nu >= 0`` of
-        the ADMM state: ``c_g <= ||-F_g^T lam + G_g^T mu_g||`` bounds each block's dual
-        constraint, so ``t = min(1, beta / max_g c_g)`` makes ``t lam`` dual feasible and
-        ``-loss*(t lam)`` is a lower bound on the program's optimum.
+        The dual point: the loss multiplier ``lam`` (``grad loss(F v)`` when the loss sits
+        in the u-step, the loss-split multiplier ``rho_loss mu_z`` otherwise), moved into
+        the conjugate's domain, and the cone multipliers ``mu = -rho2 nu >= 0`` of the ADMM
+        state. Since ``G_g u >= 0`` on the cone, ``c_g <= ||-F_g^T lam + G_g^T mu_g||``
+        bounds each block's dual constraint; every ``t`` in ``[0, min(1, beta / max_g
+        c_g)]`` makes ``t lam`` dual feasible, and the best such ``t`` (per output) gives
+        the lower bound ``-loss*(t lam) <= p*``. Also sets ``st.gap_price``, the
+        first-order cost ``mu^T max(0, -G v)`` of v's cone violation (relative).
         """
+        from neurosolve.backends.ops import to_numpy
+
         s = st.sys
-        X = problem.Xt
-        d, P, c = problem.d, problem.P, problem.c
-        V = st.V
+        X, D, Y, w, beta = problem.Xt_np, problem.D_np, problem.Y_np, problem.w, problem.beta
+        n, d, P, c = problem.n, problem.d, problem.P, problem.c
+        V, W = to_numpy(st.V, np.float64), to_numpy(st.W, np.float64)
+        E2 = to_numpy(ctx.setup.E2c, np.float64)
         XV = X @ V.reshape(d, -1)
-        FV = ctx.setup.kernels.masked_output(XV, problem.D, c)
-        obj = to_float(RL.loss_value(problem.loss, FV, problem.Y, problem.w)
-                       + problem.beta * ((V * V).sum(0) ** 0.5).sum())
-        GV = ctx.setup.E2c * XV
-        top = to_float(abs(XV).max())
-        viol = to_float((-GV).clip(min=0).max()) / top if top > 0 else 0.0
+        XV3 = XV.reshape(n, 2 * P, c)
+        FV = ((XV3[:, :P] - XV3[:, P:]) * D[:, :, None]).sum(1)
+        obj = float(RL.loss_value(problem.loss, FV, Y, w)) + beta * float(
+            np.sqrt((V * V).sum(0)).sum())
+        GV = E2 * XV
+        top = float(np.abs(XV).max(initial=0.0))
+        viol = float(np.maximum(-GV, 0).max(initial=0.0)) / top if top > 0 else 0.0
         if ctx.setup.split:
-            lam = s.aF * st.Mu
+            lam = s.aF * to_numpy(st.Mu, np.float64)
         else:
-            lam = RL.loss_grad(problem.loss, FV, problem.Y, problem.w)
-        mu = -s.rho2 * st.W.clip(max=0)
-        Acoef = -s.Ft(lam) + (X.T @ (ctx.setup.E2c * mu)).reshape(d, 2 * P, c)
-        cmax = to_float(((Acoef * Acoef).sum(0) ** 0.5).max())
-        t = 1.0 if cmax <= problem.beta else problem.beta / cmax
-        lam_np = lam.detach().cpu().numpy() if hasattr(lam, "detach") else np.asarray(lam)
-        dual = RL.loss_conjugate_neg(problem.loss, t * lam_np, problem.Y_np, problem.w)
+            lam = np.asarray(RL.loss_grad(problem.loss, FV, Y, w), dtype=np.float64)
+        lam = RL.dual_domain(problem.loss, lam, Y, w)
+        h = (X.T @ (D[:, :, None] * lam[:, None, :]).reshape(n, P * c)).reshape(d, P, c)
+        Ftlam = np.concatenate([h, -h], 1).reshape(d, -1)
+        mu = -s.rho2 * np.minimum(W, 0.0)
+        Acoef = -Ftlam + X.T @ (E2 * mu)
+        cg = np.sqrt((Acoef * Acoef).sum(0)).reshape(2 * P, c)
+        cmax = cg.max(axis=0)
+        tmax = np.where(cmax <= beta, 1.0, beta / np.maximum(cmax, 1e-300))
+        t = RL.best_dual_scale(problem.loss, lam, Y, w, tmax)
+        dual = RL.loss_conjugate_neg(problem.loss, lam * t[None, :], Y, w)
         ctx.count("certificate_checks")
-        st.gap = (obj - dual) / max(1.0, abs(obj))
+        scale = max(1.0, abs(obj))
+        st.gap = (obj - dual) / scale
+        st.dual = dual
         st.viol = viol
+        st.gap_price = float((mu * np.maximum(-GV, 0.0)).sum()) / scale
         st.metrics["gap"] = st.gap
         st.metrics["cone_violation"] = viol
         return st.gap, viol
@@ -668,25 +704,63 @@ class ADMM(Solver):
                 f"a NaN/inf appeared at iteration {st.k}; check the data scaling or lower rho2"))
         if st.k % self.check_interval != 0:
             return None
-        tol, atol = self.rtol, self.atol
-        if not problem.robust and self.certify_every and st.k % self.certify_every == 0:
+        tol = self.rtol * st.tol_scale
+        if problem.robust:
+            return self._check_robust(problem, st, ctx, obj)
+        if self.certify_every and st.k % self.certify_every == 0:
             self._certify(problem, st, ctx)
-        if not self._stalled(st, obj):
+        if not self._primal_small(st, ctx):
             return None
+        if self._violation(problem, st, ctx) > tol:
+            return None
+        gap, _ = self._certify(problem, st, ctx)
+        if gap > tol or st.k < st.next_proj:
+            return None
+        # the two-sided test at the point to be returned: v projected onto its cones
+        # (exactly feasible, so its objective bounds p* from above) against the dual bound
+        xf = problem.project_feasible(_answer(problem, st))
+        ctx.count("projections")
+        objf = problem.objective(xf)
+        gap2 = (objf - st.dual) / max(1.0, abs(objf))
+        st.metrics["gap"] = gap2
+        if gap2 <= tol:
+            st.x_feasible, st.k_feasible = xf, st.k
+            return Stop(Status.CONVERGED)
+        st.proj_gap = min(2 * st.proj_gap, 100)  # in check intervals: 10 .. 100
+        st.next_proj = st.k + st.proj_gap * self.check_interval
+        return None
+
+    def on_uncertified(self, problem, st, ctx, failed):
+        """The certificate (its own dual point, the loss gradient at the returned x) did not
+        confirm the stopping rule's gap: continue with the internal tolerance tightened
+        3x (a closer point makes both duals agree), after a pause before the next claim."""
+        if problem.robust:
+            return super().on_uncertified(problem, st, ctx, failed)
+        st.tol_scale /= 3.0
+        st.proj_gap = min(2 * st.proj_gap, 100)
+        st.next_proj = st.k + st.proj_gap * self.check_interval
+        return None
+
+    def _primal_small(self, st, ctx) -> bool:
+        tol, atol = self.rtol * st.tol_scale, self.atol
         L = st.last
         ok = st.abs_prim <= tol * st.scale_prim + atol
         ok = ok and math.sqrt(L["prim2"]) <= tol * max(math.sqrt(L["ngu2"]), math.sqrt(L["ns2"])) + atol
         if ctx.setup.split:
             ok = ok and math.sqrt(st.zres2) <= tol * math.sqrt(st.zscale2) + atol
-        if not ok:
+        return ok
+
+    def _check_robust(self, problem, st, ctx, obj):
+        """The robust program's rule: stall test, primal residuals, u-optimality."""
+        if not self._stalled(st, obj):
+            return None
+        if not self._primal_small(st, ctx):
             return None
         res, scale = self._u_optimality(problem, st, ctx)
         ctx.count("kkt_checks")
-        if res > self.dual_rtol * scale + atol:
+        if res > self.dual_rtol * scale + self.atol:
             return None
-        if not problem.robust and self._violation(problem, st, ctx) > tol:
-            return None
-        if problem.robust and problem.is_trivial(_answer(problem, st)):
+        if problem.is_trivial(_answer(problem, st)):
             return Stop(Status.INFEASIBLE, (
                 f"the robust program's solution is all zero: with epsilon={problem.epsilon:g} no "
                 "neuron can keep its activation pattern on the whole perturbation ball (or beta "
@@ -694,14 +768,20 @@ class ADMM(Solver):
         return Stop(Status.CONVERGED)
 
     def tolerance(self, problem, state) -> dict[str, float]:
-        """What the stopping rule verifies, recomputed by the certificate: the relative cone
-        violation of the returned ``v`` at most ``rtol`` (non-robust programs). The
-        duality gap is reported, not gated: the dual point built from ADMM's iterates is
-        not yet a certified lower bound. Robust (adversarial) programs declare nothing yet:
-        their CONVERGED is the stopping rule's word only."""
+        """What CONVERGED promises, recomputed by the certificate (epsilon = 0): the
+        relative cone violation of the returned point at most ``rtol`` (it is the cone
+        projection of v, feasible up to round-off) and, for the squared and logistic
+        losses where the certificate's dual point (the loss gradient) is the optimal one at
+        the optimum, the relative duality gap at most ``10 rtol`` (when the problem
+        computes it, :attr:`ConvexReLU.certifies_gap`). Hinge: the gap is certified by the
+        stopping rule with ADMM's own multipliers; the certificate's gradient-based dual is
+        not gated. Robust programs declare nothing yet."""
         if problem.robust:
             return {}
-        return {"relative_cone_violation": float(self.rtol) + float(self.atol)}
+        out = {"relative_cone_violation": float(self.rtol) + float(self.atol)}
+        if problem.loss != "hinge" and problem.certifies_gap:
+            out["relative_gap"] = 10.0 * float(self.rtol) + float(self.atol)
+        return out
 
     def finalize(self, problem: ConvexReLU, st: State, ctx):
         ctx.counters["factor_time"] = st.t_factor
@@ -709,6 +789,8 @@ class ADMM(Solver):
             ctx.counters["cg_iterations"] = st.ustep.iters
         ctx.counters["u_step"] = ctx.setup.kind
         ctx.counters["rho2_final"] = st.sys.rho2
+        if st.k_feasible == st.k and st.x_feasible is not None:
+            return st.x_feasible
         return _answer(problem, st)
 
 
