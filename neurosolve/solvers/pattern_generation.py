@@ -55,8 +55,8 @@ class PatternGeneration(Solver):
     Parameters
     ----------
     inner : Solver, optional
-        The solver of each sampled program (default ``ADMM(rtol=1e-6)``; the dual
-        condition is only as accurate as the inner solution).
+        The solver of each sampled program (default ``ADMM(rtol=1e-5, maxiter=50000)``;
+        the dual condition is only as accurate as the inner solution).
     max_rounds : int
         Rounds of (solve, search, add).
     add_per_round : int
@@ -75,7 +75,8 @@ class PatternGeneration(Solver):
     the end of the solve (``problem.P`` grows), so that ``problem.certificate(result.x)``
     and ``problem.network(result)`` refer to the generated program. Status CONVERGED:
     the inner solve of the last round converged (its certificate gated as usual) and the
-    search found no violating pattern; ``certificate["global"]`` then says whether the
+    search found no violating pattern (an inner solve that ends MAX_ITER or STAGNATION
+    does not stop the rounds, but the last one must converge); ``certificate["global"]`` then says whether the
     search was exhaustive (``"exact"``) or heuristic (``"no_violation_found"``), and
     ``certificate["global_gap"]`` bounds the suboptimality against every network (a proof
     when exact). MAX_ITER: violators remained after ``max_rounds``; the inner failure
@@ -121,7 +122,7 @@ class PatternGeneration(Solver):
             return self.inner
         from neurosolve.solvers.admm_relu import ADMM
 
-        return ADMM(rtol=1e-6)
+        return ADMM(rtol=1e-5, maxiter=50_000)
 
     def max_iterations(self, problem):
         return self.max_rounds
@@ -171,11 +172,19 @@ class PatternGeneration(Solver):
     def check(self, problem, st, ctx):
         if st.inner is None:
             return None
-        if not st.inner.success:
-            return Stop(st.inner.status, f"the inner solve of round {st.k} ended "
-                        f"{st.inner.status.name}: {st.inner.message}")
+        inner = st.inner
+        if not inner.success and inner.status not in (Status.MAX_ITER, Status.STAGNATION):
+            return Stop(inner.status, f"the inner solve of round {st.k} ended "
+                        f"{inner.status.name}: {inner.message}")
         if st.violators.shape[1] == 0:
-            return Stop(Status.CONVERGED)
+            if inner.success:
+                return Stop(Status.CONVERGED)
+            # an inexact inner solution still points at violators; without any, say why
+            return Stop(inner.status, (
+                f"no violating pattern at the solution of round {st.k}, but its inner solve "
+                f"ended {inner.status.name} (relative gap "
+                f"{inner.certificate.get('relative_gap', float('nan')):.1e}): {inner.message} "
+                "Give the inner solver more iterations or a looser rtol"))
         return None
 
     def tolerance(self, problem, state) -> dict[str, float]:
