@@ -324,6 +324,15 @@ class Solver:
         """The answer to return as ``Result.x`` (default: ``state.x``)."""
         return state.x
 
+    def witness(self, problem: Any, state: State, ctx: Context) -> dict[str, Any]:
+        """Proof objects for the certificate beyond the answer itself (default: none).
+
+        Passed as keyword arguments to ``problem.certificate(x, **witness)``; the problem
+        verifies them from scratch (e.g. a dual point, checked for dual feasibility), so a
+        witness can only tighten a bound that holds, never make a false one pass.
+        """
+        return {}
+
     def replace(self, **changes: Any) -> "Solver":
         """A copy with some fields changed (the dataclass is frozen)."""
         import dataclasses
@@ -490,7 +499,7 @@ class _Gate:
         solver, problem = self.solver, self.problem
         bounds = solver.tolerance(problem, state)
         x = solver.finalize(problem, state, self.ctx)
-        cert = problem.certificate(x)
+        cert = problem.certificate(x, **solver.witness(problem, state, self.ctx))
         failed = {}
         for key, bound in bounds.items():
             if key not in cert:
@@ -666,7 +675,7 @@ def solve(
         x, certificate = gate.answer
     else:
         x = solver.finalize(problem, state, ctx)
-        certificate = problem.certificate(x)
+        certificate = problem.certificate(x, **solver.witness(problem, state, ctx))
     t_end = time.perf_counter()
     stats = {
         "wall_time": t_end - t_start,
