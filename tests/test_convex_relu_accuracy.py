@@ -1,0 +1,92 @@
+"""ADMM's CONVERGED against Clarabel's optimum of the same program (a solver nobody here
+wrote): whenever ADMM says CONVERGED at rtol, its returned point is cone feasible and its
+objective lies within rtol (relative) of Clarabel's; tightening rtol never worsens it.
+
+The default run holds a fast subset; ``pytest -m slow`` runs the seeded grid of 30
+instances (n 100-5,000, d 2-50, P 8-64; squared, logistic, hinge; with and without bias).
+"""
+
+import numpy as np
+import pytest
+
+import neurosolve as ns
+from neurosolve.problems import ConvexReLU
+
+pytest.importorskip("cvxpy")
+from neurosolve.solvers import ADMM, CvxpyReLU  # noqa: E402
+
+
+def _instance(n, d, P, loss, bias, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    t = np.sin(3 * X[:, 0]) + (X[:, 1] * X[:, -1] if d > 1 else 0.0) \
+        + 0.1 * rng.standard_normal(n)
+    y = t if loss == "squared" else np.sign(t)
+    return ConvexReLU(X, y, beta=1e-3 * n, loss=loss, patterns=P, bias=bias, seed=seed)
+
+
+def _judge(prob, res, p_star, rtol):
+    c = res.certificate
+    assert c["relative_cone_violation"] <= rtol + 1e-9
+    err = (c["objective"] - p_star) / max(1.0, abs(p_star))
+    # feasible, so never (meaningfully) below the optimum; certified, so within rtol
+    assert err >= -1e-6, err
+    assert err <= rtol + 1e-7, err
+    # the certified gap bounds the true suboptimality
+    assert c["relative_gap"] >= err - 1e-7
+    return err
+
+
+FAST = [(100, 2, 8, "squared", True, 1), (100, 2, 8, "squared", False, 2),
+        (120, 3, 8, "logistic", True, 3), (120, 3, 8, "hinge", False, 4)]
+
+
+@pytest.mark.parametrize("n,d,P,loss,bias,seed", FAST)
+def test_converged_is_within_rtol_of_clarabel(n, d, P, loss, bias, seed):
+    prob = _instance(n, d, P, loss, bias, seed)
+    p_star = ns.solve(prob, CvxpyReLU()).certificate["objective"]
+    res = ns.solve(prob, ADMM(rtol=1e-4, maxiter=40_000))
+    if loss == "squared":
+        assert res.status is ns.Status.CONVERGED, res.message
+    if res.status is ns.Status.CONVERGED:
+        _judge(prob, res, p_star, 1e-4)
+    else:  # an honest failure says how far it is
+        assert res.message and np.isfinite(res.certificate["relative_gap"])
+
+
+def test_tighter_rtol_never_worse():
+    prob = _instance(100, 2, 8, "squared", True, 1)
+    objs = {}
+    for rtol in (1e-2, 1e-3, 1e-5):
+        res = ns.solve(prob, ADMM(rtol=rtol, maxiter=60_000))
+        assert res.status is ns.Status.CONVERGED, (rtol, res.message)
+        objs[rtol] = res.certificate["objective"]
+    scale = abs(objs[1e-5])
+    assert objs[1e-5] <= objs[1e-3] + 1e-5 * scale
+    assert objs[1e-3] <= objs[1e-2] + 1e-3 * scale
+
+
+def _grid():
+    out, seed = [], 100
+    shapes = [(100, 2, 8), (300, 5, 16), (1000, 10, 16), (2000, 20, 32), (5000, 50, 64)]
+    for loss in ("squared", "logistic", "hinge"):
+        for n, d, P in shapes:
+            for bias in (True, False):
+                seed += 1
+                out.append((n, d, P, loss, bias, seed))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n,d,P,loss,bias,seed", _grid())
+@pytest.mark.parametrize("rtol", [1e-4, 1e-6])
+def test_grid_converged_is_within_rtol_of_clarabel(n, d, P, loss, bias, seed, rtol):
+    prob = _instance(n, d, P, loss, bias, seed)
+    rc = ns.solve(prob, CvxpyReLU())
+    if not rc.success:
+        pytest.skip(f"Clarabel itself did not certify this instance: {rc.message}")
+    res = ns.solve(prob, ADMM(rtol=rtol, maxiter=100_000))
+    if res.status is ns.Status.CONVERGED:
+        _judge(prob, res, rc.certificate["objective"], rtol)
+    else:
+        assert res.status in (ns.Status.MAX_ITER, ns.Status.STAGNATION), res.status
