@@ -4,12 +4,15 @@ Instances follow section 3.7 of specs/convex_relu.md: ``X = randn(n, d)/sqrt(d)`
 ``y = sign(sin(3 x_0) + d x_1 x_2 + 0.1 noise)``, patterns ``1[X G >= 0]`` with Gaussian G,
 ``beta = 1e-3 n``, squared loss, no bias, no standardization (seed 0).
 
-* ``test_peers`` -- time to solve with default settings (``admm``: rtol=1e-4, the
-  default; ``admm-tight``: rtol=1e-5); every peer on the same instance
-  in the same run; ``extra_info`` holds the objective, its relative gap to the best
-  objective of the run (Clarabel's when it finished), the cone violation, iterations, the
-  time at which ADMM's iterate first stayed within 1e-4 of the reference, and status.
-  Peers are capped (``> cap`` recorded as status "capped").
+* ``test_peers`` -- time to a *certified* answer: ``admm`` at rtol=1e-4 (the default) and
+  ``admm-1e-6``, whose CONVERGED means the returned point is cone feasible and its
+  certified relative duality gap is <= rtol; Clarabel (its own default tolerances, about
+  1e-8) timed both as the whole solve and as its ``solve_time`` without cvxpy's compile;
+  every peer on the same instance in the same run. ``extra_info`` holds the status, the
+  objective of the *returned* point and its relative error to Clarabel's, the certified
+  gap, the cone violation, iterations and ``ratio_vs_clarabel`` / ``ratio_vs_clarabel_solve``
+  (ours / peer: below 1 means we are faster). Peers are capped (``> cap`` recorded as
+  status "capped").
 * ``test_admm_iteration_cost`` -- ADMM per-iteration time and peak traced memory for
   n in {1000, 5000, 20000} x P in {16, 64} (d = 20), no peers.
 
@@ -48,7 +51,7 @@ elif HEADLINE:
     PEER_SIZES = [(5000, 20, 32)]
 else:
     PEER_SIZES = [(1000, 20, 16)]
-SOLVERS = ["clarabel", "admm", "admm-tight", "pyscnn"]
+SOLVERS = ["clarabel", "admm", "admm-1e-6", "pyscnn"]
 
 _RESULTS: dict = {}
 
@@ -77,7 +80,7 @@ def _run_clarabel(prob):
 
 
 def _run_admm(prob, rtol=1e-4):
-    res = ns.solve(prob, ns.solvers.ADMM(rtol=rtol))
+    res = ns.solve(prob, ns.solvers.ADMM(rtol=rtol, maxiter=100_000))
     return res, prob.objective(res.x), res.status.name
 
 
@@ -122,7 +125,7 @@ def test_peers(benchmark, solver, size):
                 res, obj, status = _run_clarabel(prob)
                 out.update(res=res, iters=None)
             elif solver.startswith("admm"):
-                res, obj, status = _run_admm(prob, 1e-5 if solver == "admm-tight" else 1e-4)
+                res, obj, status = _run_admm(prob, 1e-6 if solver == "admm-1e-6" else 1e-4)
                 out.update(res=res, iters=res.n_iter)
             else:
                 x = _run_pyscnn(X, y, G, beta)
@@ -143,22 +146,22 @@ def test_peers(benchmark, solver, size):
     info.update(solver=solver, status=out["status"], wall_s=wall, objective=out["obj"],
                 iterations=out["iters"], relative_cone_violation=viol,
                 reference="clarabel" if p_ref is not None else None)
+    if "res" in out:
+        info["certified_relative_gap"] = out["res"].certificate["relative_gap"]
+    if solver == "clarabel":
+        info["solve_time_s"] = out["res"].stats.get("solve_time")
     if p_ref is not None:
-        info["relative_gap"] = (out["obj"] - p_ref) / p_ref
+        info["relative_error"] = (out["obj"] - p_ref) / p_ref
         info["ratio_vs_clarabel"] = wall / ref["wall"]
+        if ref["res"].stats.get("solve_time"):
+            info["ratio_vs_clarabel_solve"] = wall / ref["res"].stats["solve_time"]
     if solver.startswith("admm"):
         res = out["res"]
         per_it = (res.stats["wall_time"] - res.stats["setup_time"]) / max(res.n_iter, 1)
         info.update(per_iteration_ms=1e3 * per_it, setup_s=res.stats["setup_time"],
                     factor_s=res.stats.get("factor_time"), u_step=res.stats.get("u_step"),
-                    rho2_final=res.stats.get("rho2_final"))
-        if p_ref is not None:
-            h = res.history["objective"]
-            far = np.nonzero(np.abs(h - p_ref) > 1e-4 * p_ref)[0]
-            k = int(far[-1]) + 1 if far.size else 0
-            if k <= res.n_iter:
-                info["time_to_1e-4_s"] = res.stats["setup_time"] + k * per_it
-                info["iterations_to_1e-4"] = k
+                    rho2_final=res.stats.get("rho2_final"),
+                    projections=res.stats.get("projections"))
     if "pyscnn" in _RESULTS[key] and "admm" in _RESULTS[key]:
         a, s = _RESULTS[key]["admm"], _RESULTS[key]["pyscnn"]
         info["admm_over_pyscnn_time"] = a["wall"] / s["wall"]
