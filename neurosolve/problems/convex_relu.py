@@ -711,7 +711,7 @@ class ConvexReLU:
             g = self.global_check(x)
             cert["global_ratio"] = g["ratio"]
             cert["global_gap"] = (obj - g["lower_bound"]) / max(1.0, abs(obj))
-            if g["violators"].shape[1] == 0:
+            if g["violators"].shape[1] == 0 and g["undecided"] == 0:
                 cert["global"] = "exact" if g["search"] == "exact" else "no_violation_found"
         if self.task != "regression":
             cert["train_accuracy"] = self.accuracy(self.convex_output(x))
@@ -764,7 +764,8 @@ class ConvexReLU:
 
 
     def global_check(self, x, *, search: str = "auto", starts: int = 256, seed: int = 0,
-                     tol: float = 1e-3, max_candidates: int = 200_000) -> dict[str, Any]:
+                     tol: float = 1e-3, max_candidates: int = 200_000,
+                     max_nnls: int | None = None) -> dict[str, Any]:
         """Is ``x`` globally optimal over *all* activation patterns? (Pilanci-Ergen dual
         condition, [2]_ theorem 1 / section 9 of the convex ReLU notes.)
 
@@ -789,6 +790,10 @@ class ConvexReLU:
             Random starts of the ascent.
         tol : float
             A pattern violates when its value exceeds ``beta (1 + tol)``.
+        max_nnls : int, optional
+            At most this many candidates are solved exactly (largest upper bound first)
+            when no violator is proven by its direction; the rest stay ``undecided``.
+            Default: all of them for ``search="exact"``, 400 for the ascent.
 
         Returns
         -------
@@ -799,7 +804,9 @@ class ConvexReLU:
             of x), ``lower_bound`` (the dual objective at ``t lam``,
             ``t = min(1, 1/ratio)``: a lower bound on the global optimum when the search
             is exact), ``violators`` ((n, k) patterns not in this program whose value
-            exceeds ``beta (1 + tol)``, largest first), ``n_candidates``.
+            exceeds ``beta (1 + tol)``, largest first), ``n_candidates``, ``undecided``
+            (candidates that might violate but were not solved; the ratio counts their
+            upper bounds).
         """
         if self.robust:
             raise ValueError("global_check is for epsilon = 0 programs")
@@ -840,22 +847,31 @@ class ConvexReLU:
         thr = self.beta * (1 + tol)
         values = lower.copy()
         certain = lower > thr
+        undecided = 0
         if not certain.any():
-            # no violator proven by a direction: solve every candidate that might violate
+            # no violator proven by a direction: solve the candidates that might violate,
+            # the most promising first, at most max_nnls of them
             need = np.flatnonzero(upper > thr)
-            if need.size:
-                exact = ConvexReLU._cone_dual_norms(_Sub(self, Dc[:, need]), lam, max_rows=n)
-                values[need] = exact.max(axis=(0, 2))
+            need = need[np.argsort(-upper[need])]
+            budget = (need.size if search == "exact" else 400) if max_nnls is None else max_nnls
+            todo, rest = need[:budget], need[budget:]
+            if todo.size:
+                exact = ConvexReLU._cone_dual_norms(_Sub(self, Dc[:, todo]), lam, max_rows=n)
+                values[todo] = exact.max(axis=(0, 2))
             values = np.where(upper > thr, values, upper)
+            values[rest] = upper[rest]  # only bounded above: the ratio stays an upper bound
+            undecided = int(rest.size)
         # the program's own patterns (their values are about beta at an optimum)
         own = ConvexReLU._cone_dual_norms(self, lam, x, max_rows=n).max(initial=0.0)
         ratio = float(max(values.max(initial=0.0), own)) / self.beta
         t = 1.0 if ratio <= 1.0 else 1.0 / ratio
         lb = float(RL.loss_conjugate_neg(self.loss, t * lam, self.Y_np, self.w))
         order = np.argsort(-values)
-        viol = [j for j in order if values[j] > thr]
+        unsolved = set(rest.tolist()) if undecided else set()
+        viol = [j for j in order if values[j] > thr and j not in unsolved]
         return {"search": search, "ratio": ratio, "lower_bound": lb,
-                "violators": Dc[:, viol], "n_candidates": int(Dc_all.shape[1])}
+                "violators": Dc[:, viol], "n_candidates": int(Dc_all.shape[1]),
+                "undecided": undecided}
 
 
 class _Sub:
