@@ -129,11 +129,11 @@ class ADMM(Solver):
     Parameters
     ----------
     rtol : float
-        Relative tolerance of the stopping rule (below). 1e-4 gave relative objective
-        errors of about 1e-4 at n >= 2000 in our measurements (docs/convex_relu.md); small
-        problems converge more slowly and may stop around 1e-3: pass 1e-5 there.
+        Certified relative accuracy: CONVERGED means the returned point is cone feasible
+        and its relative duality gap (an upper bound on its relative suboptimality) is at
+        most ``rtol``.
     dual_rtol : float
-        Tolerance of the relative u-optimality residual (a looser, second test).
+        Robust programs only: tolerance of the relative u-optimality residual.
     atol : float
         Absolute floor added to the residual tests (guards all-zero solutions).
     window : int
@@ -148,14 +148,14 @@ class ADMM(Solver):
         Over-relaxation (1 = plain ADMM; 1.6 measured best).
     adaptive : bool
         Adapt ``rho2`` (and ``rho_loss``) every ``adapt_every`` iterations, refactorizing
-        only when it changes. Non-robust programs: if the objective rose over the last
-        ``window`` iterations while v still violates the cones by more than ``rtol``, the
-        iterates come from the infeasible side and rho2 is multiplied by
-        ``adapt_factor``; if it fell while v is feasible to ``rtol``, rho2 is divided by
-        it. Robust programs: residual balancing (``adapt_bias`` times the relative cone
+        only when it changes. Non-robust programs: rho2 balances the price of v's cone
+        violation against the one-sided certified gap (multiplied by ``adapt_factor`` when
+        the price exceeds ``gap_balance`` times the gap, divided when the gap exceeds
+        ``gap_balance`` times the price), within ``[1/rho_span, rho_span]`` times its start,
+        with the interval between changes growing by ``adapt_growth``. Robust programs: residual balancing (``adapt_bias`` times the relative cone
         residual over the relative u-optimality residual, changed by the square root of
         the ratio when outside ``[1/adapt_mu, adapt_mu]``).
-    adapt_every, adapt_factor, adapt_mu, adapt_bias
+    adapt_every, adapt_factor, adapt_mu, adapt_bias, gap_balance, rho_span, adapt_growth
         See ``adaptive``.
     u_step : {"auto", "cholesky", "woodbury", "cg", "rbcd"}
         How the u-subproblem is solved (see :mod:`neurosolve.solvers.relu_linsys`).
@@ -190,19 +190,16 @@ class ADMM(Solver):
 
     Notes
     -----
-    **Stopping rule** (checked every ``check_interval`` iterations; ``s = max(W, 0)`` is
-    the slack, ``nu`` the scaled cone dual, ``lambda`` the scaled dual of ``u = v``).
-    CONVERGED when all of these hold:
-
-    * stall test: with ``d2``/``d1`` the changes of the objective over the last two windows
-      of ``window`` iterations, ``d2 <= rtol max(1, |f|)`` and the linear-rate
-      extrapolation ``d2 q / (1 - q)``, ``q = d2/d1``, is below the same bound;
-    * primal residuals: ``||u - v|| <= rtol max(||u||, ||v||) + atol`` and
-      ``||G u - s|| <= rtol max(||G u||, ||s||) + atol`` (robust: with the split ``r``);
-      split losses also ``||F u - z|| <= rtol max(||F u||, ||z||) + atol``;
-    * u-optimality: ``||grad_u loss + rho1 lambda + rho2 G^T nu||
-      <= dual_rtol max(||rho1 lambda||, ||grad_u loss||) + atol``;
-    * feasibility of the answer (non-robust): ``max(0, -G v) <= rtol max |X v|``.
+    **Stopping rule** (epsilon = 0; checked every ``check_interval`` iterations): the primal
+    residuals ``||u - v||``, ``||G u - s||`` (and ``||F u - z||`` for split losses) below
+    ``rtol`` relative; ``max(0, -G v) <= rtol max |X v|``; the one-sided certified gap of v
+    (dual point from ADMM's multipliers, see ``_certify``) at most ``rtol``; then v is
+    projected onto its cones (:meth:`ConvexReLU.project_feasible`) and the two-sided gap
+    ``(f(Pi v) - dual) / max(1, |f(Pi v)|) <= rtol`` is required, with the better of the
+    multipliers' dual and the loss gradient's at ``Pi v``. ``Result.x`` is ``Pi v``; the dual
+    point goes to the certificate as a witness (:meth:`witness`). Robust programs: the
+    objective stall test over two ``window``-iteration windows, the primal residuals, and
+    the u-optimality residual ``<= dual_rtol``.
 
     The v- and s-optimality conditions of the paper (``beta v_g/||v_g|| = rho1 lambda_g``
     on active groups, ``||rho1 lambda_g|| <= beta`` on zero groups; ``s >= 0 >= nu``,
