@@ -90,3 +90,23 @@ def test_grid_converged_is_within_rtol_of_clarabel(n, d, P, loss, bias, seed, rt
         _judge(prob, res, rc.certificate["objective"], rtol)
     else:
         assert res.status in (ns.Status.MAX_ITER, ns.Status.STAGNATION), res.status
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic", "hinge"])
+def test_a_witness_cannot_certify_a_false_bound(loss):
+    # any (lam, mu) -- random, wrong sign, huge -- is verified by the certificate: its dual
+    # bound never exceeds Clarabel's optimum, so no witness can make a wrong answer pass
+    prob = _instance(80, 3, 8, loss, True, 11)
+    p_star = ns.solve(prob, CvxpyReLU()).certificate["objective"]
+    rng = np.random.default_rng(0)
+    for scale in (1e-2, 1.0, 1e3):
+        lam = scale * rng.standard_normal((prob.n, prob.c))
+        mu = scale * rng.standard_normal((prob.n, 2 * prob.P * prob.c))
+        assert prob.witness_bound(lam, mu) <= p_star + 1e-7 * abs(p_star)
+    # ADMM's own witness at its answer is tight
+    res = ns.solve(prob, ADMM(rtol=1e-4, maxiter=40_000))
+    if res.success:
+        w = ADMM(rtol=1e-4).witness(prob, res.state, None)["dual"]
+        bound = prob.witness_bound(*w)
+        assert bound <= p_star + 1e-7 * abs(p_star)
+        assert (p_star - bound) / max(1.0, abs(p_star)) <= 1e-4 + 1e-7

@@ -195,6 +195,13 @@ class PatternGeneration(Solver):
         bounds["global_ratio"] = 1.0 + self.violation_tol
         return bounds
 
+    def witness(self, problem, st, ctx) -> dict:
+        """The last inner solve's witness (e.g. ADMM's dual point) for the generated
+        program, which the problem has adopted by the time the certificate runs."""
+        if st.inner is None or st.inner.state is None:
+            return {}
+        return self._inner().witness(problem, st.inner.state, ctx)
+
     def finalize(self, problem, st, ctx):
         problem.adopt_patterns(st.D)
         ctx.counters["rounds"] = st.k
