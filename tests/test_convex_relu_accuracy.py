@@ -110,3 +110,13 @@ def test_a_witness_cannot_certify_a_false_bound(loss):
         bound = prob.witness_bound(*w)
         assert bound <= p_star + 1e-7 * abs(p_star)
         assert (p_star - bound) / max(1.0, abs(p_star)) <= 1e-4 + 1e-7
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic", "hinge"])
+def test_clarabel_answers_carry_a_tight_certified_gap(loss):
+    # cvxpy's dual point is the witness: the hinge gap was 0.83-0.88 with the gradient dual
+    prob = _instance(120, 3, 8, loss, False, 4)
+    res = ns.solve(prob, CvxpyReLU())
+    assert res.status is ns.Status.CONVERGED
+    assert -1e-9 <= res.certificate["relative_gap"] <= 1e-4
+    assert res.certificate["dual_objective"] <= res.certificate["objective"] + 1e-9
