@@ -775,7 +775,9 @@ class ConvexReLU:
         The maximum is taken pattern by pattern, exactly on each pattern's cone (NNLS),
         over a candidate set: every pattern of the hyperplane arrangement
         (``search="exact"``, small d) or the patterns met by multi-start ascent
-        (``"ascent"``; :func:`~neurosolve.problems.relu_patterns.ascent_patterns`).
+        (``"ascent"``; :func:`~neurosolve.problems.relu_patterns.ascent_patterns`, started
+        from ``starts`` Gaussian directions, the current neurons and up to ``starts`` data
+        points).
         Candidates whose unconstrained bound ``||X^T D_i lam|| <= beta`` cannot violate
         and are not solved.
 
@@ -825,6 +827,9 @@ class ConvexReLU:
             v, w = self._vw(x)
             H0 = np.concatenate([v, w]).transpose(1, 0, 2).reshape(d, -1)  # current neurons
             H0 = H0[:, np.linalg.norm(H0, axis=0) > 0]
+            # data points as directions too: 1[X x_k >= 0] activates the samples like x_k
+            rows = np.random.default_rng(seed).choice(n, size=min(n, starts), replace=False)
+            H0 = np.hstack([H0, X[rows].T])
             found = [RP.ascent_patterns(X, lam[:, o], starts=starts, seed=seed, H0=H0)
                      for o in range(self.c)]
             Dc = np.concatenate([f[0] for f in found], axis=1)
