@@ -523,6 +523,12 @@ class ConvexReLU:
         lam = RL.dual_domain(self.loss, RL.loss_grad(self.loss, z, self.Y_np, self.w),
                              self.Y_np, self.w)
         cmax = self._cone_dual_norms(lam, x, max_rows=self.n).max(axis=(0, 1))  # per output
+        return self._scaled_dual(lam, cmax)
+
+    def _scaled_dual(self, lam, cmax) -> tuple[float, float]:
+        """``(-loss*(t lam), min t)`` with the best ``t`` per output in
+        ``[0, min(1, beta / cmax)]``, where ``cmax`` (per output) bounds the dual
+        constraints of ``lam`` from above: a lower bound on the optimum."""
         tmax = np.where(cmax <= self.beta, 1.0, self.beta / np.maximum(cmax, 1e-300))
         t = RL.best_dual_scale(self.loss, lam, self.Y_np, self.w, tmax)
         return RL.loss_conjugate_neg(self.loss, lam * t[None, :], self.Y_np, self.w), float(t.min())
@@ -650,7 +656,7 @@ class ConvexReLU:
         ordered block-major as ADMM stores them) is clipped at 0, each block's dual
         constraint is bounded by ``||-F_g^T lam + G_g^T mu_g||`` (valid for any
         ``mu >= 0``), and the best feasible scaling gives ``-loss*(t lam) <= p*``."""
-        X, D, Y, w, beta = self.Xt_np, self.D_np, self.Y_np, self.w, self.beta
+        X, D, Y, w = self.Xt_np, self.D_np, self.Y_np, self.w
         n, d, P, c = self.n, self.d, self.P, self.c
         lam = RL.dual_domain(self.loss, np.asarray(_to_numpy(lam), dtype=np.float64).reshape(n, c),
                              Y, w)
@@ -660,9 +666,7 @@ class ConvexReLU:
         h = (X.T @ (D[:, :, None] * lam[:, None, :]).reshape(n, P * c)).reshape(d, P, c)
         A = -np.concatenate([h, -h], 1).reshape(d, -1) + X.T @ (E2 * mu)
         cmax = np.sqrt((A * A).sum(0)).reshape(2 * P, c).max(axis=0)
-        tmax = np.where(cmax <= beta, 1.0, beta / np.maximum(cmax, 1e-300))
-        t = RL.best_dual_scale(self.loss, lam, Y, w, tmax)
-        return RL.loss_conjugate_neg(self.loss, lam * t[None, :], Y, w)
+        return self._scaled_dual(lam, cmax)[0]
 
     def certificate(self, x, dual: Any = None) -> dict[str, float]:
         """What proves a solution, recomputed from scratch (numpy, float64).

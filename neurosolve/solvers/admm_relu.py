@@ -621,7 +621,8 @@ class ADMM(Solver):
         state. Since ``G_g u >= 0`` on the cone, ``c_g <= ||-F_g^T lam + G_g^T mu_g||``
         bounds each block's dual constraint; every ``t`` in ``[0, min(1, beta / max_g
         c_g)]`` makes ``t lam`` dual feasible, and the best such ``t`` (per output) gives
-        the lower bound ``-loss*(t lam) <= p*``. Also sets ``st.gap_price``, the
+        the lower bound ``-loss*(t lam) <= p*`` (computed by
+        :meth:`ConvexReLU.witness_bound`, the certificate's own check). Also sets ``st.gap_price``, the
         first-order cost ``mu^T max(0, -G v)`` of v's cone violation (relative).
         """
         from neurosolve.backends.ops import to_numpy
@@ -643,16 +644,8 @@ class ADMM(Solver):
             lam = s.aF * to_numpy(st.Mu, np.float64)
         else:
             lam = np.asarray(RL.loss_grad(problem.loss, FV, Y, w), dtype=np.float64)
-        lam = RL.dual_domain(problem.loss, lam, Y, w)
-        h = (X.T @ (D[:, :, None] * lam[:, None, :]).reshape(n, P * c)).reshape(d, P, c)
-        Ftlam = np.concatenate([h, -h], 1).reshape(d, -1)
         mu = -s.rho2 * np.minimum(W, 0.0)
-        Acoef = -Ftlam + X.T @ (E2 * mu)
-        cg = np.sqrt((Acoef * Acoef).sum(0)).reshape(2 * P, c)
-        cmax = cg.max(axis=0)
-        tmax = np.where(cmax <= beta, 1.0, beta / np.maximum(cmax, 1e-300))
-        t = RL.best_dual_scale(problem.loss, lam, Y, w, tmax)
-        dual = RL.loss_conjugate_neg(problem.loss, lam * t[None, :], Y, w)
+        dual = problem.witness_bound(lam, mu)  # the certificate's own verification
         st.lam_cert, st.mu_cert = lam, mu
         ctx.count("certificate_checks")
         scale = max(1.0, abs(obj))
