@@ -19,6 +19,9 @@ from neurosolve.core import (
     solve,
 )
 
+# installs the resolver of solve(..., adjoint=...); imports no torch
+from neurosolve import adjoint  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -32,6 +35,9 @@ __all__ = [
     "Solver",
     "SolveError",
     "IterView",
+    "adjoint",
+    "implicit_root",
+    "implicit_fixed_point",
     "backend_for",
     "cg",
     "minimize",
@@ -47,6 +53,8 @@ __all__ = [
 
 __getattr__ = lazy_getattr(__name__, {
     "backend_for": "neurosolve.backends",
+    "implicit_root": "neurosolve.adjoint",
+    "implicit_fixed_point": "neurosolve.adjoint",
     "cg": "neurosolve.convenience",
     "minimize": "neurosolve.minimize_fn",
     "compat": "neurosolve.compat",

@@ -39,6 +39,7 @@ __all__ = [
     "Solver",
     "IterView",
     "solve",
+    "register_adjoint_resolver",
     "to_float",
     "fingerprint",
     "same_fingerprint",
@@ -421,6 +422,36 @@ class Result:
     def success(self) -> bool:
         return self.status is Status.CONVERGED
 
+    @property
+    def nit(self) -> int:
+        """scipy's name for :attr:`n_iter`."""
+        return self.n_iter
+
+    @property
+    def fun(self) -> float:
+        """The objective at ``x`` (minimization results; scipy's ``OptimizeResult.fun``).
+
+        The certificate's ``f`` (recomputed at ``x``) when there is one, else the state's.
+        Raises AttributeError for results without an objective (a linear solve).
+        """
+        if "f" in self.certificate:
+            return float(self.certificate["f"])
+        f = getattr(self.state, "f", None)
+        if f is None:
+            raise AttributeError(f"this {type(self.state).__name__} result has no objective "
+                                 "value 'fun' (only minimization results have one)")
+        return to_float(f)
+
+    @property
+    def jac(self) -> Any:
+        """The gradient at ``x`` (minimization results; scipy's ``OptimizeResult.jac``),
+        in the array library of ``x``. Raises AttributeError for results without one."""
+        g = getattr(self.state, "g", None)
+        if g is None:
+            raise AttributeError(f"this {type(self.state).__name__} result has no gradient "
+                                 "'jac' (only minimization results have one)")
+        return g
+
     def raise_for_status(self) -> "Result":
         """Raise :class:`SolveError` unless the solve converged; return self otherwise."""
         if not self.success:
@@ -534,6 +565,7 @@ def solve(
     record_every: int = 1,
     throw: bool = False,
     init: State | None = None,
+    adjoint: Any = None,
 ) -> Result:
     """Solve ``problem`` with ``solver`` and return a :class:`Result`.
 
@@ -567,6 +599,15 @@ def solve(
         A state to resume from (``result.state`` of an earlier solve of the *same*
         problem): warm start. The solver's current configuration applies (a tighter
         ``rtol``, a new ``M``); a state from another problem raises ``ValueError``.
+    adjoint : {None, "implicit", "unrolled"} or neurosolve.adjoint.Implicit
+        How gradients flow through the solve (torch problems). ``None`` (default): the
+        iterations run under ``torch.no_grad()`` and ``x`` carries no graph.
+        ``"implicit"``: ``x`` is attached to the autograd graph of the problem's tensors
+        by the implicit function theorem; ``backward`` solves one adjoint system with a
+        solver of the same family (see :mod:`neurosolve.adjoint`). ``"unrolled"``: the
+        iterations run with autograd recording, so ``x`` carries the graph of every
+        iteration (memory grows with the iteration count; a reference and the way to
+        train what changes the iterates, such as a preconditioner).
 
     Returns
     -------
@@ -582,14 +623,60 @@ def solve(
     >>> res.status.name, np.allclose(A @ res.x, b)
     ('CONVERGED', True)
     """
-    from neurosolve.backends import resolve_backend
-
     if solver is None:
         from neurosolve.solvers import default_solver
 
         solver = default_solver(problem)
     if not isinstance(solver, Solver):
         raise TypeError(f"solver must be a neurosolve Solver instance, got {type(solver).__name__}")
+    attach = _adjoint_attacher(adjoint, problem, solver)
+    with _grad_mode(adjoint):
+        result = _solve(problem, solver, x0, backend=backend, callback=callback,
+                        progress=progress, check_every=check_every, record_every=record_every,
+                        throw=throw, init=init)
+    return result if attach is None else attach(result)
+
+
+#: turns the ``adjoint=`` argument of :func:`solve` into a function ``Result -> Result``;
+#: installed by :mod:`neurosolve.adjoint` (which builds on this module, so the core does not
+#: import it)
+_ADJOINT_RESOLVER: Callable[[Any, Any, "Solver"], Callable[[Result], Result]] | None = None
+
+
+def register_adjoint_resolver(resolver: Callable) -> None:
+    """Install the function that resolves ``solve(..., adjoint=...)`` (used by
+    :mod:`neurosolve.adjoint` at import)."""
+    global _ADJOINT_RESOLVER
+    _ADJOINT_RESOLVER = resolver
+
+
+def _adjoint_attacher(adjoint: Any, problem: Any, solver: "Solver"):
+    if adjoint is None or (isinstance(adjoint, str) and adjoint == "unrolled"):
+        return None
+    if _ADJOINT_RESOLVER is None:  # pragma: no cover - neurosolve/__init__ installs it
+        raise RuntimeError("import neurosolve.adjoint before solve(..., adjoint=...)")
+    # validates the argument and the problem before any work
+    return _ADJOINT_RESOLVER(adjoint, problem, solver)
+
+
+def _grad_mode(adjoint: Any):
+    """``no_grad`` around the iterations unless ``adjoint="unrolled"``: an implicit or no
+    adjoint must not record a graph of every iteration."""
+    import contextlib
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return contextlib.nullcontext()
+    if isinstance(adjoint, str) and adjoint == "unrolled":
+        return torch.enable_grad()
+    return torch.no_grad()
+
+
+def _solve(problem, solver, x0, *, backend, callback, progress, check_every, record_every,
+           throw, init) -> Result:
+    from neurosolve.backends import resolve_backend
+
     for name, val in (("check_every", check_every), ("record_every", record_every)):
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
             raise ValueError(f"{name} must be a positive integer, got {val!r}")

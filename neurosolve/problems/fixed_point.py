@@ -134,6 +134,11 @@ class FixedPointProblem:
             Fz = self.F(z)
         return row_norms(Fz - z, self.batched)
 
+    def optimality(self, z):
+        """``F(z) - z``, the condition :mod:`neurosolve.adjoint` differentiates (torch
+        autograd reaches the tensors ``F`` uses)."""
+        return self.F(z) - z
+
     def certificate(self, z: Any) -> dict[str, float]:
         """Residual of ``z``, recomputed with one evaluation of ``F``."""
         Fz = self.F(z)

@@ -193,6 +193,23 @@ class LinearSystem:
         """``b - A x``."""
         return self.b - self.A.matvec(x)
 
+    def optimality(self, x):
+        """``A x - b`` computed with torch autograd through the entries of ``A`` and ``b``.
+
+        The optimality condition that :mod:`neurosolve.adjoint` differentiates: for a
+        sparse CSR ``A`` the product runs over the stored entries only (so a CSR ``A``
+        that requires grad receives a CSR gradient on its own pattern, stored zeros
+        included); a callable ``A`` is called as is (gradients reach the tensors it uses).
+        """
+        if self.array_library != "torch":
+            raise TypeError("optimality needs torch data (autograd); this system holds numpy")
+        return _autograd_matvec(self.A, x) - self.b
+
+    def project_range(self, v):
+        """``v`` without its null-space component (``v`` itself for a nonsingular system):
+        the right-hand sides this system can be solved for."""
+        return v if self.nullspace is None else self.nullspace.project(v)
+
     def certificate(self, x) -> dict[str, float]:
         """True residual of ``x``, recomputed from scratch with the reference kernels.
 
@@ -244,6 +261,27 @@ class LinearSystem:
             At = torch.as_tensor(A, dtype=tdtype, device=dev)
         bt = torch.as_tensor(_to_numpy(self.b), dtype=tdtype, device=dev)
         return LinearSystem(At, bt, spd=self.spd, nullspace=self.nullspace)
+
+
+def _autograd_matvec(op, x):
+    """``A x`` as torch operations autograd can differentiate with respect to ``A``'s
+    entries: dense and COO by ``@``, CSR by a product over its stored entries."""
+    import torch
+
+    if isinstance(op, MatrixOperator):
+        A = op.matrix
+        if A.layout == torch.sparse_csr:
+            crow, col = A.crow_indices(), A.col_indices()
+            rows = torch.repeat_interleave(torch.arange(A.shape[0], device=x.device),
+                                           crow.diff())
+            return torch.zeros(A.shape[0], dtype=x.dtype, device=x.device).index_add(
+                0, rows, A.values() * x[col])
+        return A @ x
+    fn = getattr(op, "fn", None)
+    if fn is None:
+        raise TypeError(f"a {type(op).__name__} operator cannot be differentiated; pass a torch "
+                        "tensor (dense or sparse CSR) or a torch callable as A")
+    return fn(x)
 
 
 def _to_numpy(v):

@@ -376,6 +376,18 @@ class PoissonSystem(LinearSystem):
         super().__init__(A, b, spd=True, nullspace=nullspace, project_b=project_b)
         self.grid = grid
 
+    def project_range(self, v):
+        """``v`` zeroed on solid and air cells (whose rows of ``A`` are empty: the answer
+        is zero there whatever the data) and without its null-space component."""
+        mask = self.grid.fluid.reshape(-1)
+        if is_torch(v):
+            import torch
+
+            v = v * torch.as_tensor(np.array(mask), dtype=v.dtype, device=v.device)
+        else:
+            v = v * mask
+        return super().project_range(v)
+
     def reshape(self, x):
         """``x`` (flat) as a grid-shaped array."""
         return x.reshape(self.grid.shape)

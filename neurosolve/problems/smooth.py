@@ -321,6 +321,23 @@ class Minimize:
         if msg is not None:
             raise ValueError(f"{msg}; start from a point where f and its gradient are finite")
 
+    def optimality(self, x):
+        """The gradient ``grad f(x)`` with a graph (``create_graph``): the condition
+        :mod:`neurosolve.adjoint` differentiates. ``x`` must require grad; gradients reach
+        the tensors ``fun`` uses. Needs a torch ``fun``."""
+        if self.array_library != "torch":
+            raise TypeError("optimality needs a torch fun (autograd); this problem holds numpy "
+                            "oracles, whose derivative with respect to their data is unknown")
+        import torch
+
+        with torch.enable_grad():
+            f = self._oracles["fun"](x)
+            if not (is_torch(f) and f.requires_grad):
+                raise TypeError("fun(x) returned a value without a graph to x; the implicit "
+                                "adjoint needs fun written with torch operations")
+            (g,) = torch.autograd.grad(f, x, create_graph=True)
+        return g
+
     def certificate(self, x) -> dict[str, float]:
         """Objective and gradient norms at ``x``, recomputed from scratch.
 
