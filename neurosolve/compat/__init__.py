@@ -1,4 +1,6 @@
-"""scipy-compatible return conventions (``(x, info)``, ``OptimizeResult``-like objects)."""
+"""Drop-ins for scipy: :func:`cg` (``scipy.sparse.linalg.cg``: ``(x, info)``) and
+:func:`minimize` (``scipy.optimize.minimize``: an ``OptimizeResult``; methods that are
+not ours are delegated to scipy unchanged)."""
 
 from neurosolve._lazy import lazy_getattr
 

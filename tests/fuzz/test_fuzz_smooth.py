@@ -68,7 +68,7 @@ CASES = {
                     (ValueError, r"f\(x0\) = nan")),
     "f-returns-vector": (lambda: ns.minimize(lambda x: x, np.ones(3), lambda x: x, eye(3)),
                          (ValueError, "f returned ndarray of shape")),
-    "no-hessian-for-exact": (lambda: ns.minimize(quad, np.ones(3), lambda x: x),
+    "no-hessian-for-exact": (lambda: ns.minimize(quad, np.ones(3), lambda x: x, "exact"),
                              (ValueError, "needs the 'hessp' oracle")),
     "hess-nonsymmetric": (lambda: ns.minimize(quad, np.ones(2), lambda x: x,
                                               lambda x: np.array([[1.0, 1.0], [0.0, 1.0]])),
