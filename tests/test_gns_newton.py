@@ -49,9 +49,16 @@ def _trace_checks(res, psd=True):
     tags = [o for (_, _, _, o) in res.state.search_log if o.startswith("accept")]
     assert len(tags) == res.n_iter
     for k in range(res.n_iter):
-        assert h["lemma1"][k + 1] == 1.0
         bound = h["grad_norm"][k + 1] ** 2 / (8 * h["lam"][k + 1])
         fdec = h["f"][k] - h["f"][k + 1]
+        if tags[k] == "accept-ratio":
+            # the model-ratio test (default accept="lemma1-or-ratio"): Lemma 1 failed, f fell
+            assert h["lemma1"][k + 1] == 0.0 and bound > h["decrease"][k + 1] > 0
+            assert h["f"][k + 1] <= h["f"][k]
+            if psd:
+                assert h["step_norm"][k + 1] <= h["gamma"][k + 1] * (1 + 1e-12)
+            continue
+        assert h["lemma1"][k + 1] == 1.0
         if tags[k] == "accept":
             assert fdec >= bound * (1 - 1e-12)
             assert h["decrease"][k + 1] == fdec
@@ -84,7 +91,7 @@ def test_quadratic_solution_and_gamma0_range():
 def test_lemma1_step_bound_and_search_accounting_rosenbrock():
     for x0 in ([-2.0, 2.0], [-1.2, 1.0]):
         prob = gal.rosenbrock(2, x0=np.array(x0))
-        res = ns.solve(prob, GNSNewton(gtol=1e-10), backend="numpy")
+        res = ns.solve(prob, GNSNewton.paper(gtol=1e-10), backend="numpy")
         assert res.success and np.allclose(res.x, 1.0, atol=1e-8)
         assert res.n_iter <= 60
         _trace_checks(res, psd=False)
@@ -518,3 +525,53 @@ def test_cuda_float64_reproduces_cpu_trace():
                        f_star=p.f_star)
     lse_gpu = ns.solve(pg, GNSNewton(ftol=1e-9, gtol=0.0))
     assert [o for *_, o in lse_gpu.state.search_log] == [o for *_, o in lse_cpu.state.search_log]
+
+
+# -- neurosolve's defaults (ratio test, step-length and eigenvalue jumps) ---------------------------
+def test_paper_configuration_and_new_options():
+    p = GNSNewton.paper(gtol=1e-9)
+    assert (p.gamma0, p.accept, p.shrink_to_step, p.eig_shift) == (1.0, "lemma1", False, False)
+    with pytest.raises(ValueError, match="accept must be one of"):
+        GNSNewton(accept="ratio")
+    with pytest.raises(ValueError, match="eta must be in"):
+        GNSNewton(eta=1.5)
+    # the paper's test only: every accepted step satisfies Lemma 1
+    prob = gal.rosenbrock(2, x0=np.array([-1.2, 1.0]))
+    res = ns.solve(prob, p, backend="numpy")
+    assert res.success and np.all(res.history["lemma1"][1:] == 1.0)
+    assert not any(o == "accept-ratio" for *_, o in res.state.search_log)
+
+
+def test_default_ratio_test_beats_paper_on_ill_conditioned_least_squares():
+    from neurosolve.problems import mgh_gallery as mgh
+
+    prob = mgh.mgh("osborne1")  # Hessian eigenvalues 4e-5 ... 1e5 at the minimizer
+    paper = ns.solve(prob, GNSNewton.paper(gtol=1e-8, maxiter=5000), backend="numpy")
+    ours = ns.solve(prob, GNSNewton(gtol=1e-8), backend="numpy")
+    assert ours.success and ours.certificate["grad_norm"] <= 1e-8
+    assert abs(ours.certificate["f"] - 5.46489e-5) <= 1e-10
+    assert paper.n_iter > 10 * ours.n_iter  # Lemma 1 alone keeps lambda >~ L ||d||
+    tags = {o for *_, o in ours.state.search_log}
+    assert "accept-ratio" in tags
+    _trace_checks(ours, psd=False)
+
+
+def test_eig_shift_and_step_jump_save_trials():
+    from neurosolve.problems import mgh_gallery as mgh
+
+    # chebyquad from 10 x0: indefinite Hessians; halving lambda's way up from gamma0 = 1e6
+    # exhausts the 40 trials, the eigenvalue shift reaches a PD H + lambda I at once
+    prob = mgh.mgh("chebyquad", scale=10)
+    slow = ns.solve(prob, GNSNewton(gtol=1e-8, eig_shift=False), backend="numpy")
+    fast = ns.solve(prob, GNSNewton(gtol=1e-8), backend="numpy")
+    assert fast.success and not slow.success
+    # a quadratic from gamma0 = 1e6: the Newton step is accepted at once
+    qp, xstar = _quadratic()
+    res = ns.solve(qp, GNSNewton(gtol=1e-10), backend="numpy")
+    assert res.success and res.n_iter <= 2 and res.stats["factorizations"] <= 3
+    # a rejected Newton-like step jumps to its own length, not gamma / 2
+    rosen = gal.rosenbrock(2, x0=np.array([-1.2, 1.0]))
+    jump = ns.solve(rosen, GNSNewton(gtol=1e-9), backend="numpy")
+    halve = ns.solve(rosen, GNSNewton(gtol=1e-9, shrink_to_step=False), backend="numpy")
+    assert jump.success and halve.success
+    assert jump.stats["factorizations"] < 0.75 * halve.stats["factorizations"]  # 33 vs 60

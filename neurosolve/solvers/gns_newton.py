@@ -25,10 +25,13 @@ from neurosolve.solvers.hessian_approx import (
     as_hessian_approx,
 )
 
-__all__ = ["GNSNewton", "RULES", "resolve_hessian", "start_state", "check_common"]
+__all__ = ["GNSNewton", "RULES", "ACCEPT", "resolve_hessian", "start_state", "check_common"]
 
 #: |f_k - f_new| below this times |f| is treated as rounding noise (rounding_guard)
 _ROUND = 64 * np.finfo(float).eps
+
+#: acceptance tests of the adaptive search
+ACCEPT = ("lemma1-or-ratio", "lemma1")
 
 #: Variant A rules ``gamma_k = rho(||g_k||_*)``; ``L`` (and ``nu``) are the user's constants
 RULES = ("adaptive", "constant", "lipschitz", "holder", "bounded-variation")
@@ -81,6 +84,29 @@ class GNSNewton(SmoothSolver):
     ``gamma_min``. The trial's gradient becomes the next iterate's gradient: each trial
     costs one factorization (or solve), one ``f`` and one gradient.
 
+    *Defaults* (neurosolve's additions, measured on the Moré-Garbow-Hillstrom set and on
+    logistic regression; :meth:`paper` switches all of them off):
+
+    * ``accept="lemma1-or-ratio"``: a trial is also accepted when ``f`` decreased by at
+      least ``eta`` times the decrease the regularized model predicts,
+      ``(lambda ||d||_B^2 - <g_k, d>) / 2`` (computed from the solve, no extra product).
+      The Lemma-1 test asks for ``lambda >~ L ||d||``, which on ill-conditioned problems
+      keeps the steps short (thousands of iterations on Osborne 1, penalty II); the ratio
+      test is the one of regularized Newton methods with ``lambda = mu ||g||`` (Ueda and
+      Yamashita 2010), so accepted steps still decrease ``f`` monotonically. ``lemma1`` in
+      the history says which test held; ratio-accepted trials are logged
+      ``accept-ratio``.
+    * ``shrink_to_step=True``: after a rejection ``gamma <- min(decrease * gamma,
+      ||d||_B)``. A radius far above the step length gives almost the same (Newton-like)
+      step, so halving from there wastes trials; with this jump a large ``gamma0`` costs
+      about one extra trial instead of ``log2(gamma0 / gamma(x))``.
+    * ``eig_shift=True``: when ``H + lambda B`` fails to factor (an indefinite exact
+      Hessian) the next trial uses ``lambda >= 2 |lambda_min(H, B)|`` (one eigenvalue
+      solve for the smallest eigenvalue) instead of doubling ``lambda`` up to 40 times.
+    * ``gamma0 = 1e6`` ("Newton first"): the first trial is nearly the Newton step. With
+      the two jumps above this is cheap when it fails and saves the iterations of ramping
+      ``gamma`` up from 1 (9 -> 4 iterations on logistic regression 50,000 x 200).
+
     *Variant A* (``rule`` one of ``"constant"``, ``"lipschitz"``, ``"holder"``,
     ``"bounded-variation"`` or a callable ``rho(gnorm, x) -> gamma``): one trial with
     ``gamma_k = rho(||g_k||_*)``, always taken; ``lemma1`` records whether the inequality
@@ -101,7 +127,8 @@ class GNSNewton(SmoothSolver):
         diagonal, a ``(V, D)`` factor or a matvec; declared PSD). Default: the problem's
         ``hessian``, else ``"exact"``.
     gamma0 : float
-        Initial radius (Variant B) or the constant radius (``rule="constant"``).
+        Initial radius (Variant B) or the constant radius (``rule="constant"``). Default
+        1e6 ("Newton first"; the paper uses 1).
     rule : str or callable
         ``"adaptive"`` (Variant B) or a Variant A rule (above).
     L, nu : float
@@ -127,6 +154,15 @@ class GNSNewton(SmoothSolver):
         trapezoid rule ``-<g_k + g(x_k + d), d> / 2`` (exact for quadratics, error
         ``O(||d||^3)``). A neurosolve addition, not in the paper; ``False`` gives the
         paper's test everywhere.
+    accept : {"lemma1-or-ratio", "lemma1"}
+        The acceptance test of the adaptive search (above); ``"lemma1"`` is the paper's.
+    eta : float
+        Fraction of the model's predicted decrease the ratio test asks for (in (0, 1)).
+    shrink_to_step : bool
+        Cap the radius after a rejection at the rejected step's length (above).
+    eig_shift : bool
+        After a failed factorization of a dense ``H + lambda B``, jump to
+        ``lambda = 2 |lambda_min|`` (above).
     maxiter : int, optional
         Iteration limit (accepted steps); default 1000.
 
@@ -138,7 +174,8 @@ class GNSNewton(SmoothSolver):
     iteration), ``step_norm`` (``||x_k - x_{k-1}||_B``, at most ``gamma``), ``lemma1`` (1
     when the Lemma-1 inequality held), ``gamma_next`` (the radius the next search starts
     from). ``state.search_log`` lists every trial as ``(k, gamma, lam, outcome)`` with
-    outcome ``"accept"``, ``"reject"``, ``"not_pd"`` or ``"nonfinite"``.
+    outcome ``"accept"``, ``"accept-rounding"``, ``"accept-ratio"``, ``"reject"``,
+    ``"not_pd"`` or ``"nonfinite"``.
 
     Statuses: CONVERGED; MAX_ITER; STAGNATION (the search failed: the test could not be
     met, typically ``gtol`` below what rounding in ``f`` allows); BREAKDOWN (every trial's
@@ -160,6 +197,8 @@ class GNSNewton(SmoothSolver):
        SIAM J. Optim. 33(3), 2023, arXiv:2112.02089.
     .. [3] N. Doikov, Y. Nesterov, "Gradient regularization of Newton method with Bregman
        distances", Math. Program. 2023.
+    .. [4] K. Ueda, N. Yamashita, "Convergence properties of the regularized Newton method
+       for the unconstrained nonconvex optimization", Appl. Math. Optim. 62, 2010.
 
     Examples
     --------
@@ -172,7 +211,7 @@ class GNSNewton(SmoothSolver):
     """
 
     hessian: Any = None
-    gamma0: float = 1.0
+    gamma0: float = 1e6
     rule: Any = "adaptive"
     L: float | None = None
     nu: float = 1.0
@@ -185,6 +224,10 @@ class GNSNewton(SmoothSolver):
     gtol: float = 1e-8
     ftol: float | None = None
     rounding_guard: bool = True
+    accept: str = "lemma1-or-ratio"
+    eta: float = 0.25
+    shrink_to_step: bool = True
+    eig_shift: bool = True
 
     metrics: ClassVar[tuple[str, ...]] = ("grad_norm", "f", "gamma", "lam", "trials",
                                           "factorizations", "step_norm", "lemma1", "gamma_next",
@@ -223,8 +266,20 @@ class GNSNewton(SmoothSolver):
                                      f"got {self.L!r}")
             if self.rule == "holder" and not (0 <= self.nu <= 1):
                 raise ValueError(f"nu must be in [0, 1], got {self.nu!r}")
+        if self.accept not in ACCEPT:
+            raise ValueError(f"accept must be one of {', '.join(ACCEPT)}, got {self.accept!r}")
+        if not (isinstance(self.eta, (int, float)) and 0 < self.eta < 1):
+            raise ValueError(f"eta must be in (0, 1), got {self.eta!r}")
         if self.hessian is not None:
             as_hessian_approx(self.hessian)  # validates names early
+
+    @classmethod
+    def paper(cls, **kwargs) -> "GNSNewton":
+        """The paper's Variant B exactly: ``gamma0 = 1``, the Lemma-1 test alone, plain
+        halving on rejection (no step-length or eigenvalue jumps). Keywords override."""
+        cfg = dict(gamma0=1.0, accept="lemma1", shrink_to_step=False, eig_shift=False)
+        cfg.update(kwargs)
+        return cls(**cfg)
 
     @classmethod
     def normalized_gradient(cls, **kwargs) -> "GNSNewton":
@@ -280,6 +335,8 @@ class GNSNewton(SmoothSolver):
         all_not_pd = True
         accepted = None
         max_trials = self.max_trials if adaptive else 1
+        ratio_test = adaptive and self.accept == "lemma1-or-ratio"
+        min_eig = None
         while n_trials < max_trials:
             n_trials += 1
             lam = gn / (gamma + self.eps_reg)
@@ -302,6 +359,12 @@ class GNSNewton(SmoothSolver):
                 if not adaptive:
                     break
                 gamma *= self.decrease
+                if self.eig_shift and isinstance(model, DenseModel):
+                    if min_eig is None:
+                        min_eig = model.min_eig()
+                    if min_eig is not None and min_eig < 0:
+                        # the smallest lambda with H + lambda B > 0 is -min_eig: go to twice it
+                        gamma = min(gamma, gn / (-2.0 * min_eig))
                 if gamma < self.gamma_min:
                     break
                 continue
@@ -319,7 +382,7 @@ class GNSNewton(SmoothSolver):
                     state.failure = Stop(Status.NONFINITE, f"f or its gradient is not finite at the "
                                                        f"step of iteration {state.k}")
                     return self._failed(state, n_trials, n_fact)
-                gamma *= self.decrease
+                gamma = self._shrink(gamma, d, metric)
                 if gamma < self.gamma_min:
                     break
                 continue
@@ -330,13 +393,20 @@ class GNSNewton(SmoothSolver):
                 # trapezoid rule on the gradients (exact for quadratics, O(||d||^3) error)
                 dec = -0.5 * to_float(((g + g_new) * d).sum())
             lemma1 = dec >= gn_new * gn_new / (8.0 * lam)
-            if lemma1 or not adaptive:
-                tag = ("accept-rounding" if rounding else "accept") if lemma1 else "taken"
+            ratio_ok = False
+            if ratio_test and not lemma1:
+                # the regularized model's predicted decrease, from the solve itself:
+                # -<g,d> - <Hd,d>/2 = (lam ||d||_B^2 - <g,d>) / 2 since (H + lam B) d = -g
+                pred = 0.5 * (lam * to_float(metric.norm(d)) ** 2 - to_float((g * d).sum()))
+                ratio_ok = pred > 0 and dec >= self.eta * pred
+            if lemma1 or ratio_ok or not adaptive:
+                tag = (("accept-rounding" if rounding else "accept") if lemma1 else
+                       "accept-ratio" if ratio_ok else "taken")
                 state.search_log.append((state.k, gamma, lam, tag))
                 accepted = (x_new, f_new, g_new, gn_new_t, gamma, lam, d, lemma1, dec)
                 break
             state.search_log.append((state.k, gamma, lam, "reject"))
-            gamma *= self.decrease
+            gamma = self._shrink(gamma, d, metric)
             if gamma < self.gamma_min:
                 break
         if accepted is None:
@@ -347,10 +417,11 @@ class GNSNewton(SmoothSolver):
                     "the Hessian is strongly indefinite or singular; use a PSD approximation "
                     "(gauss-newton, fisher, diag) or raise max_trials"))
             else:
+                test = "Lemma-1 or model-ratio" if ratio_test else "Lemma-1"
                 state.failure = Stop(Status.STAGNATION, (
                     f"the gamma search failed at iteration {state.k} after {n_trials} trials "
                     f"(gamma = {gamma:.3e}, gamma_min = {self.gamma_min:g}): no step met the "
-                    f"Lemma-1 decrease test. ||g|| = {gn:.3e}; if this is tiny, gtol is below "
+                    f"{test} decrease test. ||g|| = {gn:.3e}; if this is tiny, gtol is below "
                     "what rounding in f allows (loosen gtol); otherwise check that the gradient "
                     "matches f"))
             return self._failed(state, n_trials, n_fact)
@@ -365,6 +436,15 @@ class GNSNewton(SmoothSolver):
                          "gamma_next": state.gamma if adaptive else float("nan"),
                          "decrease": dec}
         return state
+
+    def _shrink(self, gamma, d, metric):
+        """The radius after a rejected trial with step ``d``: halved, and (``shrink_to_step``)
+        at most ``||d||_B``, since every radius between ``||d||_B`` and ``gamma`` gives
+        almost the same step when ``||d||_B << gamma`` (a Newton-like step)."""
+        gamma = gamma * self.decrease
+        if self.shrink_to_step:
+            gamma = min(gamma, to_float(metric.norm(d)))
+        return gamma
 
     @staticmethod
     def _failed(state, n_trials, n_fact):

@@ -48,6 +48,7 @@ References
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -58,6 +59,8 @@ from neurosolve.problems.metric import Metric
 
 __all__ = [
     "Metric",
+    "QuasiNewton",
+    "QUASI_NEWTON",
     "HessianApprox",
     "HessianModel",
     "DenseModel",
@@ -149,6 +152,38 @@ class DenseModel(HessianModel):
 
     def matvec(self, h):
         return self.H @ h
+
+    def min_eig(self):
+        """The smallest eigenvalue of ``H`` relative to the metric (``H v = mu B v``), or
+        None when it cannot be computed. One symmetric eigenvalue solve (only the smallest
+        eigenvalue), used when ``H + lam B`` failed to factor."""
+        m = self.metric
+        try:
+            if m.library == "numpy":
+                from scipy.linalg import eigh
+
+                if m.kind == "identity":
+                    w = eigh(self.H, eigvals_only=True, subset_by_index=[0, 0], check_finite=False)
+                elif m.kind == "diagonal":
+                    s = 1.0 / np.sqrt(m.B)
+                    w = eigh(self.H * s[:, None] * s[None, :], eigvals_only=True,
+                             subset_by_index=[0, 0], check_finite=False)
+                else:
+                    w = eigh(self.H, m.B, eigvals_only=True, subset_by_index=[0, 0],
+                             check_finite=False)
+                return float(w[0])
+            torch = m.la.torch
+            H = self.H
+            if m.kind == "diagonal":
+                s = 1.0 / m.B.sqrt()
+                H = H * s[:, None] * s[None, :]
+            elif m.kind == "dense":
+                L = m.factor
+                H = torch.linalg.solve_triangular(L, H, upper=False)
+                H = torch.linalg.solve_triangular(L, H.T, upper=False)
+            return float(torch.linalg.eigvalsh(0.5 * (H + H.T))[0])
+        except Exception:  # pragma: no cover - a LAPACK failure: fall back to halving
+            return None
 
 
 class DiagonalModel(HessianModel):
@@ -718,3 +753,90 @@ def as_hessian_approx(h: Any) -> HessianApprox:
         return UserHessian(h)
     raise TypeError(f"hessian must be a name, a HessianApprox or a callable, "
                     f"got {type(h).__name__}")
+
+
+#: names of the quasi-Newton approximations (scipy's update strategies)
+QUASI_NEWTON = ("bfgs", "sr1")
+
+
+def _host(v) -> np.ndarray:
+    if hasattr(v, "detach"):
+        v = v.detach().cpu().numpy()
+    return np.asarray(v, dtype=np.float64).reshape(-1)
+
+
+class QuasiNewton(HessianApprox):
+    """A quasi-Newton Hessian approximation updated from the accepted steps.
+
+    At each iterate ``x_k`` the secant pair ``s = x_k - x_{k-1}``, ``y = g_k - g_{k-1}``
+    updates ``H`` with one of scipy's :class:`scipy.optimize.HessianUpdateStrategy`
+    objects (BFGS by default; its skipped updates keep ``H`` positive definite), and
+    the GNS step solves ``(H + lambda B) d = -g`` by Cholesky. ``H_0 = I`` (scipy's
+    ``init_scale="auto"`` rescales it at the first update). No Hessian is evaluated.
+
+    The approximation keeps its matrix between the iterations of one solve; a new solve
+    (another :class:`~neurosolve.core.Context`) or another problem starts again from
+    ``H_0``.
+
+    Parameters
+    ----------
+    update : {"bfgs", "sr1"} or scipy.optimize.HessianUpdateStrategy
+        The update (a strategy object is copied for every solve, never mutated). SR1 may
+        be indefinite; a failed factorization then rejects the trial (larger ``lambda``).
+    """
+
+    def __init__(self, update: Any = "bfgs"):
+        from scipy.optimize import BFGS, SR1, HessianUpdateStrategy
+
+        if isinstance(update, str):
+            key = update.lower()
+            if key not in QUASI_NEWTON:
+                raise ValueError(f"update must be one of {', '.join(QUASI_NEWTON)} or a "
+                                 f"scipy.optimize.HessianUpdateStrategy, got {update!r}")
+            update = BFGS() if key == "bfgs" else SR1()
+        elif not isinstance(update, HessianUpdateStrategy):
+            raise TypeError(f"update must be 'bfgs', 'sr1' or a "
+                            f"scipy.optimize.HessianUpdateStrategy, got {type(update).__name__}")
+        self.update = update
+        self.name = type(update).__name__.lower()
+        self.psd = isinstance(update, BFGS)
+        self._owner: tuple | None = None   # (problem, ctx) of the current solve
+        self._strategy = None
+        self._last: tuple | None = None    # (x, g) of the last iterate used
+        self._seen: tuple | None = None    # (x, g) of the last gradient evaluation
+
+    def observe(self, x, g) -> None:
+        """Record a gradient evaluation so that :meth:`evaluate` need not repeat it."""
+        self._seen = (_host(x).copy(), _host(g).copy())
+
+    def evaluate(self, problem, x, oracles, ctx=None):
+        owner = (problem, ctx)
+        if self._owner is None or self._owner[0] is not problem or self._owner[1] is not ctx:
+            self._owner = owner
+            self._strategy = copy.deepcopy(self.update)
+            self._strategy.initialize(problem.n, "hess")
+            self._last = None
+        xh = _host(x)
+        seen = self._seen
+        if seen is not None and seen[0].shape == xh.shape and np.array_equal(seen[0], xh):
+            gh = seen[1]
+        else:
+            gh = _host(oracles["grad"](x))
+            if ctx is not None:
+                ctx.count("ngev")
+        if self._last is not None and not np.array_equal(self._last[0], xh):
+            s, y = xh - self._last[0], gh - self._last[1]
+            if np.all(np.isfinite(s)) and np.all(np.isfinite(y)):
+                self._strategy.update(s, y)
+        self._last = (xh.copy(), gh.copy())
+        H = np.array(self._strategy.get_matrix(), dtype=np.float64)
+        H = 0.5 * (H + H.T)
+        la = problem.metric.la
+        if la.library == "torch":
+            H = la.torch.as_tensor(H, dtype=x.dtype, device=x.device)
+        elif H.dtype != x.dtype:
+            H = H.astype(x.dtype)
+        return DenseModel(H, problem.metric, ctx, psd=self.psd)
+
+    def __repr__(self):
+        return f"QuasiNewton({self.name!r})"
