@@ -452,6 +452,15 @@ class Result:
                                  "'jac' (only minimization results have one)")
         return g
 
+    def adjoint_report(self) -> dict[str, Any]:
+        """What the backward pass of ``solve(..., adjoint="implicit")`` did: the adjoint
+        solver, its iterations, status, relative residual, tolerance, time and whether the
+        gradient is exact. Empty until backward ran; raises ValueError for a solve without
+        ``adjoint="implicit"``."""
+        if "adjoint" not in self.stats:
+            raise ValueError('this result was not computed with adjoint="implicit"')
+        return dict(self.stats["adjoint"])
+
     def raise_for_status(self) -> "Result":
         """Raise :class:`SolveError` unless the solve converged; return self otherwise."""
         if not self.success:

@@ -335,7 +335,8 @@ def test_ridge_closed_form_dw_dalpha():
                      for i in range(w.numel())])
     H = X.T @ X + 0.7 * torch.eye(X.shape[1], dtype=D)
     assert torch.allclose(J, -torch.linalg.solve(H, w.detach()), rtol=1e-8, atol=1e-12)
-    assert res.stats["adjoint"]["solver"] == "CG"
+    assert res.adjoint_report()["solver"] == "CG"
+    assert res.adjoint_report()["status"] is ns.Status.CONVERGED
 
 
 def test_ridge_gradcheck_X_y():
@@ -482,3 +483,19 @@ def test_cuda_matches_cpu():
         out.append((bb.grad.cpu(), gW.cpu()))
     assert torch.allclose(out[0][0], out[1][0], atol=1e-10)
     assert torch.allclose(out[0][1], out[1][1], atol=1e-10)
+
+
+def test_from_csr_values_gradient_matches_dense():
+    n = 6
+    C = sp.csr_matrix(sp.diags([-1.0, 2.5, -1.0], [-1, 0, 1], shape=(n, n)))
+    vals = torch.as_tensor(C.data, dtype=D).requires_grad_(True)
+    b, w = rand(n), rand(n, seed=2)
+    prob = LinearSystem.from_csr(C.indptr, C.indices, vals, b)
+    assert not prob.A.matrix.requires_grad  # the solver iterates on detached values
+    (ns.solve(prob, CG(rtol=1e-13), adjoint="implicit").x @ w).backward()
+    dense = torch.as_tensor(C.toarray(), dtype=D)
+    lam, xs = torch.linalg.solve(dense, w), torch.linalg.solve(dense, b)
+    rows = np.repeat(np.arange(n), np.diff(C.indptr))
+    assert torch.allclose(vals.grad, -lam[rows] * xs[C.indices], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="nnz"):
+        LinearSystem.from_csr(C.indptr, C.indices[:-1], vals, b)

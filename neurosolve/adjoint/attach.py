@@ -65,7 +65,8 @@ def attach_result(rule: Any, result: Result, config: Implicit) -> Result:
 
     x = reattach(result.x, rule.optimality, rule.solve_adjoint, config=config,
                  defaults=(rule.default_rtol(), rule.default_max_iter(result.n_iter)),
-                 n_forward=result.n_iter, report=report, before=check_forward)
+                 n_forward=result.n_iter if rule.comparable_iterations else 0, report=report,
+                 before=check_forward)
     stats = dict(result.stats)
     stats["adjoint"] = report
     return dataclasses.replace(result, x=x, stats=stats)

@@ -62,6 +62,10 @@ class LinearRule:
     null space and the gradient is the one along null-space-preserving changes of ``A``.
     """
 
+    #: the forward's iterations are Krylov iterations on the same operator: an adjoint
+    #: that needs many more is suspicious (see attach)
+    comparable_iterations = True
+
     def __init__(self, problem, solver, config, *, need_torch: bool = True):
         if need_torch:
             _needs_torch(problem, "LinearSystem")
@@ -101,6 +105,8 @@ class MinimizeRule:
     strict local minimum); otherwise the adjoint solve reports BREAKDOWN and backward
     raises.
     """
+
+    comparable_iterations = False  # Newton steps vs CG iterations
 
     def __init__(self, problem, solver, config):
         _needs_torch(problem, "Minimize")
@@ -142,6 +148,8 @@ class FixedPointRule:
     at ``z*``), solved with the forward method and damping: damped iteration on it has the
     transposed linearization, hence the forward's contraction rate.
     """
+
+    comparable_iterations = True
 
     def __init__(self, problem, solver, config):
         _needs_torch(problem, "FixedPointProblem")

@@ -24,6 +24,7 @@ FAMILIES = {
     "gns": "neurosolve.demos.gns",
     "lvhba": "neurosolve.demos.lvhba",
     "ep": "neurosolve.demos.ep",
+    "implicit": "neurosolve.demos.implicit",
 }
 
 COLUMNS = ("family", "problem", "solver", "iterations", "time_s", "certificate", "peer", "peer_ratio")

@@ -180,6 +180,48 @@ class LinearSystem:
         self.n = n
         self.spd = spd
 
+    @classmethod
+    def from_csr(cls, crow_indices, col_indices, values, b, *, spd: bool = True,
+                 nullspace: Nullspace | None = None, project_b: bool = False) -> "LinearSystem":
+        """A system whose matrix is given by its CSR arrays, with ``values`` a torch tensor
+        that may carry autograd.
+
+        The solver iterates on a CSR tensor of the detached values; the implicit adjoint
+        (``solve(..., adjoint="implicit")``) differentiates ``A x - b`` with respect to
+        ``values`` directly. Building ``torch.sparse_csr_tensor(crow, col, values)`` from
+        values that require grad works too, but torch's backward through that constructor
+        is slow (it dominated the gradient's cost at 64^2 in ``benchmarks/bench_implicit.py``).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from neurosolve.problems import LinearSystem
+        >>> v = torch.tensor([2.0, -1.0, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+        >>> p = LinearSystem.from_csr(torch.tensor([0, 2, 4]), torch.tensor([0, 1, 0, 1]), v,
+        ...                           torch.ones(2, dtype=torch.float64))
+        >>> p.n, p.A.matrix.layout
+        (2, torch.sparse_csr)
+        """
+        import torch
+
+        if not torch.is_tensor(values):
+            raise TypeError(f"values must be a torch tensor, got {type(values).__name__}")
+        crow = torch.as_tensor(crow_indices, dtype=torch.int64, device=values.device)
+        col = torch.as_tensor(col_indices, dtype=torch.int64, device=values.device)
+        if crow.ndim != 1 or col.shape != values.shape or values.ndim != 1:
+            raise ValueError(f"crow_indices (n + 1,), col_indices and values (nnz,) must be 1-D "
+                             f"with matching nnz; got {tuple(crow.shape)}, {tuple(col.shape)}, "
+                             f"{tuple(values.shape)}")
+        n = int(crow.shape[0]) - 1
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            A = torch.sparse_csr_tensor(crow, col, values.detach(), size=(n, n))
+        system = cls(A, b, spd=spd, nullspace=nullspace, project_b=project_b)
+        system._csr_values = values
+        return system
+
     @property
     def dtype(self):
         return self.b.dtype
@@ -203,7 +245,7 @@ class LinearSystem:
         """
         if self.array_library != "torch":
             raise TypeError("optimality needs torch data (autograd); this system holds numpy")
-        return _autograd_matvec(self.A, x) - self.b
+        return _autograd_matvec(self.A, x, getattr(self, "_csr_values", None)) - self.b
 
     def project_range(self, v):
         """``v`` without its null-space component (``v`` itself for a nonsingular system):
@@ -263,9 +305,10 @@ class LinearSystem:
         return LinearSystem(At, bt, spd=self.spd, nullspace=self.nullspace)
 
 
-def _autograd_matvec(op, x):
+def _autograd_matvec(op, x, values=None):
     """``A x`` as torch operations autograd can differentiate with respect to ``A``'s
-    entries: dense and COO by ``@``, CSR by a product over its stored entries."""
+    entries: dense and COO by ``@``, CSR by a product over its stored entries (``values``
+    replaces the stored values: :meth:`LinearSystem.from_csr`)."""
     import torch
 
     if isinstance(op, MatrixOperator):
@@ -274,8 +317,9 @@ def _autograd_matvec(op, x):
             crow, col = A.crow_indices(), A.col_indices()
             rows = torch.repeat_interleave(torch.arange(A.shape[0], device=x.device),
                                            crow.diff())
+            vals = A.values() if values is None else values
             return torch.zeros(A.shape[0], dtype=x.dtype, device=x.device).index_add(
-                0, rows, A.values() * x[col])
+                0, rows, vals * x[col])
         return A @ x
     fn = getattr(op, "fn", None)
     if fn is None:

@@ -40,26 +40,22 @@ __all__ = ["ImplicitDiff", "implicit_hypergradient", "brute_force", "toy_numpy_l
 # --------------------------------------------------------------------------------------
 # implicit differentiation
 # --------------------------------------------------------------------------------------
-def _cg(matvec: Callable, b, tol: float, maxiter: int):
-    """``matvec(x) = b`` (SPD) by the library's CG: ``(x, iterations, true relative
-    residual)``."""
-    from neurosolve.solvers.cg import spd_solve
-
-    x, k, rr, _ = spd_solve(matvec, b, rtol=tol, maxiter=maxiter, backend="torch")
-    return x, k, rr
-
-
 def implicit_hypergradient(F: Callable, f: Callable, x, y, *, cg_tol: float = 1e-10,
                            cg_maxiter: int = 500):
     """``dF(x, y*(x))/dx`` by the implicit function theorem at a lower-level solution ``y``.
 
     ``grad = grad_x F - (d/dx grad_y f)^T v`` with ``v`` solving
-    ``grad^2_yy f v = grad_y F`` (conjugate gradients on Hessian-vector products).
+    ``grad^2_yy f v = grad_y F``: the lower-level optimality condition ``grad_y f = 0`` is
+    handed to :func:`neurosolve.adjoint.attach` (CG on Hessian-vector products), and
+    autograd differentiates ``F`` through the reattached ``y``.
 
     Parameters
     ----------
     F, f : callable ``(x, y) -> scalar`` torch functions
     x, y : torch tensors (``y`` should solve ``min_y f(x, y)``)
+    cg_tol, cg_maxiter : float, int
+        Relative tolerance and iteration cap of the adjoint CG solve (an unconverged
+        adjoint warns).
 
     Returns
     -------
@@ -67,24 +63,22 @@ def implicit_hypergradient(F: Callable, f: Callable, x, y, *, cg_tol: float = 1e
     """
     import torch
 
+    from neurosolve.adjoint import Implicit, attach
+
     xr = x.detach().requires_grad_(True)
-    yr = y.detach().requires_grad_(True)
+    report: dict = {}
+
+    def lower_gradient(yy, xx):
+        return torch.autograd.grad(f(xx, yy), yy, create_graph=True)[0]
+
     with torch.enable_grad():
-        Fv = F(xr, yr)
-        Fx, Fy = torch.autograd.grad(Fv, (xr, yr), allow_unused=True)
-        Fx = torch.zeros_like(xr) if Fx is None else Fx
-        Fy = torch.zeros_like(yr) if Fy is None else Fy
-        fy = torch.autograd.grad(f(xr, yr), yr, create_graph=True)[0]
-        count = [0]
-
-        def hvp(v):
-            count[0] += 1
-            return torch.autograd.grad(fy, yr, grad_outputs=v, retain_graph=True)[0].detach()
-
-        v, iters, res = _cg(hvp, Fy.detach(), cg_tol, cg_maxiter)
-        cross = torch.autograd.grad(fy, xr, grad_outputs=v, retain_graph=False, allow_unused=True)[0]
-    cross = torch.zeros_like(xr) if cross is None else cross
-    return (Fx - cross).detach(), {"cg_iters": iters, "cg_residual": res, "hvps": count[0] + 1}
+        ys = attach(y.detach(), lower_gradient, xr, symmetric=True, report=report,
+                    adjoint=Implicit(rtol=cg_tol, max_iter=cg_maxiter, on_unconverged="warn"))
+        (grad,) = torch.autograd.grad(F(xr, ys), xr, allow_unused=True)
+    grad = torch.zeros_like(xr) if grad is None else grad
+    iters = int(report.get("n_iter", 0))
+    return grad.detach(), {"cg_iters": iters, "cg_residual": float(report.get(
+        "relative_residual", 0.0)), "hvps": iters + 1}
 
 
 class ImplicitDiff:
