@@ -452,6 +452,19 @@ class Result:
                                  "'jac' (only minimization results have one)")
         return g
 
+    def __repr__(self) -> str:
+        """One line: status, iterations, time, certificate, the recorded metrics (names
+        and length, not the arrays) and the answer's type and shape."""
+        cert = ", ".join(f"{k}={v:.3g}" if isinstance(v, (int, float)) and not isinstance(v, bool)
+                         else f"{k}={v!r}" for k, v in self.certificate.items())
+        points = max((len(v) for v in self.history.values()), default=0)
+        shape = tuple(getattr(self.x, "shape", ()))
+        lib = type(self.x).__name__
+        dtype = getattr(self.x, "dtype", "")
+        return (f"Result({self.status.name}, n_iter={self.n_iter}, "
+                f"time={self.stats.get('wall_time', float('nan')):.3g}s, certificate={{{cert}}}, "
+                f"history=[{', '.join(self.history)}] x {points}, x={lib}{shape} {dtype})")
+
     def adjoint_report(self) -> dict[str, Any]:
         """What the backward pass of ``solve(..., adjoint="implicit")`` did: the adjoint
         solver, its iterations, status, relative residual, tolerance, time and whether the
@@ -510,6 +523,56 @@ class _History:
         if record_every != 1:
             out["iteration"] = np.array(self.iters, dtype=int)
         return out
+
+
+class _Progress:
+    """A tqdm bar of the way to the tolerance: the leading metric's progress in log scale
+    from its starting value to the declared bound (``solver.tolerance``) as a percentage,
+    or an iteration counter when the metric has no declared bound. Never ``maxiter``,
+    which is a cap, not a forecast."""
+
+    def __init__(self, solver: Solver, problem: Any, state: State):
+        from tqdm.auto import tqdm
+
+        self.name = solver.metrics[0] if solver.metrics else None
+        self.start = self._value(state)
+        self.target = None
+        try:
+            bound = solver.tolerance(problem, state).get(self.name)
+        except Exception:  # noqa: BLE001 - a bar must never break a solve
+            bound = None
+        if bound is not None and self.start is not None and self.start > float(bound) > 0:
+            self.target = float(bound)
+        self.k0 = state.k
+        desc = type(solver).__name__
+        if self.target is not None:
+            self.bar = tqdm(total=100, desc=desc, unit="%", leave=False,
+                            bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}{postfix}]")
+        else:
+            self.bar = tqdm(total=None, desc=desc, unit="it", leave=False)
+
+    def _value(self, state: State) -> float | None:
+        if self.name is None or self.name not in state.metrics:
+            return None
+        v = to_float(state.metrics[self.name])
+        return v if math.isfinite(v) and v > 0 else None
+
+    def update(self, state: State) -> None:
+        v = self._value(state)
+        post = {"it": state.k - self.k0}
+        if v is not None:
+            post[self.name] = f"{v:.3e}"
+        if self.target is not None:
+            frac = 0.0 if v is None else math.log(self.start / v) / math.log(self.start / self.target)
+            self.bar.n = 100.0 * min(max(frac, 0.0), 1.0)
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.refresh()
+        else:
+            self.bar.update(1)
+            self.bar.set_postfix(post, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _as_stop(ret: Any, solver: Solver) -> Stop | None:
@@ -726,11 +789,7 @@ def _solve(problem, solver, x0, *, backend, callback, progress, check_every, rec
     def check() -> Stop | None:
         return gate(_as_stop(solver.check(problem, state, ctx), solver), state)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=maxiter, desc=type(solver).__name__, leave=False)
+    bar = _Progress(solver, problem, state) if progress else None
 
     stop: Stop | None = None
     if any(bool(cb(IterView(state.k, state.x, state.metrics, state))) for cb in callbacks):
@@ -760,9 +819,7 @@ def _solve(problem, solver, x0, *, backend, callback, progress, check_every, rec
             if not recorded and stop is not None:
                 history.record(k, state.metrics)
             if bar is not None:
-                bar.update(1)
-                if solver.metrics and solver.metrics[0] in state.metrics:
-                    bar.set_postfix({solver.metrics[0]: f"{to_float(state.metrics[solver.metrics[0]]):.3e}"})
+                bar.update(state)
     finally:
         if bar is not None:
             bar.close()

@@ -59,6 +59,43 @@ def test_progress_bar_runs(prob, capsys):
     assert res.success
 
 
+def test_progress_bar_measures_the_way_to_the_tolerance(prob, monkeypatch):
+    """The bar's total is 100% of the log-residual way from the start to the tolerance
+    (never maxiter = 10 n); it ends near 100% when the solve converges."""
+    import tqdm.auto
+
+    bars = []
+    real = tqdm.auto.tqdm
+
+    def spy(*a, **k):
+        bar = real(*a, **k)
+        bars.append(bar)
+        return bar
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", spy)
+    res = ns.solve(prob, CG(rtol=1e-8), progress=True)
+    (bar,) = bars
+    assert bar.total == 100 and res.success
+    assert 90.0 <= bar.n <= 100.0
+    # a solver whose leading metric has no declared bound gets a counter, not a total
+    bars.clear()
+
+    class NoBound(CG):
+        def tolerance(self, problem, state):
+            return {}
+
+    ns.solve(prob, NoBound(rtol=1e-8), progress=True)
+    assert bars[0].total is None
+
+
+def test_result_repr_is_one_line_without_arrays(prob):
+    res = ns.solve(prob, CG(rtol=1e-8))
+    text = repr(res)
+    assert "\n" not in text and len(text) < 400
+    assert text.startswith("Result(CONVERGED, n_iter=") and "relative_residual=" in text
+    assert "array([" not in text and "State(" not in text and "x=ndarray(" in text
+
+
 def test_result_fields_and_summary(prob):
     res = ns.solve(prob, CG(rtol=1e-8))
     assert res.success and res.raise_for_status() is res
