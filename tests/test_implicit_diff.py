@@ -499,3 +499,21 @@ def test_from_csr_values_gradient_matches_dense():
     assert torch.allclose(vals.grad, -lam[rows] * xs[C.indices], rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="nnz"):
         LinearSystem.from_csr(C.indptr, C.indices[:-1], vals, b)
+
+
+def test_complex_fixed_point_gradcheck():
+    """A holomorphic map on a complex state (as the EP relaxations are): torch's
+    conjugate-transpose VJP convention gives u = J^H u + g, checked by finite differences
+    with respect to a real W and a complex c."""
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(4, 4, dtype=D, generator=g)
+    W = (0.4 * W / torch.linalg.matrix_norm(W, 2)).requires_grad_(True)
+    c = torch.randn(4, dtype=torch.complex128, generator=g).requires_grad_(True)
+
+    def f(W, c):
+        prob = FixedPointProblem(lambda z: torch.tanh(W.to(z.dtype) @ z + c),
+                                 torch.zeros(4, dtype=torch.complex128))
+        z = ns.solve(prob, FixedPoint(atol=1e-14, rtol=0.0), adjoint="implicit").x
+        return (z * z.conj()).real.sum() + z.real.sum()
+
+    assert torch.autograd.gradcheck(f, (W, c), eps=1e-6, atol=1e-6)
