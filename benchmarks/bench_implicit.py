@@ -19,7 +19,7 @@ Cases (float64, CPU, torch limited to one thread for both sides):
   ``sum(z)`` with respect to ``W``, ``U``, ``c``.
 
 Each benchmark times forward + backward of one mode; ``extra_info`` holds the forward
-time alone (``adjoint=None``), ``backward_forward_ratio`` (backward / forward),
+time alone (``adjoint=None``), ``backward_over_forward`` (backward / forward time),
 ``ratio_vs_unrolled`` (ours / unrolled total time; below 1 means we are faster),
 ``saved_bytes`` (the bytes autograd saves for backward, counted with
 ``torch.autograd.graph.saved_tensors_hooks``) and ``memory_ratio_vs_unrolled``, the
@@ -190,7 +190,7 @@ def test_gradient(benchmark, case, mode):
     info = benchmark.extra_info
     info.update(forward_s=fwd, backward_s=out["backward"], iterations=out["n_iter"],
                 adjoint_iterations=out["adjoint_iter"], saved_bytes=out["saved"],
-                backward_forward_ratio=out["backward"] / fwd)
+                backward_over_forward=out["backward"] / fwd)
     other = _RESULTS.get((case, "unrolled"))
     if mode == "implicit" and other is not None:
         info["ratio_vs_unrolled"] = benchmark.stats.stats.min / other["best_total"]

@@ -90,7 +90,9 @@ def _train(args) -> int:
 def _bench(args) -> int:
     from neurosolve.bench_report import run_bench
 
-    return run_bench(families=args.family, outdir=args.out, extra=args.pytest_args)
+    return run_bench(families=args.family, outdir=args.out, extra=args.pytest_args,
+                     benchmarks=args.benchmarks, from_json=args.from_json,
+                     compare_with=args.compare)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,11 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
         cli_train.add_parser(tsub)
     t.set_defaults(func=_train)
 
-    b = sub.add_parser("bench", help="run the benchmark suite and write a ratio table and plots")
+    b = sub.add_parser(
+        "bench", help="run the benchmark suite and write a ratio table and plots",
+        description="Run benchmarks/bench_<family>.py with pytest-benchmark and write "
+                    "OUT/bench.json, OUT/summary.md (min and median times, ratios ours / peer: "
+                    "< 1 means we are faster) and OUT/ratios.png (one panel per family). "
+                    "Arguments after -- go to pytest: neurosolve bench --family cg -- -k ours")
     b.add_argument("--family", action="append", default=None,
-                   help="benchmark file stem under benchmarks/ (e.g. cg); repeatable")
+                   help="benchmark file stem under the benchmarks folder (e.g. cg); repeatable; "
+                        "default: every bench_*.py")
+    b.add_argument("--benchmarks", default=None, metavar="DIR",
+                   help="the benchmarks folder (default: $NEUROSOLVE_BENCHMARKS, ./benchmarks, "
+                        "or the benchmarks/ of the source checkout neurosolve is installed from)")
     b.add_argument("--out", default="neurosolve-bench", help="output folder")
-    b.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments for pytest")
+    b.add_argument("--from-json", default=None, metavar="FILE",
+                   help="summarize this --benchmark-json file instead of running the benchmarks")
+    b.add_argument("--compare", default=None, metavar="SAVED_JSON",
+                   help="flag convergence regressions (rate, iterations, status) against this "
+                        "saved --benchmark-json file; exit status 1 when there is one")
+    b.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                   help="extra pytest arguments, after -- (e.g. -- -k cg -x)")
     b.set_defaults(func=_bench)
     return p
 
