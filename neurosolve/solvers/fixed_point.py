@@ -1,4 +1,4 @@
-"""Damped (Krasnosel'skii-Mann) iteration and Anderson acceleration for ``z = F(z)``."""
+"""Damped (Krasnosel'skii-Mann) iteration and safeguarded Anderson acceleration for ``z = F(z)``."""
 
 from __future__ import annotations
 
@@ -20,13 +20,30 @@ def torch_where(c, a, b):
 
     return torch.where(c, a, b)
 
+
+def _lib(a):
+    """The array namespace of ``a`` (numpy or torch): both spell ``where``, ``einsum``,
+    ``isfinite``, ``minimum`` and ``linalg.eigvalsh`` the same way."""
+    if is_torch(a):
+        import torch
+
+        return torch
+    return np
+
+
 _METHODS = ("damped", "anderson")
 
 
 @dataclass(eq=False)
 class FixedPointState(State):
-    """Iteration data of :class:`FixedPoint`: ``g = F(x)``, the residual ``f = g - x``
-    and its per-row norms, the Anderson ring buffers, and the start of this solve."""
+    """Iteration data of :class:`FixedPoint`: ``g = F(x)``, the residual ``f = g - x`` and
+    its per-row norms, and for Anderson the secant history (ring buffers of the residual
+    differences ``dF`` between successive evaluated points and of ``dW = dZ + damping dF``
+    for the point differences ``dZ``, the Gram matrix ``gram`` of ``dF`` and the per-row
+    mask ``valid``), each row's best residual since its last restart, the progress-test
+    bookkeeping (window start point ``cx``/``cg``, its reference ``win_r``, the window's
+    length and best residual, the damped steps still to take ``hold`` and the next
+    ``backoff``), and the fallback/restart/stall counts of this solve."""
 
     g: Any = None
     f: Any = None
@@ -37,25 +54,62 @@ class FixedPointState(State):
     finite: Any = True
     r0: Any = None
     k_start: int = 0
-    Zb: Any = None
-    Fb: Any = None
+    dW: Any = None
+    dF: Any = None
     gram: Any = None
     valid: Any = None
     slot: int = 0
     best: Any = None
+    hold: Any = None
+    backoff: Any = None
+    win_r: Any = None
+    win_n: Any = None
+    cx: Any = None
+    cg: Any = None
+    floor: Any = None
+    hold_ref: Any = None
+    win_min: Any = None
+    n_restarts: Any = 0
+    n_fallbacks: Any = 0
+    n_stalls: Any = 0
 
 
 @dataclass(frozen=True, kw_only=True)
 class FixedPoint(Solver):
-    """Fixed-point iteration for ``z = F(z)``: damped, or with Anderson acceleration.
+    """Fixed-point iteration for ``z = F(z)``: damped, or with safeguarded Anderson acceleration.
 
     ``method="damped"`` iterates ``z <- z + damping * (F(z) - z)`` (``damping=1`` is plain
-    Picard iteration, torchdeq's ``fixed_point_iter``). ``method="anderson"`` is type-II
-    Anderson mixing with ``memory`` past residuals: the combination weights ``alpha``
-    minimize ``||sum_i alpha_i f_i||`` subject to ``sum_i alpha_i = 1`` (``f_i = F(z_i) -
-    z_i``, Tikhonov-regularized Gram matrix, Hermitian for complex states) and
-    ``z <- sum_i alpha_i (z_i + damping * f_i)``. For a batched problem every row has its
-    own weights.
+    Picard iteration, torchdeq's ``fixed_point_iter``).
+
+    ``method="anderson"`` is type-II Anderson mixing in the difference form of Walker and
+    Ni [2]_: with ``f = F(z) - z`` at the current point and the last ``memory`` secant pairs
+    ``(dz_i, df_i)`` (differences between successive evaluated points and between their
+    residuals), ``gamma`` solves the Tikhonov-regularized least-squares problem
+    ``min ||f - dF gamma||^2 + lam ||dF^H dF||_F ||gamma||^2`` (``lam = regularization``;
+    Hermitian for complex states) and the candidate is
+    ``z + damping * f - (dZ + damping * dF) gamma``. The safeguards, per row, make it a
+    globalized Anderson method in the spirit of [3]_ (whose damped fallback is the
+    Krasnosel'skii-Mann step):
+
+    * **fallback** (``safeguard=True``): a candidate whose residual exceeds
+      ``safeguard_ratio`` times the current one (or is not finite) is rejected: the row
+      stays where it was and its next step is the damped step;
+    * **progress test** (``safeguard=True``, ``stall_window > 0``): every ``stall_window``
+      extrapolated steps must, at some point of the window, bring the residual below
+      ``stall_factor`` times the best residual the row had when the window began. If not, the row goes back to the point
+      where the window began and takes damped steps: ``backoff`` of them after the first
+      failure, doubling after each further failure (reset by a successful window), ended
+      early when a damped step beats that best residual. This handles the case where
+      Anderson stalls near a point of small but nonzero residual (a "ghost" of a fixed
+      point, as near a saddle-node) that the damped iteration passes by;
+    * **restart on growth**: a row whose residual exceeds ``restart`` times its smallest
+      residual since its last restart drops its history;
+    * **restart on ill-conditioning**: a row whose secant Gram matrix ``dF^H dF`` has a
+      condition number above ``max_condition`` keeps only its newest pair.
+
+    Rejected candidates count as iterations (each cost one ``F`` evaluation), so an
+    Anderson run is charged for its failures. With ``safeguard=False``, ``restart=inf``
+    and ``max_condition=inf`` it is plain (regularized) Anderson mixing.
 
     Parameters
     ----------
@@ -63,33 +117,58 @@ class FixedPoint(Solver):
     damping : float in (0, 1], default 0.5
         The relaxation factor (``u <- u + 0.5 (F(u) - u)`` is the stabilised version of the
         synchronous update that oscillates in period two for near-symmetric networks).
+        Anderson's fallback step is this damped step.
     rtol, atol : float
         Stopping rule: every row ``b`` satisfies
         ``||F(z_b) - z_b|| <= max(rtol * ||z_b||, atol)`` (2-norm, modulus for complex).
     maxiter : int, optional
         Iteration limit; default 1000. One iteration = one evaluation of ``F``.
     memory : int, default 5
-        Anderson: number of past residuals combined.
+        Anderson: number of past secant pairs combined.
     regularization : float, default 1e-8
-        Anderson: Tikhonov term, relative to the mean diagonal of the Gram matrix.
+        Anderson: Tikhonov weight ``lam``, relative to the Frobenius norm of the row's Gram
+        matrix ``dF^H dF`` (so it does not depend on the scale of the problem).
     divergence : float, default 1e8
         Report ``DIVERGED`` when the residual exceeds ``divergence`` times the initial one
         (and the initial one is not tiny).
     restart : float, default 4.0
-        Anderson safeguard: a row whose residual exceeds ``restart`` times its smallest
-        residual since its last restart drops its history (next step is damped).
+        Anderson: a row whose residual exceeds ``restart`` times its smallest residual since
+        its last restart drops its history. ``math.inf`` disables it.
     freeze_converged : bool, default True
         Batched problems: rows that meet the tolerance stop moving (otherwise Anderson
         mixing on rounding-level residuals can push a converged row out again).
+    safeguard : bool, default True
+        Anderson: the fallback and the progress test above (False: plain Anderson).
+    safeguard_ratio : float >= 1, default 2.0
+        Anderson: reject a candidate with ``||f(z_new)|| > safeguard_ratio * ||f(z)||``.
+        1.0 demands a monotone residual, which rejects many useful steps on the networks
+        of :mod:`neurosolve.neural.ep`.
+    stall_window : int >= 0, default 5
+        Anderson: length of the progress-test window in extrapolated steps (0: no test).
+    stall_factor : float in (0, 1], default 0.9
+        Anderson: the decrease a window must achieve.
+    backoff : int >= 1, default 4
+        Anderson: damped steps after the first failed window.
+    max_condition : float, default 1e12
+        Anderson: restart a row (keep only its newest secant pair) when the condition number
+        of its Gram matrix exceeds this; ``math.inf`` disables the test.
 
     Notes
     -----
     Metrics: ``residual`` (the largest row residual of the current iterate, computed with
     the same ``F`` evaluation that feeds the next step, so the check is exact for the
-    returned ``x``) and ``converged_fraction`` (rows meeting the tolerance).
+    returned ``x``) and ``converged_fraction`` (rows meeting the tolerance). The current
+    iterate of an Anderson row is its last *accepted* point (a rejected candidate is never
+    returned), so a safeguarded run never ends on a non-finite or blown-up candidate.
+
+    ``Result.stats`` of an Anderson solve has, summed over rows, ``anderson_fallbacks``
+    (rejected candidates), ``anderson_stalls`` (failed progress windows, each followed by
+    a return to the window's start and damped steps) and ``anderson_restarts`` (history
+    dropped on growth or ill-conditioning).
+
     Status: CONVERGED, MAX_ITER (the message reports the residual and the fraction of rows
-    that converged), NONFINITE (``F`` produced NaN/inf: e.g. a complex state left the
-    analytic region of a holomorphic activation), DIVERGED.
+    that converged), NONFINITE (``F`` produced NaN/inf at an accepted point: e.g. a complex
+    state left the analytic region of a holomorphic activation), DIVERGED.
 
     References
     ----------
@@ -97,7 +176,10 @@ class FixedPoint(Solver):
        J. ACM 12(4), 1965.
     .. [2] H. F. Walker, P. Ni, "Anderson acceleration for fixed-point iterations",
        SIAM J. Numer. Anal. 49(4), 2011.
-    .. [3] A. Laborieux, F. Zenke, "Improving equilibrium propagation without weight
+    .. [3] J. Zhang, B. O'Donoghue, S. Boyd, "Globally convergent type-I Anderson
+       acceleration for nonsmooth fixed-point iterations", SIAM J. Optim. 30(4), 2020.
+    .. [4] S. Bai, J. Z. Kolter, V. Koltun, "Deep equilibrium models", NeurIPS 2019.
+    .. [5] A. Laborieux, F. Zenke, "Improving equilibrium propagation without weight
        symmetry through Jacobian homeostasis", ICLR 2024, arXiv:2309.02214.
 
     Examples
@@ -109,6 +191,9 @@ class FixedPoint(Solver):
     >>> res = ns.solve(prob, ns.solvers.FixedPoint(atol=1e-12))
     >>> res.success, np.allclose(res.x, np.linalg.solve(np.eye(2) - A, b))
     (True, True)
+    >>> res = ns.solve(prob, ns.solvers.FixedPoint(method="anderson", atol=1e-12))
+    >>> res.success, sorted(k for k in res.stats if k.startswith("anderson"))
+    (True, ['anderson_fallbacks', 'anderson_restarts', 'anderson_stalls'])
     """
 
     method: str = "damped"
@@ -120,6 +205,12 @@ class FixedPoint(Solver):
     divergence: float = 1e8
     freeze_converged: bool = True
     restart: float = 4.0
+    safeguard: bool = True
+    safeguard_ratio: float = 2.0
+    stall_window: int = 5
+    stall_factor: float = 0.9
+    backoff: int = 4
+    max_condition: float = 1e12
 
     metrics: ClassVar[tuple[str, ...]] = ("residual", "converged_fraction")
     problem_types: ClassVar[tuple[type, ...]] = (FixedPointProblem,)
@@ -140,6 +231,18 @@ class FixedPoint(Solver):
             raise ValueError(f"memory must be a positive integer, got {self.memory!r}")
         if not (isinstance(self.divergence, (int, float)) and self.divergence > 1):
             raise ValueError(f"divergence must be a number > 1, got {self.divergence!r}")
+        for name in ("restart", "safeguard_ratio", "max_condition"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) \
+                    or math.isnan(v) or v < 1:
+                raise ValueError(f"{name} must be a number >= 1 (or inf), got {v!r}")
+        for name, lo in (("stall_window", 0), ("backoff", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        f = self.stall_factor
+        if isinstance(f, bool) or not isinstance(f, (int, float, np.floating)) or not (0 < f <= 1):
+            raise ValueError(f"stall_factor must be in (0, 1], got {f!r}")
 
     def max_iterations(self, problem):
         return self.maxiter if self.maxiter is not None else 1000
@@ -165,10 +268,13 @@ class FixedPoint(Solver):
 
     def resume(self, problem, state, ctx) -> "FixedPointState":
         """Warm start from ``result.state``: the iteration budget counts from here, the
-        Anderson history is dropped and the residual is re-measured under the (possibly
-        new) tolerances."""
+        Anderson history and counts are dropped and the residual is re-measured under the
+        (possibly new) tolerances."""
         state.k_start = state.k
-        state.Zb = state.Fb = state.gram = state.valid = state.best = None
+        state.dW = state.dF = state.gram = state.valid = state.best = None
+        state.hold = state.backoff = state.win_r = state.win_n = None
+        state.cx = state.cg = state.floor = state.win_min = state.hold_ref = None
+        state.n_restarts = state.n_fallbacks = state.n_stalls = 0
         state.g = problem.F(state.x)
         ctx.count("F_evals")
         self._measure(problem, state)
@@ -180,6 +286,14 @@ class FixedPoint(Solver):
         zn = row_norms(state.x, problem.batched)
         zmax = float(zn.max()) if not is_torch(zn) else float(zn.max().item())
         return {"residual": max(float(self.atol), float(self.rtol) * zmax)}
+
+    def finalize(self, problem, state, ctx):
+        if self.method == "anderson":
+            # set, not add: finalize may run more than once in a solve
+            ctx.counters["anderson_fallbacks"] = int(to_float(state.n_fallbacks))
+            ctx.counters["anderson_restarts"] = int(to_float(state.n_restarts))
+            ctx.counters["anderson_stalls"] = int(to_float(state.n_stalls))
+        return state.x
 
     def _measure(self, problem, state):
         f = state.g - state.x
@@ -209,115 +323,211 @@ class FixedPoint(Solver):
 
     def step(self, problem, state, ctx) -> State:
         z, f = state.x, state.f
-        d = self.damping
         if self.method == "damped":
-            z_new = z + d * f
+            z_new, extrapolated = z + self.damping * f, None
         else:
-            z_new = self._anderson(problem, state)
+            z_new, extrapolated = self._propose(problem, state)
         if problem.batched and self.freeze_converged:
-            ok = state.ok.reshape((-1,) + (1,) * (len(z.shape) - 1))
-            z_new = (torch_where(ok, z, z_new) if is_torch(z) else np.where(ok, z, z_new))
+            ok = state.ok
+            okb = ok.reshape((-1,) + (1,) * (len(z.shape) - 1))
+            z_new = (torch_where(okb, z, z_new) if is_torch(z) else np.where(okb, z, z_new))
+            if extrapolated is not None:
+                extrapolated = extrapolated & ~ok
         g = problem.F(z_new)
         ctx.count("F_evals")
-        state.x, state.g = z_new, g
         state.k += 1
-        self._measure(problem, state)
+        if extrapolated is None:
+            state.x, state.g = z_new, g
+            self._measure(problem, state)
+        else:
+            self._accept(problem, state, z_new, g, extrapolated)
         return state
 
-    def _anderson(self, problem, state):
-        """One Anderson step with per-row weights and per-row restarts.
+    # -- Anderson ------------------------------------------------------------------------
+    def _rows(self, problem, z):
+        return z.shape[0] if problem.batched else 1
 
-        The last ``memory`` iterates and residuals live in ring buffers of shape
-        ``(rows, memory, n)``; the Gram matrix is updated by one new row per step.
+    def _allocate(self, state, rows, n, like):
+        m = self.memory
+        if is_torch(like):
+            import torch
+
+            kw = dict(dtype=like.dtype, device=like.device)
+            state.dW = torch.zeros((rows, m, n), **kw)
+            state.dF = torch.zeros((rows, m, n), **kw)
+            state.gram = torch.zeros((rows, m, m), **kw)
+            state.valid = torch.zeros((rows, m), dtype=torch.bool, device=like.device)
+            state.hold = torch.zeros(rows, dtype=torch.int64, device=like.device)
+        else:
+            state.dW = np.zeros((rows, m, n), dtype=like.dtype)
+            state.dF = np.zeros((rows, m, n), dtype=like.dtype)
+            state.gram = np.zeros((rows, m, m), dtype=like.dtype)
+            state.valid = np.zeros((rows, m), dtype=bool)
+            state.hold = np.zeros(rows, dtype=np.int64)
+        state.slot = 0
+        state.backoff = state.hold + self.backoff
+        state.win_n = state.hold * 0
+        state.win_r = row_norms(like, True) * 0
+        state.hold_ref = state.win_r + math.inf
+
+    def _propose(self, problem, state):
+        """The Anderson candidate from the current point and its secant history.
+
+        Returns the candidate (shape of ``x``) and a per-row mask of the rows where it is an
+        extrapolation (the others take exactly the damped step ``x + damping * f``).
         """
         z, f = state.x, state.f
         d = self.damping
-        rows = z.shape[0] if problem.batched else 1
-        tl = is_torch(z)
-        m = self.memory
+        rows = self._rows(problem, z)
         zf, ff = z.reshape(rows, -1), f.reshape(rows, -1)
-        if state.Zb is None:
-            if tl:
-                import torch
+        xp = _lib(z)
+        if state.dW is None:
+            self._allocate(state, rows, zf.shape[1], zf)
+        valid = state.valid & (state.hold == 0)[:, None]
+        if not bool(valid.any()):
+            return z + d * f, valid.any(1)
+        Gv = self._masked_gram(state, valid)
+        if math.isfinite(self.max_condition):
+            ill = self._ill_conditioned(Gv, valid)
+            if ill is not None:
+                # restart: keep only the newest secant pair
+                newest = xp.zeros_like(valid)
+                newest[:, (state.slot - 1) % self.memory] = True
+                keep = xp.where(ill[:, None], newest, xp.ones_like(newest))
+                state.valid &= keep
+                valid = valid & keep
+                Gv = self._masked_gram(state, valid)
+                state.n_restarts = state.n_restarts + ill.sum()
+        cnt = valid.sum(1)
+        # Tikhonov term relative to ||dF^H dF||_F of the row; identity on unused slots
+        scale = (xp.abs(Gv) ** 2).sum((1, 2)) ** 0.5
+        dvals = xp.where(valid, (self.regularization * scale)[:, None], xp.ones_like(scale)[:, None])
+        M = Gv + self._eye(Gv) * dvals[:, None, :]
+        rhs = xp.einsum("bjn,bn->bj", state.dF.conj(), ff)
+        rhs = xp.where(valid, rhs, xp.zeros_like(rhs))
+        gamma = _solve(M, rhs)
+        use = (cnt > 0) & xp.isfinite(gamma).all(1)
+        gamma = xp.where(use[:, None], gamma, xp.zeros_like(gamma))
+        new = zf + d * ff
+        new = new - xp.einsum("bj,bjn->bn", gamma, state.dW)
+        return new.reshape(z.shape), use
 
-                state.Zb = torch.zeros((rows, m) + tuple(zf.shape[1:]), dtype=z.dtype, device=z.device)
-                state.Fb = torch.zeros_like(state.Zb)
-                state.gram = torch.zeros((rows, m, m), dtype=z.dtype, device=z.device)
-                state.valid = torch.zeros((rows, m), dtype=torch.bool, device=z.device)
-            else:
-                state.Zb = np.zeros((rows, m) + zf.shape[1:], dtype=z.dtype)
-                state.Fb = np.zeros_like(state.Zb)
-                state.gram = np.zeros((rows, m, m), dtype=z.dtype)
-                state.valid = np.zeros((rows, m), dtype=bool)
-            state.slot = 0
-        res = state.res_rows
-        # safeguard: a row whose residual exceeds `restart` x its best since its last
-        # restart forgets its history (its next step is then a plain damped step)
-        if state.best is None:
-            state.best = res
-        else:
-            grow = res > self.restart * state.best
-            if tl:
-                import torch
-
-                state.valid &= ~grow[:, None]
-                state.best = torch.where(grow, res, torch.minimum(state.best, res))
-            else:
-                state.valid &= ~grow[:, None]
-                state.best = np.where(grow, res, np.minimum(state.best, res))
-        s = state.slot
-        state.slot = (s + 1) % m
-        state.Zb[:, s] = zf
-        state.Fb[:, s] = ff
-        state.valid[:, s] = True
-        if tl:
+    def _eye(self, like):
+        if is_torch(like):
             import torch
 
-            row = torch.einsum("bn,bjn->bj", ff.conj(), state.Fb)
-            state.gram[:, s, :] = row
-            state.gram[:, :, s] = row.conj()
-            valid = state.valid
-            diag = torch.diagonal(state.gram, dim1=1, dim2=2).real
-            cnt = valid.sum(1)
-            scale = ((diag * valid).sum(1) / cnt.clamp_min(1)).clamp_min(1e-300)
-            pen = self.regularization * scale[:, None] + (~valid) * (1e30 * scale[:, None])
-            G = state.gram + torch.diag_embed(pen.to(state.gram.dtype))
-            ones = torch.ones(rows, m, 1, dtype=G.dtype, device=G.device)
-            a = torch.linalg.solve_ex(G, ones)[0][..., 0]
-            a = a / a.sum(dim=1, keepdim=True)
-            bad = ~torch.isfinite(a).all(dim=1) | (cnt < 2)
-            last = torch.zeros_like(a)
-            last[:, s] = 1
-            a = torch.where(bad[:, None], last, a)
-            new = torch.einsum("bi,bin->bn", a, state.Zb)
-            new += d * torch.einsum("bi,bin->bn", a, state.Fb)
-            return new.reshape(z.shape)
-        row = np.einsum("bn,bjn->bj", ff.conj(), state.Fb)
+            return torch.eye(self.memory, dtype=like.dtype, device=like.device)
+        return np.eye(self.memory, dtype=like.dtype)
+
+    @staticmethod
+    def _masked_gram(state, valid):
+        xp = _lib(state.gram)
+        pair = valid[:, :, None] & valid[:, None, :]
+        return xp.where(pair, state.gram, xp.zeros_like(state.gram))
+
+    def _ill_conditioned(self, Gv, valid):
+        """Rows with two or more secant pairs whose Gram matrix ``Gv`` (masked to the
+        ``valid`` pairs) has condition number above ``max_condition``; None if there are
+        none."""
+        xp = _lib(Gv)
+        cnt = valid.sum(1)
+        several = cnt >= 2
+        if not bool(several.any()):
+            return None
+        diag = xp.einsum("bii->bi", Gv).real
+        # unused slots get the mean used diagonal: it lies between the extreme eigenvalues
+        # of the used block, so the condition number is that of the used block
+        mean = diag.sum(1) / xp.maximum(cnt, xp.ones_like(cnt))
+        mean = xp.where(mean > 0, mean, xp.ones_like(mean))
+        fill = xp.where(valid, xp.zeros_like(diag), mean[:, None])
+        eye = self._eye(diag)
+        Gc = Gv + eye * fill[:, None, :]
+        finite = xp.isfinite(Gc).all(2).all(1)
+        Gc = xp.where(finite[:, None, None], Gc, xp.zeros_like(Gc) + eye)
+        ev = xp.linalg.eigvalsh(Gc)
+        lo, hi = ev[:, 0], ev[:, -1]
+        ill = several & (~finite | (hi > self.max_condition * xp.maximum(lo, 0 * lo)))
+        return ill if bool(ill.any()) else None
+
+    def _accept(self, problem, state, z_new, g_new, extrapolated):
+        """Record the secant pair to the new point; accept or reject it per row; run the
+        progress test (go back and take damped steps on failure) and the growth restart."""
+        xp = _lib(z_new)
+        rows = self._rows(problem, z_new)
+        m = self.memory
+        shp = (-1,) + (1,) * (len(z_new.shape) - 1)
+        x_old, g_old = state.x, state.g
+        r_old = state.res_rows
+        f_new = g_new - z_new
+        r_new = row_norms(f_new, problem.batched)
+        dz = z_new.reshape(rows, -1) - x_old.reshape(rows, -1)
+        df = f_new.reshape(rows, -1) - state.f.reshape(rows, -1)
+        dfn = row_norms(df, True)
+        info = xp.isfinite(r_new) & xp.isfinite(dfn) & (dfn > 0)
+        if self.safeguard:
+            # NaN residuals compare False: a non-finite candidate is rejected
+            acc = ~extrapolated | (r_new <= self.safeguard_ratio * r_old)
+        else:
+            acc = xp.ones_like(info)
+        # the secant pair is information about F whether or not the point is accepted
+        s = state.slot
+        state.slot = (s + 1) % m
+        ib = info[:, None]
+        state.dF[:, s] = xp.where(ib, df, xp.zeros_like(df))
+        state.dW[:, s] = xp.where(ib, dz + self.damping * df, xp.zeros_like(dz))
+        state.valid[:, s] = info
+        row = xp.einsum("bn,bjn->bj", state.dF[:, s].conj(), state.dF)
         state.gram[:, s, :] = row
         state.gram[:, :, s] = row.conj()
-        valid = state.valid
-        diag = np.real(np.einsum("bii->bi", state.gram))
-        cnt = valid.sum(1)
-        scale = np.maximum((diag * valid).sum(1) / np.maximum(cnt, 1), 1e-300)
-        pen = self.regularization * scale[:, None] + (~valid) * (1e30 * scale[:, None])
-        G = state.gram.copy()
-        idx = np.arange(m)
-        G[:, idx, idx] += pen
-        with np.errstate(all="ignore"):
-            try:
-                a = np.linalg.solve(G, np.ones((rows, m, 1), dtype=G.dtype))[..., 0]
-            except np.linalg.LinAlgError:
-                a = np.full((rows, m), np.nan, dtype=G.dtype)
-            a = a / a.sum(axis=1, keepdims=True)
-        bad = ~np.all(np.isfinite(a), axis=1) | (cnt < 2)
-        if bad.any():
-            a[bad] = 0
-            a[bad, s] = 1
-        new = np.einsum("bi,bin->bn", a, state.Zb)
-        new += d * np.einsum("bi,bin->bn", a, state.Fb)
-        if not np.iscomplexobj(z) and np.iscomplexobj(new):
-            new = new.real
-        return new.reshape(z.shape).astype(z.dtype, copy=False)
+
+        x = _pick(acc, shp, z_new, x_old)
+        g = _pick(acc, shp, g_new, g_old)
+        r = xp.where(acc, r_new, r_old)
+        rej = ~acc
+        zero = state.hold * 0
+        if state.best is None:
+            state.best = r_old
+        grow = r > self.restart * state.best
+        drop = grow
+        held = ~extrapolated & (state.hold > 0)
+        state.hold = xp.where(held, state.hold - 1, state.hold)
+        if self.stall_window and self.safeguard:
+            # progress test: within a window of `stall_window` extrapolated steps (rejected
+            # ones included) the residual must drop below `stall_factor` times the best one
+            # seen when the window began; otherwise the row goes back to the window's first point
+            # and takes damped steps for `backoff` iterations (doubling at each failure)
+            state.floor = r_old if state.floor is None else xp.minimum(state.floor, r_old)
+            start = extrapolated & (state.win_n == 0)
+            if bool(start.any()):
+                state.cx = _pick(start, shp, x_old, state.cx)
+                state.cg = _pick(start, shp, g_old, state.cg)
+                state.win_r = xp.where(start, state.floor, state.win_r)
+            state.win_n = xp.where(extrapolated, state.win_n + 1, state.win_n)
+            state.win_min = r if state.win_min is None else \
+                xp.where(start, r, xp.minimum(state.win_min, r))
+            full = extrapolated & (state.win_n >= self.stall_window)
+            good = full & (state.win_min <= self.stall_factor * state.win_r)
+            stall = full & ~good
+            state.backoff = xp.where(good, zero + self.backoff, state.backoff)
+            state.win_n = xp.where(full | grow, zero, state.win_n)
+            if bool(stall.any()):
+                x = _pick(stall, shp, state.cx, x)
+                g = _pick(stall, shp, state.cg, g)
+                state.hold = xp.where(stall, state.backoff, state.hold)
+                state.hold_ref = xp.where(stall, state.win_r, state.hold_ref)
+                state.backoff = xp.where(stall, state.backoff * 2, state.backoff)
+                drop = drop | stall
+                state.n_stalls = state.n_stalls + stall.sum()
+        state.x, state.g = x, g
+        self._measure(problem, state)
+        r = state.res_rows
+        # a damped step that beats the reference of the failed window ends the hold early
+        state.hold = xp.where(held & (r <= self.stall_factor * state.hold_ref), zero, state.hold)
+        state.hold = xp.where(rej, xp.maximum(state.hold, zero + 1), state.hold)
+        state.best = xp.where(drop, r, xp.minimum(state.best, r))
+        state.valid &= ~drop[:, None]
+        state.n_fallbacks = state.n_fallbacks + rej.sum()
+        state.n_restarts = state.n_restarts + grow.sum()
 
     def check(self, problem, state, ctx):
         if not bool(state.finite):
@@ -341,3 +551,33 @@ class FixedPoint(Solver):
                 f"{100 * frac:.1f}% of rows met the tolerance. Raise maxiter, lower the "
                 "damping, or use method='anderson'"))
         return None
+
+
+def _pick(mask, shape, a, b):
+    """Rows of ``a`` where ``mask`` holds, of ``b`` elsewhere (no copy when uniform)."""
+    if bool(mask.all()):
+        return a
+    if b is None or not bool(mask.any()):
+        return a if b is None else b
+    return _lib(a).where(mask.reshape(shape), a, b)
+
+
+def _solve(M, rhs):
+    """Batched solve of the small regularized normal equations; NaN rows where singular."""
+    if is_torch(M):
+        import torch
+
+        sol, info = torch.linalg.solve_ex(M, rhs[..., None])
+        sol = sol[..., 0]
+        return torch.where((info == 0)[:, None], sol, torch.full_like(sol, float("nan")))
+    with np.errstate(all="ignore"):
+        try:
+            return np.linalg.solve(M, rhs[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            out = np.full(rhs.shape, np.nan, dtype=np.result_type(M, rhs))
+            for i in range(M.shape[0]):
+                try:
+                    out[i] = np.linalg.solve(M[i], rhs[i])
+                except np.linalg.LinAlgError:
+                    pass
+            return out
