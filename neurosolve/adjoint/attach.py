@@ -63,10 +63,18 @@ def attach_result(rule: Any, result: Result, config: Implicit) -> Result:
         warnings.warn(text, RuntimeWarning, stacklevel=4)
         report["exact"] = False
 
-    x = reattach(result.x, rule.optimality, rule.solve_adjoint, config=config,
+    polish = getattr(rule, "polish", None)  # a rule may refine the answer to a root first
+    if polish is not None:
+        result = polish(result, report)
+    root = getattr(rule, "root", None)
+    x = reattach(root(result.x) if root is not None else result.x, rule.optimality,
+                 rule.solve_adjoint, config=config,
                  defaults=(rule.default_rtol(), rule.default_max_iter(result.n_iter)),
                  n_forward=result.n_iter if rule.comparable_iterations else 0, report=report,
                  before=check_forward)
+    embed = getattr(rule, "embed", None)  # the root's coordinates back to the answer's
+    if embed is not None:
+        x = embed(x)
     stats = dict(result.stats)
     stats["adjoint"] = report
     return dataclasses.replace(result, x=x, stats=stats)

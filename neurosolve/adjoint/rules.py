@@ -283,6 +283,10 @@ def rule_for(problem, solver, config):
         return MinimizeRule(problem, solver, config)
     if isinstance(problem, FixedPointProblem):
         return FixedPointRule(problem, solver, config)
+    if type(problem).__name__ == "ConvexReLU":
+        from neurosolve.adjoint.relu_rule import ConvexReLURule
+
+        return ConvexReLURule(problem, solver, config)
     name = type(problem).__name__
     if name == "Bilevel":
         raise NotImplementedError(
@@ -291,5 +295,6 @@ def rule_for(problem, solver, config):
             'is built to avoid; use adjoint="unrolled" through the torch iterations')
     raise NotImplementedError(
         f'adjoint="implicit" is not available for {name} problems (supported: LinearSystem, '
-        "Minimize, FixedPointProblem; for your own solver use neurosolve.implicit_root)")
+        "Minimize, FixedPointProblem, ConvexReLU; for your own solver use "
+        "neurosolve.implicit_root)")
 

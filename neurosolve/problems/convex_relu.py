@@ -189,6 +189,7 @@ class ConvexReLU:
         self.classes = None
         self.task = "regression"
         Y = self._targets(yn, loss, one_vs_all)
+        self._y_direct = loss == "squared" and not one_vs_all
         self.c = Y.shape[1]
         self.Y_np = Y
 
@@ -196,9 +197,11 @@ class ConvexReLU:
         if standardize:
             mean = Xn.mean(axis=0) if bias else np.zeros(d_in)
             std = Xn.std(axis=0)
-            std = np.where(std > 1e-12 * max(1.0, np.abs(Xn).max()), std, 1.0)
+            self._std_kept = std > 1e-12 * max(1.0, np.abs(Xn).max())
+            std = np.where(self._std_kept, std, 1.0)
         else:
             mean, std = np.zeros(d_in), np.ones(d_in)
+            self._std_kept = np.zeros(d_in, dtype=bool)
         self.mean, self.scale = mean, std
         Xt = self.transform_numpy(Xn)
         self.X_raw_np = Xn
@@ -269,6 +272,7 @@ class ConvexReLU:
 
         # ---- arrays in the input's library
         self.X = X
+        self.y = y  # the raw inputs, kept so that torch_data() can differentiate through them
         if self.array_library == "torch":
             import torch
 
@@ -617,6 +621,104 @@ class ConvexReLU:
         A = np.array(A).reshape(-1, self.c)
         return ReLUNetwork(U=U, alpha=A, mean=self.mean, scale=self.scale, bias=self.bias,
                            task=self.task, classes=self.classes)
+
+    # ------------------------------------------------------------------------------------
+    # differentiable evaluation (torch): used by solve(..., adjoint="implicit")
+    def torch_data(self):
+        """``(Xt, Y)``: the design matrix and targets recomputed in torch from the raw ``X``
+        and ``y`` given at construction, so that autograd sees them (standardization
+        included; the statistics' masks and the patterns ``D`` are held fixed).
+
+        Only for problems built from torch tensors. Labels of a binary loss are constants.
+        """
+        import torch
+
+        if self.array_library != "torch":
+            raise TypeError("torch_data() needs a problem built from torch tensors X, y")
+        dt, dev = self.Xt.dtype, self.Xt.device
+        X = self._design_torch(self.X)
+        if self._y_direct:  # squared loss on the given targets: differentiable in y
+            Y = torch.as_tensor(self.y).to(dtype=dt, device=dev).reshape(self.n, -1)
+        else:
+            Y = torch.as_tensor(self.Y_np, dtype=dt, device=dev)
+        return X, Y
+
+    def _design_torch(self, Xraw):
+        """The design matrix of raw inputs in torch, standardized with statistics computed
+        in torch from the training ``X`` (so gradients reach it); columns whose training
+        standard deviation was floored to 1 stay unscaled."""
+        import torch
+
+        dt, dev = self.Xt.dtype, self.Xt.device
+        X = torch.as_tensor(Xraw).to(dtype=dt, device=dev)
+        if self.standardize:
+            train = torch.as_tensor(self.X).to(dtype=dt, device=dev)
+            mean = train.mean(dim=0) if self.bias else torch.zeros_like(train[0])
+            std = torch.where(torch.as_tensor(self._std_kept, device=dev),
+                              train.std(dim=0, correction=0), torch.ones_like(train[0]))
+            X = (X - mean) / std
+        if self.bias:
+            X = torch.cat([X, torch.ones_like(X[:, :1])], dim=1)
+        return X
+
+    def _blocks_torch(self, x):
+        x = x if x.ndim == 4 else x[..., None]
+        if tuple(x.shape) != (2, self.P, self.d, self.c):
+            raise ValueError(f"x must have shape {self.x_shape}, got {tuple(x.shape)}")
+        return x[0], x[1]
+
+    def outputs(self, x, X=None):
+        """Outputs of the fitted network of ``x`` (torch; differentiable in ``x`` and, through
+        :meth:`torch_data`, in the training ``X`` and ``y``).
+
+        ``X=None``: on the training data, ``sum_i D_i X (v_i - w_i)`` (equal to the ReLU
+        network's outputs where the cone constraints hold). Otherwise on new raw inputs
+        ``X`` (n', d_in): ``sum_i relu(X v_i) - relu(X w_i)`` after the training
+        standardization. Shape (n, c), or (n,) for one output.
+        """
+        import torch
+
+        v, w = self._blocks_torch(x)
+        Xt, _ = self.torch_data()
+        if X is None:
+            D = torch.as_tensor(self.D_np, dtype=Xt.dtype, device=Xt.device)
+            Z = (torch.einsum("nd,pdc->npc", Xt, v - w) * D[:, :, None]).sum(1)
+        else:
+            Xn = torch.as_tensor(X).to(dtype=Xt.dtype, device=Xt.device)
+            if Xn.ndim != 2 or Xn.shape[1] != self.d_in:
+                raise ValueError(f"X must have shape (n, {self.d_in}), got {tuple(Xn.shape)}")
+            Xn = self._design_torch(Xn)
+            Z = (torch.relu(torch.einsum("nd,pdc->npc", Xn, v))
+                 - torch.relu(torch.einsum("nd,pdc->npc", Xn, w))).sum(1)
+        return Z[:, 0] if self.c == 1 else Z
+
+    def value(self, x):
+        """The convex objective of ``x`` as a differentiable torch scalar (loss plus
+        ``beta sum ||v_i|| + ||w_i||``; epsilon = 0 programs). With ``x`` from
+        ``solve(prob, adjoint="implicit")`` its gradient with respect to the training
+        ``X`` and ``y`` is the derivative of the optimal value (patterns held fixed).
+
+        Examples
+        --------
+        >>> import torch, neurosolve as ns
+        >>> g = torch.Generator().manual_seed(0)
+        >>> X = torch.randn(30, 2, generator=g, dtype=torch.float64, requires_grad=True)
+        >>> y = (X[:, 0] * X[:, 1]).detach()
+        >>> prob = ns.problems.ConvexReLU(X, y, beta=0.2, patterns=6, seed=0)
+        >>> res = ns.solve(prob, ns.solvers.ADMM(rtol=1e-7), adjoint="implicit")
+        >>> prob.value(res.x).backward()
+        >>> tuple(X.grad.shape)
+        (30, 2)
+        """
+        import torch
+
+        if self.robust:
+            raise NotImplementedError("value() is for epsilon = 0 programs")
+        v, w = self._blocks_torch(x)
+        _, Y = self.torch_data()
+        Z = self.outputs(x).reshape(self.n, self.c)
+        reg = (torch.linalg.vector_norm(v, dim=1).sum() + torch.linalg.vector_norm(w, dim=1).sum())
+        return RL.loss_value(self.loss, Z, Y, self.w) + self.beta * reg
 
     def nc_objective(self, net) -> float:
         """Non-convex training objective of a network on this problem's data and loss
