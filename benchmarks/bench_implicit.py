@@ -26,6 +26,13 @@ time alone (``adjoint=None``), ``backward_over_forward`` (backward / forward tim
 iteration counts and ``gradient_relative_difference`` between the two modes. The memory
 case ``test_memory_flat_in_iterations`` solves the Poisson case to 1e-4 and 1e-10 and
 records both modes' saved bytes: implicit stays flat, unrolled grows with the iterations.
+
+Peer (``test_deq_vs_torchdeq``, skipped without torchdeq): the ``deq`` cell solved by
+plain fixed-point iteration on both sides (damping 1 for ours, torchdeq's
+``fixed_point_iter``) with each library's implicit backward; ``extra_info`` holds both
+sides' residual ``max_k ||F(z_k) - z_k||`` measured by the same function,
+``ratio_vs_torchdeq`` (ours / torchdeq, forward plus backward, minima) and
+``gradient_relative_difference``.
 """
 
 from __future__ import annotations
@@ -219,3 +226,69 @@ def test_memory_flat_in_iterations(benchmark, mode):
     (k1, b1), (k2, b2) = rows[1e-4], rows[1e-10]
     benchmark.extra_info.update(iterations=[k1, k2], saved_bytes=[b1, b2],
                                 saved_growth=b2 / b1, iteration_growth=k2 / k1)
+
+
+# -- peer: torchdeq's implicit backward on the same equilibrium cell --------------------
+
+def _deq_residual(z, params):
+    """``max_k ||F(z_k) - z_k||``: the same certificate measured on both sides' answers."""
+    W, U, c = params
+    xin = _deq_data()[3]
+    with torch.no_grad():
+        return float(torch.linalg.vector_norm(torch.tanh(z @ W.T + xin @ U.T + c) - z,
+                                              dim=1).max())
+
+
+def _deq_forward(side, params):
+    """Plain fixed-point iteration on both sides (torchdeq's ``fixed_point_iter`` is
+    undamped, so ours runs damping 1), implicit backward by fixed-point iteration on both
+    sides, tolerance 1e-11 for ours against torchdeq's 1e-10 on its own norm, so that our
+    answer is at least as accurate (the residuals are recorded)."""
+    W, U, c = params
+    xin = _deq_data()[3]
+    F = lambda z: torch.tanh(z @ W.T + xin @ U.T + c)  # noqa: E731
+    z0 = torch.zeros(xin.shape[0], W.shape[0], dtype=D)
+    if side == "ours":
+        prob = FixedPointProblem(F, z0, batched=True)
+        res = ns.solve(prob, FixedPoint(method="damped", damping=1.0, atol=1e-11, rtol=0.0,
+                                        maxiter=2000),
+                       adjoint=ns.adjoint.Implicit(rtol=1e-10))
+        return res.x, int(res.n_iter)
+    from torchdeq import get_deq
+
+    deq = get_deq(core="indexing", ift=True, f_solver="fixed_point_iter",
+                  b_solver="fixed_point_iter", f_max_iter=2000, b_max_iter=2000, f_tol=1e-10,
+                  b_tol=1e-10, f_stop_mode="abs", b_stop_mode="abs")
+    zs, info = deq(F, z0)
+    return zs[-1], int(info["nstep"].max())
+
+
+@pytest.mark.parametrize("side", ["torchdeq", "ours"])
+def test_deq_vs_torchdeq(benchmark, side):
+    pytest.importorskip("torchdeq")
+    benchmark.group = "implicit-deq-vs-torchdeq"
+    W0, U0, c0, _ = _deq_data()
+    out = {}
+
+    def once():
+        params = [t.clone().requires_grad_(True) for t in (W0, U0, c0)]
+        t0 = time.perf_counter()
+        z, n_iter = _deq_forward(side, params)
+        t1 = time.perf_counter()
+        grads = torch.autograd.grad(z.sum(), params)
+        out.update(forward=t1 - t0, backward=time.perf_counter() - t1, grads=grads,
+                   n_iter=n_iter, residual=_deq_residual(z.detach(), params))
+
+    benchmark.pedantic(once, rounds=5, warmup_rounds=1)
+    info = benchmark.extra_info
+    info.update(forward_s=out["forward"], backward_s=out["backward"],
+                iterations=out["n_iter"], residual=out["residual"])
+    out["best_total"] = benchmark.stats.stats.min
+    _RESULTS[("deq-peer", side)] = out
+    peer = _RESULTS.get(("deq-peer", "torchdeq"))
+    if side == "ours" and peer is not None:
+        info["ratio_vs_torchdeq"] = out["best_total"] / peer["best_total"]
+        num = sum(float(torch.linalg.vector_norm(a - b) ** 2)
+                  for a, b in zip(out["grads"], peer["grads"])) ** 0.5
+        den = sum(float(torch.linalg.vector_norm(b) ** 2) for b in peer["grads"]) ** 0.5
+        info["gradient_relative_difference"] = num / den

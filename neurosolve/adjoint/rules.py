@@ -16,6 +16,9 @@ Minimize            ``grad f(x)``               ``H lam = -g`` by CG on Hessian-
                                                 products
 FixedPointProblem   ``F(z) - z``                ``u = J^T u + g`` with the forward
                                                 fixed-point method and damping
+ConvexReLU          KKT of the program reduced  dense LU of the reduced KKT matrix, after
+                    to its active set           an active-set polish of the answer
+                                                (:mod:`neurosolve.adjoint.relu_rule`)
 ==================  ==========================  ===========================================
 
 References
