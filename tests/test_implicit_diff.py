@@ -517,3 +517,41 @@ def test_complex_fixed_point_gradcheck():
         return (z * z.conj()).real.sum() + z.real.sum()
 
     assert torch.autograd.gradcheck(f, (W, c), eps=1e-6, atol=1e-6)
+
+
+def test_warm_start_reuses_the_previous_adjoint_and_keeps_the_gradient():
+    g = torch.Generator().manual_seed(0)
+    n = 120
+    Q = torch.randn(n, n, dtype=torch.float64, generator=g)
+    A0 = Q @ Q.T / n + 0.05 * torch.eye(n, dtype=torch.float64)
+    b = torch.randn(n, dtype=torch.float64, generator=g)
+
+    def run(cfg, steps=3):
+        out = []
+        for step in range(steps):
+            th = torch.tensor(1.0 + 0.01 * step, dtype=torch.float64, requires_grad=True)
+            r = ns.solve(ns.problems.LinearSystem(A0 * th, b), ns.solvers.CG(rtol=1e-11),
+                         adjoint=cfg)
+            (gr,) = torch.autograd.grad((r.x ** 2).sum(), th)
+            rep = r.adjoint_report()
+            out.append((rep["n_iter"], rep["warm_start"], float(gr)))
+        return out
+
+    cold = run(ns.adjoint.Implicit(rtol=1e-11))
+    warm = run(ns.adjoint.Implicit(rtol=1e-11, warm_start=True))
+    assert [w for _, w, _ in cold] == [False] * 3
+    assert [w for _, w, _ in warm] == [False, True, True]
+    for (kc, _, gc), (kw, _, gw) in zip(cold[1:], warm[1:]):
+        assert kw < kc
+        assert gw == pytest.approx(gc, rel=1e-8)
+    # a change of shape drops the cache instead of failing
+    cfg = ns.adjoint.Implicit(warm_start=True)
+    for m in (5, 6):
+        bb = torch.ones(m, dtype=torch.float64, requires_grad=True)
+        r = ns.solve(ns.problems.LinearSystem(torch.eye(m, dtype=torch.float64) * 2, bb),
+                     ns.solvers.CG(rtol=1e-12), adjoint=cfg)
+        r.x.sum().backward()
+        assert r.adjoint_report()["warm_start"] is False
+        assert torch.allclose(bb.grad, torch.full((m,), 0.5, dtype=torch.float64))
+    with pytest.raises(TypeError, match="warm_start"):
+        ns.adjoint.Implicit(warm_start="previous")

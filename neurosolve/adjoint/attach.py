@@ -135,7 +135,12 @@ def reattach(x_star, optimality: Callable, solve_adjoint: Callable, *, config: I
                           relative_residual=0.0, time=0.0)
             return torch.zeros_like(g)
         t0 = time.perf_counter()
-        lam, info = solve_adjoint(g / gnorm, rtol, max_iter)
+        x0 = _cached_start(config, g)
+        lam, info = (solve_adjoint(g / gnorm, rtol, max_iter) if x0 is None
+                     else solve_adjoint(g / gnorm, rtol, max_iter, x0=x0))
+        info = dict(info, warm_start=x0 is not None)
+        if config.warm_start and bool(torch.isfinite(lam).all()):
+            config.cache["lam"] = lam.detach().clone()
         lam = lam * gnorm
         report.update(info, rtol=rtol, max_iter=max_iter, time=time.perf_counter() - t0,
                       forward_iterations=n_forward)
@@ -162,6 +167,18 @@ def reattach(x_star, optimality: Callable, solve_adjoint: Callable, *, config: I
         return lam.reshape(g.shape).to(g.dtype)
 
     return _Reattach.apply(x_star, r, backward)
+
+
+def _cached_start(config: Implicit, g):
+    """The previous unit-cotangent adjoint solution when ``config.warm_start`` and it fits
+    ``g`` (shape, dtype, device); otherwise None."""
+    if not config.warm_start:
+        return None
+    lam = config.cache.get("lam")
+    if lam is None or lam.shape != g.shape or lam.dtype != g.dtype or lam.device != g.device:
+        config.cache.pop("lam", None)
+        return None
+    return lam
 
 
 def _function_class():

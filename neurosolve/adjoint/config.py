@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from neurosolve.core import SolveError, Solver
@@ -41,6 +41,15 @@ class Implicit:
         What ``backward`` does when the forward solve did not converge, or the adjoint
         solve does not: raise :class:`ImplicitDiffError` (default) or warn and return
         the gradient anyway.
+    warm_start : bool
+        Start each adjoint solve from the previous one's solution (per ``Implicit``
+        object: pass the same object to every ``solve`` of a training loop whose
+        parameters and loss drift slowly). Default False: start from zero, since the
+        forward's ``x0`` is no guess for a system with right-hand side ``g`` instead of
+        ``b``. The cache is dropped on a change of shape, dtype or device, is never
+        differentiated, and only the CG family, CG on Hessian-vector products and
+        fixed-point adjoints use it (the dense convex ReLU adjoint and
+        :func:`~neurosolve.adjoint.attach`'s Krylov solves start from zero).
 
     Examples
     --------
@@ -58,6 +67,10 @@ class Implicit:
     rtol: float | None = None
     max_iter: int | None = None
     on_unconverged: str = "raise"
+    warm_start: bool = False
+    #: the previous adjoint solution (unit cotangent) when ``warm_start``; not part of the
+    #: configuration's identity
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         if self.solver is not None and not isinstance(self.solver, Solver):
@@ -71,6 +84,9 @@ class Implicit:
                                           or self.max_iter < 1):
             raise ValueError(f"Implicit(max_iter=...) must be a positive integer, got "
                              f"{self.max_iter!r}")
+        if not isinstance(self.warm_start, bool):
+            raise TypeError(f"Implicit(warm_start=...) must be True or False, got "
+                            f"{self.warm_start!r}")
         if self.on_unconverged not in ("raise", "warn"):
             raise ValueError(f'Implicit(on_unconverged=...) must be "raise" or "warn", got '
                              f"{self.on_unconverged!r}")

@@ -305,7 +305,7 @@ class ConvexReLURule:
         Xt, Y = self.problem.torch_data()
         return self._kkt(z, Xt, Y)
 
-    def solve_adjoint(self, g, rtol: float, max_iter: int):
+    def solve_adjoint(self, g, rtol: float, max_iter: int, x0=None):  # x0: dense, unused
         import torch
 
         J = self._J.to(g.dtype)

@@ -71,7 +71,7 @@ def attach(x_star, optimality_fn: Callable, *args, symmetric: bool = False,
         holder["x"], holder["r"] = xv, r
         return r
 
-    def solve_adjoint(g, rtol, max_iter):
+    def solve_adjoint(g, rtol, max_iter, x0=None):  # Krylov from zero: x0 unused
         xv, r = holder["x"], holder["r"]
 
         def vjp(v):

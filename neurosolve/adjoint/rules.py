@@ -87,7 +87,7 @@ class LinearRule:
     def optimality(self, x):
         return self.problem.optimality(x)
 
-    def solve_adjoint(self, g, rtol: float, max_iter: int):
+    def solve_adjoint(self, g, rtol: float, max_iter: int, x0=None):
         from neurosolve.problems import LinearSystem
 
         p = self.problem
@@ -95,7 +95,7 @@ class LinearRule:
         system = LinearSystem(p.A, g, spd=True, nullspace=p.nullspace)
         solver = self.config.solver or dataclasses.replace(
             self.solver, rtol=rtol, atol=0.0, maxiter=max_iter, callback=None)
-        res = solve(system, solver)
+        res = solve(system, solver, None if x0 is None else -x0)  # A (-lam) = g
         return -res.x, _info(res, solver)
 
 
@@ -126,7 +126,7 @@ class MinimizeRule:
         self._r = self.problem.optimality(self._x)
         return self._r
 
-    def solve_adjoint(self, g, rtol: float, max_iter: int):
+    def solve_adjoint(self, g, rtol: float, max_iter: int, x0=None):
         import torch
 
         from neurosolve.operators import aslinearoperator
@@ -142,7 +142,7 @@ class MinimizeRule:
         n = int(g.shape[0])
         H = aslinearoperator(hvp, linear=True, spd=True, shape=(n, n))
         solver = self.config.solver or CG(rtol=rtol, maxiter=max_iter, flexible=False)
-        res = solve(LinearSystem(H, -g), solver)
+        res = solve(LinearSystem(H, -g), solver, x0)
         return res.x, _info(res, solver)
 
 
@@ -169,7 +169,7 @@ class FixedPointRule:
         self._r = self.problem.optimality(self._z)
         return self._r
 
-    def solve_adjoint(self, g, rtol: float, max_iter: int):
+    def solve_adjoint(self, g, rtol: float, max_iter: int, x0=None):
         import torch
 
         from neurosolve.problems.fixed_point import FixedPointProblem
@@ -181,8 +181,8 @@ class FixedPointRule:
             (jtu,) = torch.autograd.grad(r, z, u, retain_graph=True)
             return jtu + u + g
 
-        prob = FixedPointProblem(adjoint_map, torch.zeros_like(g), batched=self.problem.batched,
-                                 validate=False, name="adjoint")
+        prob = FixedPointProblem(adjoint_map, torch.zeros_like(g) if x0 is None else x0,
+                                 batched=self.problem.batched, validate=False, name="adjoint")
         # the tolerance is relative to the (unit) cotangent, not to the iterate
         solver = self.config.solver or dataclasses.replace(
             self.solver, rtol=0.0, atol=rtol, maxiter=max_iter, callback=None)
