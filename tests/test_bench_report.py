@@ -11,8 +11,6 @@ from neurosolve import bench_report as br
 from neurosolve.cli import main as cli_main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# bench_lvhba.py is edited elsewhere; its speedup_vs_* keys are read as ratios meanwhile
-PENDING = {"bench_lvhba.py"}
 
 
 def _bench(fullname, stats=(1.0, 2.0, 3), group=None, **info):
@@ -125,8 +123,6 @@ def _extra_info_keys(path: pathlib.Path) -> set[str]:
 @pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("bench_*.py")),
                          ids=lambda p: p.name)
 def test_benchmarks_follow_the_ratio_convention(path):
-    if path.name in PENDING:
-        pytest.skip(f"{path.name}: speedup_vs_* keys pending rename (read as ratios meanwhile)")
     keys = _extra_info_keys(path)
     assert keys, "no extra_info keys found: the scan is broken"
     bad = sorted(k for k in keys if "speedup" in k
