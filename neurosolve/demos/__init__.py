@@ -92,5 +92,7 @@ def run_demos(small: bool = False, outdir: str | pathlib.Path = "neurosolve-repo
         "not_installed": missing,
     }
     (outdir / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (outdir / "summary.md").write_text(format_table(rows) + "\n")
+    from neurosolve.bench_report import PEER_RATIO_NOTE
+
+    (outdir / "summary.md").write_text(format_table(rows) + "\n\n" + PEER_RATIO_NOTE + "\n")
     return report
