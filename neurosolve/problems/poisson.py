@@ -67,6 +67,9 @@ __all__ = [
     "ellipsoids",
     "pool",
     "random_geometry",
+    "lognormal_field",
+    "layered_field",
+    "inclusions_field",
     "rhs_blobs",
     "rhs_noise",
     "rhs_lowfreq",
@@ -117,6 +120,14 @@ class CellGrid:
         (``{"x-": ..., "x+": ..., "y-": ..., ...}``, missing faces are ``"neumann"``).
         A Neumann wall behaves like a layer of solid cells outside the grid, a Dirichlet
         wall like a layer of air cells.
+    coefficients : array of float, shape ``cells.shape``, optional
+        A positive coefficient ``k`` per cell: the operator becomes ``-div(k grad p)``.
+        The coefficient of the face between two fluid cells is the harmonic mean of their
+        ``k`` (exact for a flux through two half cells in series); a face towards an air
+        cell or a Dirichlet wall uses the fluid cell's own ``k``; solid faces stay closed.
+        ``None`` (default) means ``k = 1`` everywhere (the unit stencil, bit for bit).
+        Generators: :func:`lognormal_field`, :func:`layered_field`,
+        :func:`inclusions_field`. Values on non-fluid cells are ignored.
 
     Attributes
     ----------
@@ -129,10 +140,11 @@ class CellGrid:
     Raises
     ------
     ValueError
-        ``cells`` not 2-D or 3-D, empty, or with values other than 0, 1, 2; bad ``walls``.
+        ``cells`` not 2-D or 3-D, empty, or with values other than 0, 1, 2; bad ``walls``;
+        ``coefficients`` of another shape, not finite, or not positive on a fluid cell.
     """
 
-    def __init__(self, cells: Any, walls: Any = "neumann"):
+    def __init__(self, cells: Any, walls: Any = "neumann", coefficients: Any = None):
         arr = np.asarray(cells)
         if arr.ndim not in (2, 3):
             raise ValueError(f"cells must be a 2-D or 3-D array, got shape {arr.shape}")
@@ -153,19 +165,35 @@ class CellGrid:
         self.walls = _parse_walls(walls, self.ndim)
         self.fluid = self.cells == FLUID
         self.fluid.flags.writeable = False
+        self.coefficients = _check_coefficients(coefficients, self.shape, self.fluid)
         self._cache: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         counts = np.bincount(self.cells.ravel(), minlength=3)
         walls = set(self.walls.values())
         w = walls.pop() if len(walls) == 1 else self.walls
+        k = ""
+        if self.coefficients is not None:
+            kf = self.coefficients[self.fluid]
+            k = (f", coefficients=[{kf.min():.3g}, {kf.max():.3g}]" if kf.size
+                 else ", coefficients=[]")
         return (f"CellGrid(shape={self.shape}, fluid={counts[0]}, solid={counts[1]}, "
-                f"air={counts[2]}, walls={w!r})")
+                f"air={counts[2]}, walls={w!r}{k})")
+
+    @property
+    def variable(self) -> bool:
+        """True when the grid carries a coefficient field (``-div(k grad p)``)."""
+        return self.coefficients is not None
+
+    def with_coefficients(self, coefficients: Any) -> "CellGrid":
+        """The same cells and walls with a coefficient field (None: back to ``k = 1``)."""
+        return CellGrid(self.cells, walls=dict(self.walls), coefficients=coefficients)
 
     # -- the stencil ---------------------------------------------------------------------
     def stencil(self):
         """``(diag, couplings)``: the diagonal (grid-shaped float64) and, per axis, the
-        coupling of each cell with its ``+1`` neighbour (1.0 between two fluid cells).
+        coupling of each cell with its ``+1`` neighbour (1.0 between two fluid cells, the
+        face coefficient with a coefficient field).
 
         ``A[i, i] = diag[i]`` and ``A[i, i + e_a] = -couplings[a][i]``.
         """
@@ -173,6 +201,8 @@ class CellGrid:
             f = self.fluid
             diag = np.zeros(self.shape)
             coup = []
+            dirichlet_faces = np.zeros(self.shape, dtype=np.int64)
+            k = self.coefficients
             for a in range(self.ndim):
                 lo = SOLID if self.walls[f"{_AXES[a]}-"] == "neumann" else AIR
                 hi = SOLID if self.walls[f"{_AXES[a]}+"] == "neumann" else AIR
@@ -186,10 +216,22 @@ class CellGrid:
                 sl_lo[a] = slice(0, -2)
                 sl_hi[a] = slice(2, None)
                 lower, upper = P[tuple(sl_lo)], P[tuple(sl_hi)]
-                diag += (lower != SOLID)
-                diag += (upper != SOLID)
-                coup.append((f & (upper == FLUID)).astype(np.float64))
+                dirichlet_faces += (lower == AIR).astype(np.int64) + (upper == AIR)
+                if k is None:
+                    diag += (lower != SOLID)
+                    diag += (upper != SOLID)
+                    coup.append((f & (upper == FLUID)).astype(np.float64))
+                    continue
+                # neighbour coefficients (edge-replicated: a wall face uses the cell's k)
+                Kp = np.pad(k, width, mode="edge")
+                k_lo, k_hi = Kp[tuple(sl_lo)], Kp[tuple(sl_hi)]
+                for nb, k_nb in ((lower, k_lo), (upper, k_hi)):
+                    face = np.where(nb == FLUID, _harmonic(k, k_nb), np.where(nb == AIR, k, 0.0))
+                    diag += face
+                coup.append(np.where(f & (upper == FLUID), _harmonic(k, k_hi), 0.0))
             diag *= f
+            dirichlet_faces *= f
+            self._cache["dirichlet_faces"] = dirichlet_faces
             for c in coup:
                 c.flags.writeable = False
             diag.flags.writeable = False
@@ -241,16 +283,8 @@ class CellGrid:
         if "components" not in self._cache:
             from scipy import ndimage
 
-            diag, coup = self.stencil()
-            nfl = np.zeros(self.shape)
-            for a, c in enumerate(coup):
-                nfl += c
-                sl_dst = [slice(None)] * self.ndim
-                sl_src = [slice(None)] * self.ndim
-                sl_dst[a] = slice(1, None)
-                sl_src[a] = slice(0, -1)
-                nfl[tuple(sl_dst)] += c[tuple(sl_src)]
-            touches_dirichlet = self.fluid & (diag > nfl)
+            self.stencil()
+            touches_dirichlet = self.fluid & (self._cache["dirichlet_faces"] > 0)
             lab, m = ndimage.label(self.fluid, structure=ndimage.generate_binary_structure(self.ndim, 1))
             dirichlet_labels = np.unique(lab[touches_dirichlet])
             keep = np.ones(m + 1, dtype=bool)
@@ -478,6 +512,34 @@ class PoissonOperator(LinearOperator):
     def diagonal(self):
         d = self._st[0].reshape(-1)
         return d.copy() if self.array_library == "numpy" else d.clone()
+
+
+def _harmonic(a, b):
+    """Elementwise harmonic mean ``2 a b / (a + b)`` (0 where both vanish)."""
+    s = a + b
+    return np.divide(2.0 * a * b, s, out=np.zeros_like(s, dtype=np.float64), where=s > 0)
+
+
+def _check_coefficients(coefficients, shape, fluid):
+    if coefficients is None:
+        return None
+    if is_torch(coefficients):
+        coefficients = coefficients.detach().cpu().numpy()
+    k = np.asarray(coefficients)
+    if k.dtype.kind not in "biuf":
+        raise TypeError(f"coefficients must be a real numeric array, got dtype {k.dtype}")
+    k = np.array(k, dtype=np.float64)
+    if k.shape != tuple(shape):
+        raise ValueError(f"coefficients must have the grid's shape {tuple(shape)}, got {k.shape}")
+    kf = k[fluid]
+    if not np.all(np.isfinite(kf)):
+        raise ValueError("coefficients must be finite on fluid cells (found NaN or inf)")
+    if np.any(kf <= 0):
+        raise ValueError(f"coefficients must be > 0 on fluid cells (smallest {kf.min():.3g}); "
+                         "close a region with SOLID cells instead of a zero coefficient")
+    k[~fluid] = 1.0  # unused; keeps the edge replication of wall faces finite
+    k.flags.writeable = False
+    return k
 
 
 # -- geometries -----------------------------------------------------------------------------
@@ -769,3 +831,130 @@ def rhs_lowfreq(grid_or_shape, seed: int = 0, modes: int = 4) -> np.ndarray:
     else:
         v = np.einsum("abc,ai,bj,ck->ijk", C, *bases, optimize=True)
     return _finish(grid, v)
+
+
+# -- coefficient fields ------------------------------------------------------------------
+
+def _gaussian_field(shape, correlation, rng):
+    """A stationary Gaussian field of unit variance with a Gaussian covariance of length
+    ``correlation`` (in cells), by filtering white noise in Fourier space (periodic)."""
+    noise = rng.standard_normal(shape)
+    freqs = np.meshgrid(*[np.fft.fftfreq(s) for s in shape], indexing="ij")
+    k2 = sum(f * f for f in freqs)
+    filt = np.exp(-2.0 * (np.pi * correlation) ** 2 * k2)
+    g = np.real(np.fft.ifftn(np.fft.fftn(noise) * filt))
+    g -= g.mean()
+    sd = g.std()
+    return g / sd if sd > 0 else g
+
+
+def lognormal_field(shape, sigma: float = 1.0, correlation: float = 0.1, seed: int = 0) -> np.ndarray:
+    """A log-normal random coefficient field ``k = exp(sigma g)``, ``g`` a unit Gaussian
+    field with correlation length ``correlation`` (a fraction of the smallest side).
+
+    The standard model of heterogeneous permeability in groundwater and reservoir
+    studies; the contrast ``max k / min k`` grows like ``exp(2 sigma * 4)`` roughly
+    (``sigma = 2`` gives about 1e6 on a 64^2 grid).
+
+    Examples
+    --------
+    >>> from neurosolve.problems import poisson
+    >>> k = poisson.lognormal_field((32, 32), sigma=1.5, seed=0)
+    >>> grid = poisson.box((32, 32), walls="dirichlet").with_coefficients(k)
+    >>> grid.variable, k.shape
+    (True, (32, 32))
+    """
+    shape = _check_shape(shape)
+    if not (isinstance(sigma, (int, float)) and sigma >= 0 and np.isfinite(sigma)):
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+    if not (isinstance(correlation, (int, float)) and 0 < correlation <= 1):
+        raise ValueError(f"correlation must be in (0, 1] (a fraction of the grid), got {correlation!r}")
+    rng = np.random.default_rng(seed)
+    g = _gaussian_field(shape, correlation * min(shape), rng)
+    return np.exp(sigma * g)
+
+
+def layered_field(shape, n_layers: int = 8, contrast: float = 1e4, axis: int = -1,
+                  channels: int = 2, seed: int = 0) -> np.ndarray:
+    """Layers with log-uniform coefficients across ``contrast``, crossed by meandering
+    high-coefficient channels: the structure of the SPE10 benchmark's fluvial layers
+    (Christie and Blunt, 2001).
+
+    Parameters
+    ----------
+    shape : sizes
+    n_layers : int
+        Layers of equal thickness along ``axis``, each with ``log10 k`` uniform in
+        ``[-log10(contrast)/2, +log10(contrast)/2]``.
+    contrast : float
+        ``max k / min k`` (>= 1); the channels take the top value.
+    axis : int
+        The stacking axis (default the last, "up").
+    channels : int
+        Sinuous channels per layer-crossing plane running along the first other axis.
+    seed : int
+    """
+    shape = _check_shape(shape)
+    if not (isinstance(contrast, (int, float)) and contrast >= 1 and np.isfinite(contrast)):
+        raise ValueError(f"contrast must be a finite number >= 1, got {contrast!r}")
+    if not (isinstance(n_layers, (int, np.integer)) and n_layers >= 1):
+        raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
+    nd = len(shape)
+    axis = axis % nd
+    rng = np.random.default_rng(seed)
+    half = 0.5 * np.log10(contrast)
+    logk = rng.uniform(-half, half, n_layers)
+    pos = (np.arange(shape[axis]) * n_layers) // shape[axis]
+    bshape = [1] * nd
+    bshape[axis] = shape[axis]
+    k = np.broadcast_to((10.0 ** logk[pos]).reshape(bshape), shape).copy()
+    along = [a for a in range(nd) if a != axis][0]
+    grids = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    t = grids[along] / max(shape[along] - 1, 1)
+    for _ in range(int(channels)):
+        centre = rng.uniform(0.2, 0.8)
+        amp, freq, phase = rng.uniform(0.05, 0.2), rng.uniform(1.0, 3.0), rng.uniform(0, 2 * np.pi)
+        width = rng.uniform(0.03, 0.07)
+        path = centre + amp * np.sin(2 * np.pi * freq * t + phase)
+        others = [a for a in range(nd) if a != along]
+        dist2 = sum(((grids[a] + 0.5) / shape[a] - (path if a == others[-1] else 0.5)) ** 2
+                    * (1.0 if a == others[-1] else 0.05) for a in others)
+        k[dist2 < width ** 2] = 10.0 ** half
+    return k
+
+
+def inclusions_field(shape, n: int = 6, contrast: float = 1e4, radius: float = 0.12,
+                     seed: int = 0) -> np.ndarray:
+    """A unit background with ``n`` spherical inclusions of coefficient ``contrast`` or
+    ``1 / contrast`` (alternating): the high-contrast case (1e-4 .. 1e4 by default) on
+    which geometric multigrid with linear interpolation loses its grid independence.
+
+    Parameters
+    ----------
+    shape : sizes
+    n : int
+        Number of inclusions.
+    contrast : float
+        The inclusions' coefficient factor (>= 1).
+    radius : float
+        Largest inclusion radius as a fraction of the smallest side (radii vary in
+        ``[radius / 2, radius]``).
+    seed : int
+    """
+    shape = _check_shape(shape)
+    if not (isinstance(contrast, (int, float)) and contrast >= 1 and np.isfinite(contrast)):
+        raise ValueError(f"contrast must be a finite number >= 1, got {contrast!r}")
+    if not (isinstance(n, (int, np.integer)) and n >= 0):
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if not (isinstance(radius, (int, float)) and 0 < radius < 0.5):
+        raise ValueError(f"radius must be in (0, 0.5), got {radius!r}")
+    rng = np.random.default_rng(seed)
+    X = _centres(shape)
+    k = np.ones(shape)
+    m = min(shape)
+    for i in range(int(n)):
+        c = rng.uniform(0.2, 0.8, len(shape))
+        r = rng.uniform(0.5, 1.0) * radius * m
+        inside = sum(((x - ci * s) / 1.0) ** 2 for x, ci, s in zip(X, c, shape)) <= r * r
+        k[inside] = contrast if i % 2 == 0 else 1.0 / contrast
+    return k

@@ -98,11 +98,17 @@ def fast_poisson_solve(grid_or_shape: Any, b: Any, walls: Any = None, *, workers
                 "fast_poisson_solve needs an empty box (all cells fluid); this grid has "
                 f"{int((~grid.fluid).sum())} solid/air cells: use CG with a preconditioner"
             )
+        if grid.variable and not np.all(grid.coefficients == grid.coefficients.flat[0]):
+            raise ValueError(
+                "fast_poisson_solve diagonalizes the constant-coefficient Laplacian; this grid "
+                "carries a variable coefficient field: use CG with GMG or AMG")
+        kscale = float(grid.coefficients.flat[0]) if grid.variable else 1.0
         shape = grid.shape
         wall_map = grid.walls
         if walls is not None and _parse_walls(walls, grid.ndim) != wall_map:
             raise ValueError(f"walls={walls!r} contradicts the grid's walls {wall_map}")
     else:
+        kscale = 1.0
         shape = tuple(int(s) for s in grid_or_shape)
         if len(shape) not in (1, 2, 3) or min(shape) < 1:
             raise ValueError(f"shape must be 1 to 3 positive sizes, got {shape}")
@@ -161,4 +167,4 @@ def fast_poisson_solve(grid_or_shape: Any, b: Any, walls: Any = None, *, workers
         lam.flat[0] = 1.0
         coef.flat[0] = 0.0  # the constant mode: project b, return the mean-zero solution
     x = inverse(coef / lam)
-    return x.reshape(out_shape)
+    return (x / kscale if kscale != 1.0 else x).reshape(out_shape)
