@@ -172,3 +172,16 @@ def test_bad_coefficients_are_refused_with_the_argument_named():
         P.lognormal_field((8, 8), sigma=-1)
     with pytest.raises(ValueError, match="contrast"):
         P.inclusions_field((8, 8), contrast=0.5)
+
+
+def test_plates_geometry():
+    g = P.plates((20, 12), n_plates=3, slit=0.25, seed=1)
+    solid_planes = [i for i in range(20) if (g.cells[i] == P.SOLID).any()]
+    assert len(solid_planes) == 3
+    for i in solid_planes:
+        assert (g.cells[i] == P.FLUID).sum() == 3  # the slit: round(0.25 * 12) cells
+    assert g.nullspace() is None
+    prob = g.system(P.rhs_blobs(g, seed=0))
+    assert ns.solve(prob, ns.solvers.CG(rtol=1e-8, M=PC.GMG(g))).success
+    with pytest.raises(ValueError, match="n_plates"):
+        P.plates((4, 4), n_plates=4)

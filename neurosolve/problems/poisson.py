@@ -66,6 +66,7 @@ __all__ = [
     "cylinder",
     "ellipsoids",
     "pool",
+    "plates",
     "random_geometry",
     "lognormal_field",
     "layered_field",
@@ -711,6 +712,43 @@ def pool(shape, depth: float = 0.6, obstacles: int = 0, seed: int = 0, walls: An
     if obstacles:
         mask = _ellipsoid_mask(shape, rng, int(obstacles), (0.06, 0.16), top=0.8 * depth * H)
         cells[mask & (cells == FLUID)] = SOLID
+    return CellGrid(cells, walls=walls)
+
+
+def plates(shape, n_plates: int = 3, slit: float = 0.15, seed: int = 0,
+           walls: Any = "dirichlet") -> CellGrid:
+    """Thin solid plates, one cell thick, across the first axis, each with one slit.
+
+    The fluid on either side of a plate communicates only through its slit, so the
+    solution has near-discontinuities across the plates that smooth coarse-grid
+    corrections cannot represent: the thin-feature case of the neural preconditioner
+    literature.
+
+    Parameters
+    ----------
+    n_plates : int
+        Plates at evenly spaced positions along axis 0.
+    slit : float in (0, 1)
+        Width of each plate's opening, as a fraction of the plate's extent along the last
+        axis; the openings' positions are random.
+    seed : int
+    walls : domain walls (default Dirichlet everywhere, so the system is nonsingular).
+    """
+    shape = _check_shape(shape)
+    if not (isinstance(n_plates, (int, np.integer)) and 1 <= n_plates < shape[0]):
+        raise ValueError(f"n_plates must be an integer in [1, {shape[0] - 1}], got {n_plates!r}")
+    if not 0 < slit < 1:
+        raise ValueError(f"slit must be in (0, 1), got {slit!r}")
+    rng = np.random.default_rng(seed)
+    cells = np.zeros(shape, dtype=np.int8)
+    H = shape[-1]
+    w = max(1, int(round(slit * H)))
+    for i in range(1, n_plates + 1):
+        pos = (i * shape[0]) // (n_plates + 1)
+        start = int(rng.integers(0, H - w + 1))
+        plane = cells[pos]
+        plane[...] = SOLID
+        plane[..., start:start + w] = FLUID
     return CellGrid(cells, walls=walls)
 
 
