@@ -49,6 +49,7 @@ __all__ = [
     "backends",
     "ConvexReLUClassifier",
     "ConvexReLURegressor",
+    "sweep",
 ]
 
 __getattr__ = lazy_getattr(__name__, {
@@ -65,4 +66,5 @@ __getattr__ = lazy_getattr(__name__, {
     "backends": "neurosolve.backends",
     "ConvexReLUClassifier": "neurosolve.estimators",
     "ConvexReLURegressor": "neurosolve.estimators",
+    "sweep": "neurosolve.sweeps",
 })
