@@ -441,8 +441,8 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
     >>> reg = ConvexReLURegressor(beta=1e-4, patterns=8, rtol=1e-3).fit(X, y)
     >>> bool(reg.score(X, y) > 0.99)
     True
-    >>> np.round(reg.predict([[-1.5], [0.0], [1.5]]), 1)
-    array([ 0.5, -1. ,  0.5])
+    >>> bool(np.allclose(reg.predict([[-1.5], [0.0], [1.5]]), [0.5, -1.0, 0.5], atol=0.2))
+    True
     >>> reg.status_.name, bool(reg.certificate_["relative_cone_violation"] < 1e-3)
     ('CONVERGED', True)
     """

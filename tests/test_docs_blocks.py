@@ -51,3 +51,30 @@ def test_page_blocks_run(page, tmp_path, monkeypatch):
                 exec(compile(block, where, "exec"), namespace)
             except Exception as exc:  # noqa: BLE001 - re-raised with the block named
                 raise AssertionError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+
+
+def _modules_with_examples():
+    out = []
+    for path in sorted((ROOT / "neurosolve").rglob("*.py")):
+        if ">>>" in path.read_text():
+            rel = path.relative_to(ROOT).with_suffix("")
+            out.append(".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts))
+    return out
+
+
+@pytest.mark.parametrize("module", _modules_with_examples())
+def test_docstring_examples_run(module, tmp_path, monkeypatch):
+    import importlib
+
+    pytest.importorskip("torch")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.chdir(tmp_path)
+    mod = importlib.import_module(module)
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    report = []
+    tests = [t for t in finder.find(mod, module) if t.examples]
+    assert tests, f"{module} has '>>>' but no doctest was found"
+    for test in tests:
+        runner.run(test, out=report.append)
+    assert runner.failures == 0, "".join(report)
