@@ -481,8 +481,9 @@ class LVHBA(Solver):
             lam_max = st.lam_max
         else:
             try:
-                with _no_grad(problem):
-                    Fv, fv, gap, stat, inner = self._generic_step(problem, st, c, ctx)
+                # no autograd graph by default: solve() runs the loop under no_grad unless
+                # adjoint="unrolled" asks for one
+                Fv, fv, gap, stat, inner = self._generic_step(problem, st, c, ctx)
             except _sets.EmptySetError as e:
                 st.empty = str(e)
                 st.k += 1
@@ -572,18 +573,6 @@ class LVHBA(Solver):
 
 
 # --------------------------------------------------------------------------------------
-def _no_grad(problem):
-    """``torch.no_grad()`` for torch problems (no autograd graph of the iteration; the
-    oracles that need autograd enable it locally), a null context otherwise."""
-    if problem.array_library == "torch":
-        import torch
-
-        return torch.no_grad()
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
 def _as_lib(v, problem):
     if problem.array_library == "torch":
         import torch
