@@ -252,6 +252,35 @@ def _torch_sparse_to_scipy(A):
                          shape=tuple(A.shape))
 
 
+def torch_csr(crow_indices: Any, col_indices: Any, values: Any, size: tuple[int, int], *,
+              device: Any = None):
+    """A torch sparse CSR tensor, built the one way the library builds them.
+
+    The indices are trusted (they come from scipy or from the gallery), so torch's invariant
+    check is skipped explicitly (``check_invariants=False``) and its "sparse CSR support is
+    in beta" warning is silenced: neither reaches users.
+    """
+    import warnings
+
+    torch = _torch()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow_indices, col_indices, values, size=size,
+                                       device=device, check_invariants=False)
+
+
+def scipy_to_torch_csr(A: Any, *, dtype: Any = None, device: Any = "cpu"):
+    """A scipy sparse matrix as a torch sparse CSR tensor (``dtype`` default float64)."""
+    import scipy.sparse as sp
+
+    torch = _torch()
+    C = sp.csr_matrix(A)
+    return torch_csr(torch.as_tensor(C.indptr, dtype=torch.int64),
+                     torch.as_tensor(C.indices, dtype=torch.int64),
+                     torch.as_tensor(C.data, dtype=dtype or torch.float64), C.shape,
+                     device=device)
+
+
 def aslinearoperator(A: Any, *, linear: bool | None = None, spd: bool | None = None,
                      shape: tuple[int, int] | None = None) -> LinearOperator:
     """Wrap ``A`` as a :class:`LinearOperator`.

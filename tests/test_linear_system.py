@@ -74,3 +74,28 @@ def test_neumann_torch_solution_mean_does_not_drift():
     pt = LinearSystem(A, b, nullspace=nsp).to()
     res = ns.solve(pt, CG(rtol=1e-10))
     assert res.success and abs(float(res.x.mean())) < 1e-12
+
+
+def test_gallery_problem_to_torch_keeps_grid_and_warns_nothing():
+    import warnings
+
+    from neurosolve.problems import poisson
+
+    grid = poisson.sphere((12, 12, 12))
+    p = grid.system(poisson.rhs_blobs(grid))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a torch beta/invariant warning would fail here
+        pt = p.to("torch")
+        rt = ns.solve(pt, CG(rtol=1e-8), progress=False)
+    assert type(pt).__name__ == "PoissonSystem" and pt.grid is grid
+    assert pt.A.matrix.layout == torch.sparse_csr and pt.b.dtype == torch.float64
+    rn = ns.solve(p, CG(rtol=1e-8), progress=False)
+    assert rt.success and abs(rt.n_iter - rn.n_iter) <= 1
+    np.testing.assert_allclose(rt.x.numpy(), rn.x, rtol=1e-6, atol=1e-9)
+    assert type(pt.to("numpy")).__name__ == "PoissonSystem"
+
+
+def test_to_rejects_unknown_library():
+    p = LinearSystem(sp.identity(4, format="csr"), np.ones(4))
+    with pytest.raises(ValueError, match="library must be"):
+        p.to(3)

@@ -31,15 +31,11 @@ __all__ = ["run", "diffusion_csr", "diffusion_matrix", "recover_coefficient", "l
 
 def diffusion_matrix(m, shape: tuple[int, int]):
     """:func:`diffusion_csr` as one torch CSR tensor (values carry ``m``'s graph)."""
-    import warnings
-
-    import torch
+    from neurosolve.operators import torch_csr
 
     crow, col, vals = diffusion_csr(m, shape)
     n = shape[0] * shape[1]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, col, vals, size=(n, n))
+    return torch_csr(crow, col, vals, (n, n))
 
 
 def diffusion_csr(m, shape: tuple[int, int]):

@@ -107,11 +107,9 @@ def _to_library(Q: Any, library: str, dtype=None, device="cpu"):
     if kind.startswith("torch"):
         return Q.to(dtype=dt, device=device)
     if kind == "sparse":
-        C = Q.tocsr()
-        return torch.sparse_csr_tensor(torch.as_tensor(C.indptr, dtype=torch.int64),
-                                       torch.as_tensor(C.indices, dtype=torch.int64),
-                                       torch.as_tensor(C.data, dtype=dt), size=C.shape,
-                                       device=device)
+        from neurosolve.operators import scipy_to_torch_csr
+
+        return scipy_to_torch_csr(Q, dtype=dt, device=device)
     return torch.as_tensor(np.asarray(Q, dtype=float), dtype=dt, device=device)
 
 

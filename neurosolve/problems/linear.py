@@ -213,11 +213,9 @@ class LinearSystem:
                              f"with matching nnz; got {tuple(crow.shape)}, {tuple(col.shape)}, "
                              f"{tuple(values.shape)}")
         n = int(crow.shape[0]) - 1
-        import warnings
+        from neurosolve.operators import torch_csr
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            A = torch.sparse_csr_tensor(crow, col, values.detach(), size=(n, n))
+        A = torch_csr(crow, col, values.detach(), (n, n))
         system = cls(A, b, spd=spd, nullspace=nullspace, project_b=project_b)
         system._csr_values = values
         return system
@@ -270,39 +268,73 @@ class LinearSystem:
             cert["b_incompatibility"] = self.b_incompatibility
         return cert
 
-    def to(self, device=None, dtype=None) -> "LinearSystem":
-        """A copy with ``A`` and ``b`` as torch tensors on ``device`` / of ``dtype``.
+    def to(self, library: str | None = None, dtype: Any = None, *,
+           device: str | None = None) -> "LinearSystem":
+        """A copy of the system in another array library, dtype or device.
 
-        Only explicit matrices can move; ``device="numpy"`` converts back to numpy/scipy.
+        Parameters
+        ----------
+        library : {"torch", "numpy"} or a torch device string, optional
+            ``"torch"``: ``A`` as a torch sparse CSR (or dense) tensor and ``b`` as a
+            tensor; ``"numpy"``: back to scipy/numpy. A device string (``"cpu"``,
+            ``"cuda"``, ``"cuda:1"``) means torch on that device.
+        dtype : numpy or torch dtype, optional
+            Default: float64 (or the dtype of a torch ``b``).
+        device : str, optional
+            Torch device (default: that of a torch ``b``, else ``"cpu"``).
+            ``device="numpy"`` is the same as ``library="numpy"``.
+
+        Returns
+        -------
+        LinearSystem
+            Of the same kind (a gallery :class:`PoissonSystem` keeps its grid).
+
+        Raises
+        ------
+        TypeError
+            A matrix-free operator (only explicit matrices can move).
+
+        Examples
+        --------
+        >>> from neurosolve.problems import poisson
+        >>> grid = poisson.sphere((8, 8, 8))
+        >>> pt = grid.system(poisson.rhs_blobs(grid)).to("torch")
+        >>> pt.A.matrix.layout, str(pt.b.dtype), type(pt).__name__
+        (torch.sparse_csr, 'torch.float64', 'PoissonSystem')
         """
         if not isinstance(self.A, MatrixOperator):
             raise TypeError("only systems with an explicit matrix can be converted with .to()")
+        if library not in (None, "torch", "numpy"):
+            if not isinstance(library, str) or device is not None:
+                raise ValueError(f"library must be 'torch', 'numpy' or a torch device string, "
+                                 f"got {library!r}")
+            library, device = "torch", library
+        if device == "numpy":
+            library, device = "numpy", None
         import torch
-        import scipy.sparse as sp
+
+        from neurosolve.operators import _torch_sparse_to_scipy, scipy_to_torch_csr
 
         A = self.A.matrix
-        if device == "numpy":
+        if library == "numpy":
             if is_torch(A):
-                from neurosolve.operators import _torch_sparse_to_scipy
-
                 A = _torch_sparse_to_scipy(A) if self.A.is_sparse else A.cpu().numpy()
             b = _to_numpy(self.b)
-            return LinearSystem(A, b if dtype is None else b.astype(dtype), spd=self.spd,
-                                nullspace=self.nullspace)
+            return self._with(A, b if dtype is None else b.astype(dtype))
         tdtype = dtype or (self.b.dtype if is_torch(self.b) else torch.float64)
         dev = device or (self.device if is_torch(self.b) else "cpu")
-        if sp.issparse(A):
-            A = A.tocsr()
-            At = torch.sparse_csr_tensor(torch.as_tensor(A.indptr, dtype=torch.int64),
-                                         torch.as_tensor(A.indices, dtype=torch.int64),
-                                         torch.as_tensor(A.data, dtype=tdtype),
-                                         size=A.shape, device=dev)
-        elif is_torch(A):
+        if is_torch(A):
             At = A.to(device=dev, dtype=tdtype)
+        elif hasattr(A, "tocsr"):
+            At = scipy_to_torch_csr(A, dtype=tdtype, device=dev)
         else:
             At = torch.as_tensor(A, dtype=tdtype, device=dev)
         bt = torch.as_tensor(_to_numpy(self.b), dtype=tdtype, device=dev)
-        return LinearSystem(At, bt, spd=self.spd, nullspace=self.nullspace)
+        return self._with(At, bt)
+
+    def _with(self, A: Any, b: Any) -> "LinearSystem":
+        """The same kind of system with another matrix and right-hand side."""
+        return LinearSystem(A, b, spd=self.spd, nullspace=self.nullspace)
 
 
 def _autograd_matvec(op, x, values=None):

@@ -377,11 +377,9 @@ class CellGrid:
             if matrix_free:
                 A = self.operator("torch", device=dev, dtype=tdtype)
             else:
-                M = self.matrix()
-                A = torch.sparse_csr_tensor(torch.as_tensor(M.indptr, dtype=torch.int64),
-                                            torch.as_tensor(M.indices, dtype=torch.int64),
-                                            torch.as_tensor(M.data, dtype=tdtype),
-                                            size=M.shape, device=dev)
+                from neurosolve.operators import scipy_to_torch_csr
+
+                A = scipy_to_torch_csr(self.matrix(), dtype=tdtype, device=dev)
         return PoissonSystem(self, A, bsys, nullspace=self.nullspace(), project_b=project_b)
 
 
@@ -422,6 +420,9 @@ class PoissonSystem(LinearSystem):
         else:
             v = v * mask
         return super().project_range(v)
+
+    def _with(self, A: Any, b: Any) -> "PoissonSystem":
+        return PoissonSystem(self.grid, A, b, nullspace=self.nullspace)
 
     def reshape(self, x):
         """``x`` (flat) as a grid-shaped array."""
