@@ -177,7 +177,7 @@ def test_loss_is_the_one_step_residual_and_scale_invariant():
 def test_unrolled_loss_is_the_solvers_k_step_residual():
     """k unrolled training steps reproduce k paper-steps of the solver (float64 network)."""
     from neurosolve.neural import DCDMNet
-    from neurosolve.neural.dcdm_train import unrolled_loss
+    from neurosolve.neural.training import LossBatch, unrolled_loss
 
     torch.manual_seed(0)
     net = DCDMNet(dim=2, channels=4).double().eval()
@@ -191,7 +191,9 @@ def test_unrolled_loss_is_the_solvers_k_step_residual():
     bt = torch.as_tensor(b).reshape(1, 1, 16, 16)
     with torch.no_grad():
         for k in (1, 2, 3):
-            val = float(unrolled_loss(net, bt, d[None, None], m[None, None], 1.0, k))
+            batch = LossBatch(bt, lambda f: stencil_apply(f, d, m), m[None, None],
+                              d[None, None], net)
+            val = float(unrolled_loss(batch, k))
             assert val == pytest.approx(res.history["residual_norm"][k] ** (2.0 / k), rel=1e-9)
 
 

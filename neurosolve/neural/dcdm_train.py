@@ -1,4 +1,8 @@
-"""Training DCDM networks: the scale-invariant one-step loss, Adam, checkpoints, resume.
+"""Training DCDM networks: configuration, data, the stencil of the loss, evaluation.
+
+The loop itself (Adam, checkpoints, resume, progress) is
+:func:`neurosolve.neural.train_preconditioner`; :func:`train` builds the paper's network and
+data from a :class:`TrainConfig` and hands them to it.
 
 The loss of Kaneda et al. (2023, section 4) for a unit-norm right-hand side ``b`` and the
 network's output ``f = net(b)`` is the squared residual after one DCDM step from ``x0 = 0``::
@@ -24,18 +28,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import pathlib
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from neurosolve.neural.dcdm_data import BoxSampler, FilterSampler, MixtureSampler, RitzSampler
-from neurosolve.neural.dcdm_net import DCDMNet, geometry_channels
+from neurosolve.neural.dcdm_net import DCDMNet
+from neurosolve.neural.training import (StencilGeometry, TrainingData, TrainResult,
+                                        _module_input, dcdm_loss, stencil_apply,
+                                        train_preconditioner)
 
 __all__ = [
     "StencilGeometry",
@@ -47,134 +51,6 @@ __all__ = [
     "build_data",
     "reference_losses",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# the operator inside the loss
-# --------------------------------------------------------------------------------------------
-def stencil_apply(f: torch.Tensor, diag: torch.Tensor, fluid: torch.Tensor,
-                  scale: float = 1.0) -> torch.Tensor:
-    """``A f`` for a 5/7-point Laplacian given its diagonal and fluid mask, batched.
-
-    ``(A f)_i = scale * fluid_i * (diag_i f_i - sum_{j ~ i} fluid_j f_j)`` (off-diagonals
-    ``-scale`` between neighbouring fluid cells; non-fluid rows and columns empty).
-
-    Parameters
-    ----------
-    f : tensor of shape (batch, 1, *grid)
-    diag, fluid : tensors broadcastable to ``f`` (diagonal / ``scale`` and 0/1 mask)
-    """
-    d = f.dim() - 2
-    g = f * fluid
-    pad = F.pad(g, (1, 1) * d)
-    nb = torch.zeros_like(g)
-    full = [slice(None), slice(None)] + [slice(1, -1)] * d
-    for ax in range(d):
-        lo = list(full)
-        hi = list(full)
-        lo[2 + ax] = slice(0, -2)
-        hi[2 + ax] = slice(2, None)
-        nb = nb + pad[tuple(lo)] + pad[tuple(hi)]
-    return scale * fluid * (diag * g - nb)
-
-
-@dataclass
-class StencilGeometry:
-    """One training matrix as a stencil: diagonal, fluid mask and off-diagonal scale.
-
-    Build it with :meth:`from_matrix` (verified against the matrix) or :meth:`box`.
-    """
-
-    diag: np.ndarray
-    fluid: np.ndarray
-    scale: float = 1.0
-    name: str = ""
-
-    @property
-    def grid(self) -> tuple:
-        return tuple(self.diag.shape)
-
-    @classmethod
-    def from_matrix(cls, A, grid: Sequence[int], name: str = "", *, check: bool = True,
-                    seed: int = 0) -> "StencilGeometry":
-        """Read the stencil off a CSR matrix laid out on ``grid`` (C order).
-
-        Raises ``ValueError`` unless ``A`` is a 5/7-point Laplacian of the form
-        ``scale * (diag - fluid neighbours)`` (checked on random vectors).
-        """
-        import scipy.sparse as sp
-
-        grid = tuple(int(s) for s in grid)
-        A = sp.csr_matrix(A)
-        n = int(np.prod(grid))
-        if A.shape != (n, n):
-            raise ValueError(f"A has shape {A.shape}; a matrix on grid {grid} must be ({n}, {n})")
-        dg = np.asarray(A.diagonal(), dtype=np.float64)
-        fluid = (np.diff(A.indptr) > 0) & (dg != 0)
-        off = A.copy()
-        off.setdiag(0)
-        off.eliminate_zeros()
-        scale = float(-off.data.min()) if off.nnz else 1.0
-        if not np.isfinite(scale) or scale <= 0:
-            raise ValueError("A's off-diagonal entries must be negative (a Laplacian stencil)")
-        geom = cls((dg / scale).reshape(grid), fluid.reshape(grid).astype(np.float64), scale, name)
-        if check:
-            rng = np.random.default_rng(seed)
-            for _ in range(2):
-                v = rng.standard_normal(n)
-                ref = A @ v
-                got = geom.apply_numpy(v)
-                if np.linalg.norm(ref - got) > 1e-10 * (np.linalg.norm(ref) + 1e-300):
-                    raise ValueError(
-                        "A is not a 5/7-point Laplacian on the given grid (scale * (diag - "
-                        "fluid neighbours), empty non-fluid rows); DCDM training needs one")
-        return geom
-
-    @classmethod
-    def box(cls, grid: Sequence[int], bc: str = "neumann") -> "StencilGeometry":
-        """The empty box with solid walls (``"neumann"``) or ``p = 0`` outside (``"dirichlet"``)."""
-        grid = tuple(int(s) for s in grid)
-        d = len(grid)
-        if bc == "dirichlet":
-            diag = np.full(grid, 2.0 * d)
-        elif bc == "neumann":
-            diag = np.zeros(grid)
-            for ax, N in enumerate(grid):
-                cnt = np.full(N, 2.0)
-                cnt[0] -= 1
-                cnt[-1] -= 1
-                sh = [1] * d
-                sh[ax] = N
-                diag = diag + cnt.reshape(sh)
-        else:
-            raise ValueError(f"bc must be 'neumann' or 'dirichlet', got {bc!r}")
-        return cls(diag, np.ones(grid), 1.0, f"box-{bc}")
-
-    def apply_numpy(self, v: np.ndarray) -> np.ndarray:
-        """``A v`` in float64 numpy (flat in, flat out)."""
-        t = torch.as_tensor(np.asarray(v, dtype=np.float64).reshape(1, 1, *self.grid))
-        out = stencil_apply(t, torch.as_tensor(self.diag), torch.as_tensor(self.fluid), self.scale)
-        return out.reshape(-1).numpy()
-
-    def tensors(self, device, dtype=torch.float32):
-        return (torch.as_tensor(self.diag, dtype=dtype, device=device),
-                torch.as_tensor(self.fluid, dtype=dtype, device=device))
-
-
-def dcdm_loss(f: torch.Tensor, b: torch.Tensor, Af: torch.Tensor,
-              reduction: str = "mean") -> torch.Tensor:
-    """The DCDM loss ``|| b - (f.b / f.Af) A f ||^2`` per sample (mean over the batch).
-
-    Equal to the squared residual after one exact line search along ``f`` from ``x0 = 0``;
-    invariant to ``f -> c f``.
-    """
-    fb = (f * b).flatten(1).sum(1)
-    fAf = (f * Af).flatten(1).sum(1)
-    tiny = torch.finfo(f.dtype).tiny
-    alpha = fb / fAf.clamp_min(tiny)
-    r = b - alpha.view(-1, *([1] * (b.dim() - 1))) * Af
-    per = (r * r).flatten(1).sum(1)
-    return per.mean() if reduction == "mean" else per
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,56 +194,6 @@ def build_data(cfg: TrainConfig, progress: bool = False):
     return MixtureSampler(samplers, seed=cfg.seed), geoms
 
 
-def _loss_on_batch(net, batch, geoms_t, device, unroll: int = 1,
-                   truncate: int = 2) -> torch.Tensor:
-    b = torch.as_tensor(batch.b, device=device).unsqueeze(1)
-    diag = torch.stack([geoms_t[g][0] for g in batch.geometry]).unsqueeze(1)
-    fluid = torch.stack([geoms_t[g][1] for g in batch.geometry]).unsqueeze(1)
-    scale = torch.as_tensor([geoms_t[g][2] for g in batch.geometry], dtype=b.dtype,
-                            device=device).view(-1, *([1] * (b.dim() - 1)))
-    if unroll == 1:
-        f = net(_net_input(net, b, diag * scale, fluid)) * fluid
-        Af = stencil_apply(f, diag, fluid) * scale
-        return dcdm_loss(f, b, Af, reduction="none")
-    return unrolled_loss(net, b, diag, fluid, scale, unroll, truncate)
-
-
-def _bdot(u, v):
-    return (u * v).flatten(1).sum(1).view(-1, *([1] * (u.dim() - 1)))
-
-
-def unrolled_loss(net, b, diag, fluid, scale, steps: int, truncate: int = 2) -> torch.Tensor:
-    """``||r_k||^(2/k)`` after ``k = steps`` DCDM steps (paper step, ``truncate`` directions
-    kept) from ``x0 = 0``, per sample; ``steps = 1`` is the paper's loss.
-
-    Training through several steps rewards directions that keep working on the residuals
-    the solver itself produces (one-step training only sees the data distribution).
-    """
-    tiny = torch.finfo(b.dtype).tiny
-    r = b
-    kept = []
-    for _ in range(steps):
-        rn = r / torch.sqrt(_bdot(r, r)).clamp_min(tiny)
-        f = net(_net_input(net, rn, diag * scale, fluid)) * fluid
-        for d, Ad, dAd in kept[-truncate:] if truncate else []:
-            f = f - _bdot(f, Ad) / dAd * d
-        Af = stencil_apply(f, diag, fluid) * scale
-        fAf = _bdot(f, Af).clamp_min(tiny)
-        r = r - _bdot(f, r) / fAf * Af
-        kept.append((f, Af, fAf))
-    rr = (r * r).flatten(1).sum(1) / (b * b).flatten(1).sum(1)
-    return rr.clamp_min(tiny) ** (1.0 / steps)
-
-
-def _net_input(net, b, diag, fluid):
-    """``b`` plus, for a ``geometry=True`` network, its geometry channels."""
-    if not getattr(net, "geometry", False):
-        return b
-    dim = b.dim() - 2
-    g = geometry_channels(diag[:, 0], fluid[:, 0], dim).transpose(0, 1)
-    return torch.cat([b, g.to(b.dtype)], dim=1)
-
-
 def reference_losses(sampler, geoms: Sequence[StencilGeometry], batch: int = 16,
                      step: int = 10**6, net: torch.nn.Module | None = None) -> dict[str, float]:
     """Mean one-step residual on held-out samples for classical directions (and ``net``).
@@ -386,39 +212,12 @@ def reference_losses(sampler, geoms: Sequence[StencilGeometry], batch: int = 16,
         was = net.training
         net.eval()
         with torch.no_grad():
-            dirs["network"] = net(_net_input(net, b, diag, fluid).float()).double()
+            dirs["network"] = net(_module_input(net, b, diag, fluid).float()).double()
         net.train(was)
     for name, f in dirs.items():
         f = f * fluid
         out[name] = float(dcdm_loss(f, b, stencil_apply(f, diag, fluid)).item())
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# the loop
-# --------------------------------------------------------------------------------------------
-@dataclass
-class TrainResult:
-    """What :func:`train` returns."""
-
-    model: DCDMNet
-    config: TrainConfig
-    losses: list = field(default_factory=list)
-    steps_done: int = 0
-    wall_time: float = 0.0
-    stopped_early: bool = False
-    final_loss: float = float("nan")
-
-
-def _lr_at(cfg: TrainConfig, step: int) -> float:
-    t = min(step / max(cfg.steps - 1, 1), 1.0)
-    return cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * t))
-
-
-def _device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
@@ -427,30 +226,21 @@ def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
           data=None, log_every: int = 10, stop_after: int | None = None,
           stop_at: int | None = None,
           init: str | pathlib.Path | dict | None = None) -> TrainResult:
-    """Train a :class:`~neurosolve.neural.DCDMNet` with the DCDM loss.
+    """Train the :class:`~neurosolve.neural.DCDMNet` that ``cfg`` describes.
+
+    Builds the network (seeded by ``cfg.seed``) and the data of :func:`build_data`, then
+    runs :func:`~neurosolve.neural.train_preconditioner` with the DCDM loss (or the
+    ``cfg.unroll``-step loss).
 
     Parameters
     ----------
     cfg : TrainConfig
-    checkpoint : path, optional
-        Where to save ``{model, optimizer, step, losses, config}`` every
-        ``checkpoint_every`` steps and at the end.
-    resume : bool
-        Continue from ``checkpoint`` if it exists (same config required). The data are a
-        function of ``(seed, step)``, so a resumed run sees the same samples as an
-        uninterrupted one.
-    device : str
-        ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
-    progress : bool
-        tqdm bar with the running loss.
-    loss_png : path, optional
-        Write the loss curve there at the end.
+    checkpoint, checkpoint_every, resume, device, progress, loss_png, log_every,
+    stop_after, stop_at
+        As in :func:`~neurosolve.neural.train_preconditioner`; a resumed run must have
+        the same ``cfg`` (``max_minutes`` may differ).
     data : (sampler, geometries), optional
         Prebuilt :func:`build_data` output (otherwise built from ``cfg``).
-    stop_after : int, optional
-        Run at most this many steps in this call (checkpointed; resume later).
-    stop_at : int, optional
-        End once this many steps are done in all (the schedule stays that of ``cfg.steps``).
     init : path or state dict, optional
         Start from these weights (a training checkpoint, a shipped ``NAME.pt`` or a state
         dict of the same architecture) instead of a random initialization: e.g. pretrain
@@ -461,88 +251,24 @@ def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
     Returns
     -------
     TrainResult
+        ``config`` is ``cfg``.
     """
-    dev = _device(device)
     torch.manual_seed(cfg.seed)
-    net = cfg.network().to(dev)
+    net = cfg.network()
     if init is not None:
         net.load_state_dict(_widen_stem(_init_state(init), net))
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    losses: list[float] = []
-    start = 0
-    elapsed0 = 0.0
-    ckpt = pathlib.Path(checkpoint) if checkpoint is not None else None
-    if resume and ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=dev, weights_only=True)
-        saved = json.loads(state["config"])
-        diff = {k: (saved.get(k), v) for k, v in dataclasses.asdict(cfg).items()
-                if saved.get(k) != v and k != "max_minutes"}
-        if diff:
-            raise ValueError(f"checkpoint {ckpt} was written with a different config "
-                             f"(saved, requested): {diff}")
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-        losses = [float(v) for v in state["losses"]]
-        elapsed0 = float(state.get("wall_time", 0.0))
     sampler, geoms = data if data is not None else build_data(cfg, progress=progress)
-    geoms_t = [(*g.tensors(dev), float(g.scale)) for g in geoms]
-
-    def save(step):
-        if ckpt is None:
-            return
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                    "losses": torch.tensor(losses, dtype=torch.float64),
-                    "config": json.dumps(dataclasses.asdict(cfg)),
-                    "net_config": json.dumps(net.config()),
-                    "wall_time": elapsed0 + time.perf_counter() - t0}, tmp)
-        tmp.replace(ckpt)
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start, desc="train dcdm", leave=True)
-    t0 = time.perf_counter()
-    net.train()
-    stopped = False
-    step = start
-    try:
-        for step in range(start, cfg.steps):
-            if (cfg.max_minutes is not None and time.perf_counter() - t0 > 60 * cfg.max_minutes) \
-                    or (stop_after is not None and step - start >= stop_after) \
-                    or (stop_at is not None and step >= stop_at):
-                stopped = True
-                break
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(cfg, step)
-            batch = sampler.sample(cfg.batch, step)
-            loss = _loss_on_batch(net, batch, geoms_t, dev, unroll=cfg.unroll).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.item()))
-            if bar is not None:
-                bar.update(1)
-                if (step + 1) % log_every == 0 or step == start:
-                    bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
-            if checkpoint_every and (step + 1) % checkpoint_every == 0:
-                save(step + 1)
-        else:
-            step = cfg.steps
-    finally:
-        if bar is not None:
-            bar.close()
-    done = step if stopped else cfg.steps
-    save(done)
-    net.eval()
-    if loss_png is not None and losses:
-        plot_losses(losses, loss_png, title=f"DCDM {cfg.dim}D {cfg.grid} {cfg.variant} {cfg.data}")
-    tail = losses[-max(1, min(50, len(losses))):]
-    return TrainResult(net, cfg, losses, done, elapsed0 + time.perf_counter() - t0, stopped,
-                       float(np.mean(tail)) if tail else float("nan"))
+    res = train_preconditioner(
+        net, TrainingData(sampler, geoms),
+        loss="dcdm" if cfg.unroll == 1 else f"unrolled:{cfg.unroll}", steps=cfg.steps,
+        batch=cfg.batch, lr=cfg.lr, lr_final=cfg.lr_final, seed=cfg.seed, device=device,
+        checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+        max_minutes=cfg.max_minutes, stop_after=stop_after, stop_at=stop_at,
+        progress=progress, loss_png=loss_png, log_every=log_every,
+        config=dataclasses.asdict(cfg),
+        desc=f"DCDM {cfg.dim}D {cfg.grid} {cfg.variant} {cfg.data}")
+    res.config = cfg
+    return res
 
 
 def _init_state(init) -> dict:
@@ -566,29 +292,6 @@ def _widen_stem(state: dict, net: DCDMNet) -> dict:
         pad = torch.zeros((w.shape[0], want - w.shape[1], *w.shape[2:]), dtype=w.dtype)
         state = dict(state, **{"stem.weight": torch.cat([w, pad], dim=1)})
     return state
-
-
-def plot_losses(losses: Sequence[float], path, title: str = "DCDM training") -> None:
-    """Loss curve (raw and 25-step moving average, log scale) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    y = np.asarray(losses, dtype=float)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.semilogy(y, lw=0.6, alpha=0.5, label="batch loss")
-    if y.size >= 25:
-        ax.semilogy(np.arange(24, y.size), np.convolve(y, np.ones(25) / 25, mode="valid"),
-                    lw=1.5, label="moving average (25)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("one-step residual (loss)")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def load_checkpoint(path, device: str = "cpu") -> tuple[DCDMNet, TrainConfig, dict]:
@@ -628,7 +331,8 @@ def evaluate_model(model, dim: int, sizes: Sequence[int] | None = None,
                    progress: bool = False) -> list[dict]:
     """Iterations of CG and of DCDM with ``model`` on :func:`evaluation_problems`.
 
-    Returns one row per (geometry, size, rtol): ``cg``, ``dcdm``, their ratio, whether
+    Returns one row per (geometry, size, rtol): ``cg``, ``dcdm``, ``iteration_ratio``
+    (DCDM / CG: below 1, DCDM takes fewer iterations), whether
     DCDM converged, SpMVs of both, network evaluations and the iteration at which the
     stall switch turned the network off (``None``: never).
     """
@@ -645,7 +349,7 @@ def evaluate_model(model, dim: int, sizes: Sequence[int] | None = None,
                 dc = solve(prob, DCDM(model=model, rtol=rtol, maxiter=maxiter))
                 rows.append({"geometry": name, "grid": [n] * dim, "rtol": rtol,
                              "cg": cg.n_iter, "dcdm": dc.n_iter,
-                             "ratio": round(cg.n_iter / max(dc.n_iter, 1), 2),
+                             "iteration_ratio": round(dc.n_iter / max(cg.n_iter, 1), 3),
                              "converged": bool(dc.success),
                              "cg_matvecs": int(cg.stats.get("matvecs", 0)),
                              "dcdm_matvecs": int(dc.stats.get("matvecs", 0)),

@@ -1,4 +1,4 @@
-"""Shipped DCDM weights: ``load_pretrained(name)`` and ``available_pretrained()``.
+"""Shipped and trained weights: ``load_pretrained(name or path)``, ``available_pretrained()``.
 
 Each model is two files in ``neurosolve/neural/weights/``: ``NAME.pt`` (a plain state dict,
 loaded with ``torch.load(..., weights_only=True)``, which cannot execute code) and
@@ -47,27 +47,38 @@ def manifest(name: str, directory: str | pathlib.Path | None = None) -> dict:
     return json.loads(path.read_text())
 
 
-def load_pretrained(name: str, *, device: str | torch.device = "cpu",
-                    directory: str | pathlib.Path | None = None) -> DCDMNet:
-    """Load a shipped DCDM network (float32, eval mode) with its manifest attached.
+def load_pretrained(name: str | pathlib.Path, *, device: str | torch.device = "cpu",
+                    directory: str | pathlib.Path | None = None,
+                    model: torch.nn.Module | None = None) -> torch.nn.Module:
+    """Load a shipped or trained network (float32, eval mode), with its manifest attached.
 
     Parameters
     ----------
-    name : str
-        One of :func:`available_pretrained`.
+    name : str or path
+        One of :func:`available_pretrained`; or a path: a ``NAME.pt`` with its
+        ``NAME.json`` manifest beside it (what ``neurosolve train dcdm --name`` and
+        :func:`save_pretrained` write), a training checkpoint (``checkpoint.pt`` of
+        :func:`~neurosolve.neural.train_preconditioner` or ``neurosolve train dcdm --out``),
+        or the folder that holds ``checkpoint.pt``.
     device : str or torch.device
     directory : path, optional
-        Look here instead of the package's ``weights/`` folder.
+        Look names up here instead of the package's ``weights/`` folder.
+    model : torch.nn.Module, optional
+        Load the weights into this module (your own architecture). Without it the file
+        must describe a :class:`~neurosolve.neural.DCDMNet` (a manifest or a checkpoint
+        written for one).
 
     Returns
     -------
-    DCDMNet
-        With ``.manifest`` (the JSON manifest as a dict) and ``.pretrained_name``.
+    torch.nn.Module
+        With ``.manifest`` (the JSON manifest, or the checkpoint's settings and step) and
+        ``.pretrained_name``.
 
     Raises
     ------
     ValueError
-        Unknown name (the message lists the available ones).
+        Unknown name (the message lists the available ones), a missing file, or a file
+        that needs ``model=``.
 
     Examples
     --------
@@ -76,19 +87,68 @@ def load_pretrained(name: str, *, device: str | torch.device = "cpu",
     >>> net.training
     False
     """
-    d = pathlib.Path(directory) if directory is not None else WEIGHTS_DIR
-    info = manifest(name, d)
-    arch = info["architecture"]
-    net = DCDMNet(**{k: arch[k] for k in ("dim", "variant", "channels", "levels",
-                                          "blocks_per_level", "input_norm", "geometry")
-                     if k in arch})
-    state = torch.load(d / f"{name}.pt", map_location="cpu", weights_only=True)
-    net.load_state_dict({k: v.float() for k, v in state.items()})
-    net = net.to(device)
-    net.eval()
-    net.manifest = info
-    net.pretrained_name = name
-    return net
+    path = _as_path(name, directory)
+    if path is None:
+        d = pathlib.Path(directory) if directory is not None else WEIGHTS_DIR
+        info = manifest(str(name), d)
+        weights = d / f"{name}.pt"
+        label = str(name)
+    else:
+        weights, info, label = _read_path(path)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if isinstance(state.get("model"), dict):  # a training checkpoint
+        info = dict(info, **_checkpoint_info(state, weights))
+        state = state["model"]
+    if model is None:
+        arch = info.get("architecture")
+        if arch is None:
+            raise ValueError(f"{weights} does not say which network it holds (no manifest or "
+                             "net_config): pass model= (a module of the architecture it was "
+                             "trained with)")
+        model = DCDMNet(**{k: arch[k] for k in ("dim", "variant", "channels", "levels",
+                                                "blocks_per_level", "input_norm", "geometry")
+                           if k in arch})
+    elif not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                           for k, v in state.items()})
+    model = model.float().to(device)
+    model.eval()
+    model.manifest = info
+    model.pretrained_name = label
+    return model
+
+
+def _as_path(name, directory) -> pathlib.Path | None:
+    """``name`` as a file or folder path, or None for a model name."""
+    if isinstance(name, pathlib.PurePath):
+        return pathlib.Path(name)
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a model name or a path, got {type(name).__name__}")
+    looks_like_path = name.endswith(".pt") or "/" in name or "\\" in name
+    return pathlib.Path(name) if looks_like_path or pathlib.Path(name).exists() else None
+
+
+def _read_path(path: pathlib.Path) -> tuple[pathlib.Path, dict, str]:
+    if path.is_dir():
+        if not (path / "checkpoint.pt").exists():
+            raise ValueError(f"{path} is a folder without checkpoint.pt; pass the .pt file")
+        path = path / "checkpoint.pt"
+    if not path.exists():
+        raise ValueError(f"no such file: {path}")
+    side = path.with_suffix(".json")
+    info = json.loads(side.read_text()) if side.exists() else {}
+    return path, info, path.stem
+
+
+def _checkpoint_info(state: dict, path: pathlib.Path) -> dict:
+    info: dict[str, Any] = {"checkpoint": str(path), "step": int(state.get("step", 0))}
+    for key in ("config", "run"):
+        if key in state:
+            info[key] = json.loads(state[key])
+    if "net_config" in state:
+        info["architecture"] = json.loads(state["net_config"])
+    return info
 
 
 def save_pretrained(model: DCDMNet, name: str, info: dict[str, Any], *,

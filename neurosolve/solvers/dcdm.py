@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -54,9 +55,11 @@ class DCDM(CG):
 
     Parameters
     ----------
-    model : "auto", str, torch.nn.Module, TorchPreconditioner or callable
+    model : "auto", str, path, torch.nn.Module, TorchPreconditioner or callable
         ``"auto"``: the shipped network for the grid's dimension (``dcdm2d`` / ``dcdm3d``);
-        a name from :func:`neurosolve.neural.available_pretrained`; any torch module mapping
+        a name from :func:`neurosolve.neural.available_pretrained`; a path to a trained
+        DCDM network (a ``NAME.pt`` with its manifest, a training checkpoint or its folder:
+        see :func:`neurosolve.neural.load_pretrained`); any torch module mapping
         ``(1, 1, *grid)`` to the same shape (wrapped in
         :class:`~neurosolve.neural.TorchPreconditioner`); or a callable / operator on flat
         vectors (e.g. a classical preconditioner, for comparison).
@@ -181,6 +184,8 @@ class DCDM(CG):
 
         model = self.model
         grid = self._grid(problem)
+        if isinstance(model, os.PathLike):
+            model = os.fspath(model)
         needs_grid = isinstance(model, str) or isinstance(model, torch.nn.Module) or \
             isinstance(model, TorchPreconditioner)
         if grid is None and needs_grid:
@@ -203,7 +208,12 @@ class DCDM(CG):
         device = self.device
         if isinstance(model, str):
             name = default_model_name(len(shape)) if model == "auto" else model
-            model = _pretrained(name, str(device or "cpu"))
+            from neurosolve.neural.pretrained import _as_path, load_pretrained
+
+            if _as_path(name, None) is not None:  # a trained file: read it afresh
+                model = load_pretrained(name, device=str(device or "cpu"))
+            else:  # a shipped name: cached
+                model = _pretrained(name, str(device or "cpu"))
         if isinstance(model, TorchPreconditioner):
             if shape is not None and model.grid != shape:
                 raise ValueError(f"the TorchPreconditioner is for grid {model.grid}, the problem's "
