@@ -264,6 +264,20 @@ def test_cli_trains_and_exports_a_loadable_model(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps_done"] == 4
     assert (tmp_path / "run" / "loss.png").exists()
+    # the same network by path: the exported file, the checkpoint, the run folder
+    by_file = load_pretrained(tmp_path / "w" / "tiny.pt")
+    by_ckpt = load_pretrained(str(tmp_path / "run" / "checkpoint.pt"))
+    by_dir = load_pretrained(tmp_path / "run")
+    assert by_file.manifest["command"] == info["command"] and by_ckpt.manifest["step"] == 4
+    for k, v in by_ckpt.state_dict().items():
+        assert torch.equal(by_dir.state_dict()[k], v)
+        # the exported file is float16-rounded
+        torch.testing.assert_close(by_file.state_dict()[k], v, rtol=2e-3, atol=1e-4)
+    grid = poisson.sphere((16, 16))
+    prob = grid.system(poisson.rhs_blobs(grid, seed=0))
+    a = ns.solve(prob, ns.solvers.DCDM(model=tmp_path / "w" / "tiny.pt", rtol=1e-6))
+    b = ns.solve(prob, ns.solvers.DCDM(model=by_file, rtol=1e-6))
+    assert a.success and a.n_iter == b.n_iter
 
 
 def test_cli_stop_at_step_keeps_the_schedule_and_exports(tmp_path):
