@@ -543,7 +543,9 @@ def train_preconditioner(module: torch.nn.Module, data: Any, *, loss: Any = "dcd
                          max_minutes: float | None = None, stop_after: int | None = None,
                          stop_at: int | None = None, progress: bool = True,
                          loss_png: str | pathlib.Path | None = None, log_every: int = 10,
-                         config: dict | None = None, desc: str | None = None) -> TrainResult:
+                         config: dict | None = None, desc: str | None = None,
+                         shards: int | None = None, world: Any = None,
+                         dtype: torch.dtype = torch.float32) -> TrainResult:
     """Train ``module`` as a preconditioner / direction generator (Adam, cosine schedule).
 
     Parameters
@@ -588,6 +590,18 @@ def train_preconditioner(module: torch.nn.Module, data: Any, *, loss: Any = "dcd
         the module was built).
     desc : str, optional
         Label of the progress bar.
+    shards : int, optional
+        Each step's batch is ``shards`` groups of ``batch // shards`` samples, each group
+        from its own sample stream; default: the number of processes. Runs with the same
+        ``shards`` see the same samples whatever the number of processes, so 2 processes
+        reproduce 1 process with ``shards=2`` (and a resumed run may use another process
+        count).
+    world : neurosolve.neural.distributed.World, optional
+        The processes of a data-parallel run; default: read from the environment that
+        ``torchrun`` sets (one process without it). Each rank draws its own shards,
+        gradients are averaged with one all-reduce per step, only rank 0 writes files.
+    dtype : torch.dtype
+        Precision of the module (converted in place) and of the training data.
 
     Returns
     -------
@@ -635,11 +649,25 @@ def train_preconditioner(module: torch.nn.Module, data: Any, *, loss: Any = "dcd
     if max_minutes is not None and not max_minutes > 0:
         raise ValueError(f"max_minutes must be positive, got {max_minutes!r}")
     td = _as_training_data(data)
+    if world is None:
+        from neurosolve.neural.distributed import World
+
+        world = World.from_env(device=None if device in (None, "auto") else device)
+    if device in (None, "auto") and world.size > 1 and torch.cuda.is_available():
+        device = f"cuda:{world.local_rank}"
     dev = resolve_device(device)
-    net = module.to(dev)
+    shards = world.size if shards is None else shards
+    _check_positive_int("shards", shards)
+    mine = world.my_shards(shards)
+    if batch % shards:
+        raise ValueError(f"batch={batch} must be a multiple of shards={shards} (the batch is "
+                         f"split into equal groups, one sample stream each)")
+    per_shard = batch // shards
+    net = module.to(device=dev, dtype=dtype)
+    world.broadcast_module(net)
     run = {"loss": loss_name, "steps": int(steps), "batch": int(batch), "lr": float(lr),
            "lr_final": float(lr_final), "seed": int(seed), "grid": list(td.grid),
-           "module": type(module).__name__}
+           "module": type(module).__name__, "shards": int(shards)}
     stored = dict(config) if config is not None else {}
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     losses: list[float] = []
@@ -662,10 +690,10 @@ def train_preconditioner(module: torch.nn.Module, data: Any, *, loss: Any = "dcd
         start = int(state["step"])
         losses = [float(v) for v in state["losses"]]
         elapsed0 = float(state.get("wall_time", 0.0))
-    ops = [_Operator(m, td.grid, dev, torch.float32) for m in td.operators]
+    ops = [_Operator(m, td.grid, dev, dtype) for m in td.operators]
 
     def save(step):
-        if ckpt is None:
+        if ckpt is None or not world.is_main:
             return
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt.with_suffix(ckpt.suffix + ".tmp")
@@ -678,7 +706,7 @@ def train_preconditioner(module: torch.nn.Module, data: Any, *, loss: Any = "dcd
         tmp.replace(ckpt)
 
     bar = None
-    if progress:
+    if progress and world.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, initial=start, desc=desc or f"train ({loss_name} loss)",
@@ -697,9 +725,9 @@ def train_preconditioner(module: torch.nn.Module, data: Any, *, loss: Any = "dcd
                 break
             for group in opt.param_groups:
                 group["lr"] = cosine_lr(lr, lr_final, steps, step)
-            sample = td.sampler.sample(batch, step)
+            sample = _draw(td.sampler, per_shard, step, mine)
             bop = _BatchOperator(ops, sample.geometry, dev)
-            b = torch.as_tensor(sample.b, dtype=torch.float32, device=dev).unsqueeze(1)
+            b = torch.as_tensor(sample.b, dtype=dtype, device=dev).unsqueeze(1)
             lb = LossBatch(b, bop, bop.fluid, bop.diag, net)
             if not checked_shape:
                 with torch.no_grad():
@@ -710,14 +738,16 @@ def train_preconditioner(module: torch.nn.Module, data: Any, *, loss: Any = "dcd
                                      "input")
                 checked_shape = True
             value = loss_fn(lb).mean()
-            if not torch.isfinite(value):
-                raise FloatingPointError(
-                    f"the {loss_name} loss is {float(value)} at step {step}: lower lr (now "
-                    f"{opt.param_groups[0]['lr']:.3g}) or check the module's output")
             opt.zero_grad(set_to_none=True)
             value.backward()
+            logged = value.detach().reshape(1).clone()
+            world.average([p.grad for p in net.parameters()] + [logged])
+            if not torch.isfinite(logged).all():
+                raise FloatingPointError(
+                    f"the {loss_name} loss is {float(logged)} at step {step}: lower lr (now "
+                    f"{opt.param_groups[0]['lr']:.3g}) or check the module's output")
             opt.step()
-            losses.append(float(value.item()))
+            losses.append(float(logged.item()))
             if bar is not None:
                 bar.update(1)
                 if (step + 1) % log_every == 0 or step == start:
@@ -731,13 +761,26 @@ def train_preconditioner(module: torch.nn.Module, data: Any, *, loss: Any = "dcd
             bar.close()
     done = step if stopped else steps
     save(done)
+    world.barrier()  # the final checkpoint exists before any rank returns
     net.eval()
-    if loss_png is not None and losses:
+    if loss_png is not None and losses and world.is_main:
         plot_losses(losses, loss_png, title=desc or f"training ({loss_name} loss)",
                     ylabel=f"{loss_name} loss")
     tail = losses[-max(1, min(50, len(losses))):]
     return TrainResult(net, stored or run, losses, done, elapsed0 + time.perf_counter() - t0,
                        stopped, float(np.mean(tail)) if tail else float("nan"))
+
+
+def _draw(sampler, per_shard: int, step: int, shards: Sequence[int]):
+    """This rank's samples of ``step``: its shards, each from its own stream."""
+    from neurosolve.neural.dcdm_data import DataBatch
+    from neurosolve.neural.distributed import shard_step
+
+    parts = [sampler.sample(per_shard, shard_step(step, j)) for j in shards]
+    if len(parts) == 1:
+        return parts[0]
+    return DataBatch(np.concatenate([p.b for p in parts]),
+                     np.concatenate([p.geometry for p in parts]))
 
 
 def plot_losses(losses: Sequence[float], path, title: str = "training",
