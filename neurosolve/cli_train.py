@@ -9,6 +9,11 @@ under a name::
         --out runs/dcdm3d --name my_dcdm3d_32
 
 Interrupt it and run the same command with ``--resume`` to continue from the checkpoint.
+
+Data-parallel on two processes of this machine (torchrun; a process that dies restarts the
+job from the last checkpoint, up to ``--max-restarts`` times)::
+
+    neurosolve train dcdm --dim 3 --grid 32 --steps 500 --batch 16 --out runs/ddp --nproc 2
 """
 
 from __future__ import annotations
@@ -75,6 +80,16 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evaluate", action="store_true",
                    help="measure DCDM vs CG iterations on unseen geometries for the manifest")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes on this machine, launched with torchrun "
+                        "(gloo on the CPU, NCCL on GPUs); under torchrun or a cluster "
+                        "launcher that sets WORLD_SIZE/RANK the processes are already there")
+    p.add_argument("--max-restarts", type=int, default=3,
+                   help="with --nproc: how often torchrun restarts the job after a process "
+                        "dies (it resumes from the last checkpoint)")
+    p.add_argument("--shards", type=int, default=None,
+                   help="sample streams per batch (default: the number of processes); the "
+                        "same --shards gives the same training whatever the process count")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +123,32 @@ def _command_line(args) -> str:
         parts += ["--init", str(args.init)]
     if args.name:
         parts += ["--name", args.name]
+    if getattr(args, "shards", None) not in (None, 1):
+        parts += ["--shards", str(args.shards)]
     return shlex.join(parts)
+
+
+def _relaunch_with_torchrun(args) -> int:
+    """Run this same command in ``args.nproc`` processes under torchrun; its exit code."""
+    import subprocess
+
+    parser = build_parser()
+    argv = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "nproc", "max_restarts"):
+            continue
+        value = getattr(args, action.dest, None)
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction):
+            argv += [flag] if value else []
+        elif value is not None and action.dest != "shards":
+            argv += [flag, str(value)]
+    argv += ["--shards", str(args.shards or args.nproc)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={args.nproc}", f"--max-restarts={args.max_restarts}",
+           "-m", "neurosolve.cli", "train", "dcdm", *argv]
+    print("launching:", shlex.join(cmd), file=sys.stderr, flush=True)
+    return subprocess.run(cmd).returncode
 
 
 def main(args) -> int:
@@ -117,8 +157,22 @@ def main(args) -> int:
 
     from neurosolve.neural.dcdm_train import TrainConfig, reference_losses, train, build_data
 
+    import os
+
+    from neurosolve.neural.distributed import World
+
+    if args.nproc < 1:
+        raise SystemExit("neurosolve train dcdm: error: --nproc must be >= 1")
+    if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return _relaunch_with_torchrun(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    world = World.from_env(device=None if args.device == "auto" else args.device)
+    if world.restart > 0:  # torchrun restarted the job after a process died
+        args.resume = True
+    if world.size > 1 and args.shards is None:
+        args.shards = world.size
+    quiet = args.no_progress or not world.is_main
     cfg = TrainConfig(dim=args.dim, grid=args.grid, variant=args.variant, levels=args.levels,
                       channels=args.channels, geometry=args.geometry, data=args.data,
                       n_geometries=args.n_geometries,
@@ -127,13 +181,17 @@ def main(args) -> int:
                       steps=args.steps, batch=args.batch, lr=args.lr, lr_final=args.lr_final,
                       seed=args.seed, max_minutes=args.max_minutes)
     out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    data = build_data(cfg, progress=not args.no_progress)
+    data = build_data(cfg, progress=not quiet)
     t_data = time.perf_counter() - t0
     res = train(cfg, checkpoint=out / "checkpoint.pt", checkpoint_every=args.checkpoint_every,
-                resume=args.resume, device=args.device, progress=not args.no_progress,
-                loss_png=out / "loss.png", data=data, init=args.init, stop_at=args.stop_at_step)
+                resume=args.resume, device=args.device, progress=not quiet,
+                loss_png=out / "loss.png", data=data, init=args.init, stop_at=args.stop_at_step,
+                shards=args.shards, world=world)
+    if not world.is_main:  # rank 0 writes the summary and the manifest
+        return 0
     refs = reference_losses(*data, net=res.model.cpu())
     summary = {
         "config": cfg.__dict__,
@@ -144,6 +202,7 @@ def main(args) -> int:
         "train_seconds": round(res.wall_time, 1),
         "data_seconds": round(t_data, 1),
         "device": str(next(res.model.parameters()).device),
+        "processes": world.size,
         "command": _command_line(args),
     }
     if args.init is not None:

@@ -225,7 +225,8 @@ def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
           progress: bool = True, loss_png: str | pathlib.Path | None = None,
           data=None, log_every: int = 10, stop_after: int | None = None,
           stop_at: int | None = None,
-          init: str | pathlib.Path | dict | None = None) -> TrainResult:
+          init: str | pathlib.Path | dict | None = None, shards: int | None = None,
+          world=None) -> TrainResult:
     """Train the :class:`~neurosolve.neural.DCDMNet` that ``cfg`` describes.
 
     Builds the network (seeded by ``cfg.seed``) and the data of :func:`build_data`, then
@@ -236,9 +237,9 @@ def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
     ----------
     cfg : TrainConfig
     checkpoint, checkpoint_every, resume, device, progress, loss_png, log_every,
-    stop_after, stop_at
+    stop_after, stop_at, shards, world
         As in :func:`~neurosolve.neural.train_preconditioner`; a resumed run must have
-        the same ``cfg`` (``max_minutes`` may differ).
+        the same ``cfg`` (``max_minutes`` may differ) and ``shards``.
     data : (sampler, geometries), optional
         Prebuilt :func:`build_data` output (otherwise built from ``cfg``).
     init : path or state dict, optional
@@ -266,7 +267,8 @@ def train(cfg: TrainConfig, *, checkpoint: str | pathlib.Path | None = None,
         max_minutes=cfg.max_minutes, stop_after=stop_after, stop_at=stop_at,
         progress=progress, loss_png=loss_png, log_every=log_every,
         config=dataclasses.asdict(cfg),
-        desc=f"DCDM {cfg.dim}D {cfg.grid} {cfg.variant} {cfg.data}")
+        desc=f"DCDM {cfg.dim}D {cfg.grid} {cfg.variant} {cfg.data}", shards=shards,
+        world=world)
     res.config = cfg
     return res
 
