@@ -36,7 +36,7 @@ from neurosolve.neural.ep.diagnostics import (
     asymmetry_ratio, dense_jacobian, jac_sym, layer_cosines, spectral_radius, weight_angle,
 )
 from neurosolve.neural.ep.trainer import (
-    SGD, AdamW, TrainConfig, TrainResult, evaluate, plot_histories, train,
+    SGD, AdamW, TrainConfig, TrainResult, evaluate, plot_histories, plot_training, train,
 )
 from neurosolve.neural.ep.data import load_digits_split
 from neurosolve.problems.fixed_point import FixedPointProblem
@@ -53,7 +53,7 @@ __all__ = [
     "HomeostasisResult", "homeostatic_loss", "exact_asymmetry", "probe_asymmetry",
     "layer_cosines", "dense_jacobian", "jac_sym", "asymmetry_ratio", "weight_angle",
     "spectral_radius",
-    "SGD", "AdamW", "TrainConfig", "TrainResult", "train", "evaluate", "plot_histories",
+    "SGD", "AdamW", "TrainConfig", "TrainResult", "train", "evaluate", "plot_histories", "plot_training",
     "load_digits_split",
     "FixedPointProblem", "FixedPoint",
 ]

@@ -24,9 +24,12 @@ References
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import pathlib
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -44,7 +47,8 @@ from neurosolve.neural.ep.networks import DenseNetwork, LayeredNetwork
 from neurosolve.neural.ep.stability import contraction_penalty
 from neurosolve.solvers.fixed_point import FixedPoint
 
-__all__ = ["TrainConfig", "TrainResult", "SGD", "AdamW", "train", "evaluate", "plot_histories"]
+__all__ = ["TrainConfig", "TrainResult", "SGD", "AdamW", "train", "evaluate", "plot_histories",
+           "plot_training"]
 
 
 class SGD:
@@ -247,7 +251,9 @@ def _diagnose(net, X, y, cfg, rec: dict, rng_seed: int):
 
 def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConfig | None = None,
           *, progress: bool = True, callback: Callable[[int, dict], Any] | None = None,
-          **overrides) -> TrainResult:
+          checkpoint: str | pathlib.Path | None = None, resume: bool = False,
+          log: str | pathlib.Path | None = None, plot: str | pathlib.Path | None = None,
+          world: Any = None, **overrides) -> TrainResult:
     """Train ``net`` in place on ``(X, y)``; evaluate on ``(X_test, y_test)`` each epoch.
 
     Parameters
@@ -262,6 +268,23 @@ def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConf
         tqdm bar over epochs with loss / accuracy / alignment.
     callback : callable, optional
         ``callback(epoch, history)`` after each epoch; returning True stops training.
+    checkpoint : path, optional
+        An ``.npz`` written after every epoch (atomically): parameters, optimizer state,
+        the random generators' states, the history, the epoch and step counts.
+    resume : bool
+        Continue from ``checkpoint`` when it exists (same config required): the run then
+        ends with the parameters and history of an uninterrupted one.
+    log : path, optional
+        One JSON line per epoch (the epoch's entries of the history), appended as the
+        epoch ends, so a long run can be followed with ``tail -f``.
+    plot : path, optional
+        A PNG of test accuracy, alignment with BP and spectral radius, rewritten after every
+        epoch (:func:`plot_training`).
+    world : neurosolve.neural.distributed.World, optional
+        Data-parallel processes (default: from the ``torchrun`` environment; one process
+        without it). Each rank takes every ``size``-th sample of each mini-batch, the
+        gradient estimates are averaged with one all-reduce per step, only rank 0 writes
+        files and shows the bar.
     **overrides
         Fields of :class:`TrainConfig` (``train(net, X, y, method="bp", lr=1e-3)``).
 
@@ -287,8 +310,13 @@ def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConf
         raise ValueError("pass both X_test and y_test, or neither")
     if X_test is not None:
         net.check_input(X_test, y_test)
+    if world is None:
+        from neurosolve.neural.distributed import World
+
+        world = World.from_env()
     rng = np.random.default_rng(cfg.seed)
-    probe_rng = np.random.default_rng(cfg.seed + 7919)
+    # the probes of the homeostatic and contraction terms: a disjoint stream per rank
+    probe_rng = np.random.default_rng([cfg.seed + 7919] + ([world.rank] if world.rank else []))
     opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay) if cfg.optimizer == "sgd" else \
         AdamW(cfg.lr, weight_decay=cfg.weight_decay)
     hist: dict = {"epoch": [], "train_loss": [], "train_acc": [], "test_acc": [], "test_loss": [],
@@ -315,23 +343,33 @@ def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConf
             _diagnose(net, Xd, yd, cfg, hist, cfg.seed + ep)
 
     t0 = time.perf_counter()
-    ev0 = evaluate(net, X, y, solver=cfg.solver, init=cfg.init) if cfg.epochs >= 0 else None
-    record_epoch(0, [ev0["loss"]], [ev0["accuracy"]], [ev0["converged"]], [ev0["iterations"]],
-                 0, 0, 0.0)
+    ckpt = pathlib.Path(checkpoint) if checkpoint is not None else None
+    first, steps, elapsed0 = 1, 0, 0.0
+    if resume and ckpt is not None and ckpt.exists():
+        saved = _load_checkpoint(ckpt, net, opt, rng, probe_rng, cfg, world.rank)
+        hist.clear()
+        hist.update(saved["history"])
+        first, steps, elapsed0 = saved["epoch"] + 1, saved["steps"], saved["wall_time"]
+    else:
+        ev0 = evaluate(net, X, y, solver=cfg.solver, init=cfg.init)
+        record_epoch(0, [ev0["loss"]], [ev0["accuracy"]], [ev0["converged"]],
+                     [ev0["iterations"]], 0, 0, 0.0)
+        if log is not None and world.is_main:
+            _append_log(log, hist, 0, fresh=True)
     bar = None
-    if progress:
+    if progress and world.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.epochs, desc=f"train[{cfg.method}, lambda={cfg.homeostasis:g}]",
-                   leave=False)
+        bar = tqdm(total=cfg.epochs, initial=first - 1, unit="epoch",
+                   desc=f"train[{cfg.method}, lambda={cfg.homeostasis:g}]", leave=False)
     lr_scales = {k: cfg.readout_lr_scale for k in net.params if k.startswith("readout_")}
-    steps = 0
     stop = False
     try:
-        for ep in range(1, cfg.epochs + 1):
+        for ep in range(first, cfg.epochs + 1):
             losses, accs, conv, iters = [], [], [], []
             failed = skipped = 0
             for idx in _batches(X.shape[0], cfg.batch_size, rng):
+                idx = idx[world.rank::world.size]
                 xb, yb = _take(X, idx), _take(y, idx)
                 est = estimate_gradient(net, xb, yb, cfg.method, beta=cfg.beta,
                                         n_points=cfg.n_points,
@@ -355,7 +393,11 @@ def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConf
                     grads = dict(grads)
                     for k, g in cp.grads.items():
                         grads[k] = grads[k] + cfg.contraction * g
-                if est.status is Status.NONFINITE or not all(xp.isfinite_all(g) for g in grads.values()):
+                bad = est.status is Status.NONFINITE or \
+                    not all(xp.isfinite_all(g) for g in grads.values())
+                if world.size > 1:
+                    grads, bad = _average_grads(world, grads, bad)
+                if bad:
                     if cfg.strict:
                         raise RuntimeError(f"non-finite gradient estimate at step {steps}: {est.message}")
                     skipped += 1
@@ -370,7 +412,16 @@ def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConf
                     stop = True
                     break
             record_epoch(ep, losses, accs, conv, iters, failed, skipped,
-                         time.perf_counter() - t0)
+                         elapsed0 + time.perf_counter() - t0)
+            if world.is_main:
+                if ckpt is not None:
+                    _save_checkpoint(ckpt, net, opt, rng, probe_rng, cfg, hist, ep, steps,
+                                     elapsed0 + time.perf_counter() - t0)
+                if log is not None:
+                    _append_log(log, hist, ep)
+                if plot is not None:
+                    plot_training(hist, plot, title=f"{cfg.method}, lambda={cfg.homeostasis:g}")
+            world.barrier()
             if bar is not None:
                 post = {"loss": f"{hist['train_loss'][-1]:.3f}"}
                 if hist["test_acc"]:
@@ -386,8 +437,146 @@ def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConf
     finally:
         if bar is not None:
             bar.close()
-    return TrainResult(history=hist, config=cfg, net=net, wall_time=time.perf_counter() - t0,
-                       steps=steps)
+    return TrainResult(history=hist, config=cfg, net=net,
+                       wall_time=elapsed0 + time.perf_counter() - t0, steps=steps)
+
+
+# --------------------------------------------------------------------------------------------
+# long runs: data parallelism, checkpoints, the log and the plot
+# --------------------------------------------------------------------------------------------
+def _average_grads(world, grads: dict, bad: bool) -> tuple[dict, bool]:
+    """The ranks' mean gradient estimates (one all-reduce), and whether any rank's was bad."""
+    import torch
+
+    keys = sorted(grads)
+    flat = [torch.as_tensor(xp.to_numpy(grads[k]), dtype=torch.float64).reshape(-1)
+            for k in keys]
+    flag = torch.tensor([1.0 if bad else 0.0], dtype=torch.float64)
+    buf = torch.cat(flat + [flag])
+    if bool(bad):  # keep the sum finite; the flag says the step is skipped everywhere
+        buf = torch.nan_to_num(buf, nan=0.0, posinf=0.0, neginf=0.0)
+    world.average([buf])
+    out, offset = {}, 0
+    for k, f in zip(keys, flat):
+        n = f.numel()
+        out[k] = _like(buf[offset:offset + n].numpy().reshape(tuple(grads[k].shape)), grads[k])
+        offset += n
+    return out, bool(buf[-1] > 0)
+
+
+def _like(a: np.ndarray, ref):
+    """``a`` in the array library, dtype and device of ``ref``."""
+    if xp.lib(ref) == "torch":
+        import torch
+
+        return torch.as_tensor(a, dtype=ref.dtype, device=ref.device)
+    return np.asarray(a, dtype=ref.dtype)
+
+
+def _config_key(cfg: TrainConfig) -> dict:
+    d = asdict(replace(cfg, solver=None))
+    d["solver"] = repr(cfg.solver)
+    d.pop("max_steps", None)
+    return json.loads(json.dumps(d, default=str))
+
+
+def _optimizer_arrays(opt) -> dict:
+    if isinstance(opt, SGD):
+        return {f"buf:{k}": v for k, v in opt.buf.items()}
+    return {**{f"m:{k}": v for k, v in opt.m.items()}, **{f"v:{k}": v for k, v in opt.v.items()}}
+
+
+def _save_checkpoint(path: pathlib.Path, net, opt, rng, probe_rng, cfg, hist, epoch: int,
+                     steps: int, wall_time: float) -> None:
+    arrays = {f"param:{k}": xp.to_numpy(v) for k, v in net.params.items()}
+    arrays.update({k: xp.to_numpy(v) for k, v in _optimizer_arrays(opt).items()})
+    meta = {"epoch": epoch, "steps": steps, "wall_time": wall_time, "config": _config_key(cfg),
+            "adam_t": getattr(opt, "t", 0), "rng": rng.bit_generator.state,
+            "probe_rng": probe_rng.bit_generator.state, "history": hist}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, meta=np.array(json.dumps(meta, default=float)), **arrays)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: pathlib.Path, net, opt, rng, probe_rng, cfg, rank: int) -> dict:
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        arrays = {k: f[k] for k in f.files if k != "meta"}
+    want = _config_key(cfg)
+    diff = {k: (meta["config"].get(k), v) for k, v in want.items() if meta["config"].get(k) != v}
+    if diff:
+        raise ValueError(f"checkpoint {path} was written with a different config (saved, "
+                         f"requested): {diff}; use another checkpoint path or resume=False")
+    for k in net.params:
+        if f"param:{k}" not in arrays:
+            raise ValueError(f"checkpoint {path} has no parameter {k!r}: a different network")
+        net.params[k] = _like(arrays[f"param:{k}"], net.params[k])
+    for key, a in arrays.items():
+        kind, _, name = key.partition(":")
+        if kind == "buf":
+            opt.buf[name] = _like(a, net.params[name])
+        elif kind in ("m", "v"):
+            getattr(opt, kind)[name] = _like(a, net.params[name])
+    if isinstance(opt, AdamW):
+        opt.t = int(meta["adam_t"])
+    rng.bit_generator.state = meta["rng"]
+    if rank == 0:  # other ranks' probe streams are their own; they restart them
+        probe_rng.bit_generator.state = meta["probe_rng"]
+    return meta
+
+
+def _append_log(path, hist: dict, epoch: int, fresh: bool = False) -> None:
+    i = hist["epoch"].index(epoch)
+    row = {k: (v[i] if i < len(v) else None) for k, v in hist.items()}
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w" if fresh else "a") as f:
+        f.write(json.dumps(row, default=float) + "\n")
+
+
+def plot_training(history: dict, path, *, title: str | None = None) -> None:
+    """One run at a glance: accuracy, alignment with BP per layer, spectral radius.
+
+    Parameters
+    ----------
+    history : dict
+        :attr:`TrainResult.history` (or the rows of a ``log=`` file, as a dict of lists).
+    path : str or pathlib.Path
+        PNG file to write.
+    title : str, optional
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = np.asarray(history["epoch"])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for k, label in (("train_acc", "train"), ("test_acc", "test")):
+        if history.get(k):
+            axes[0].plot(ep[:len(history[k])], history[k], label=label)
+    axes[0].set_ylabel("accuracy")
+    for k in sorted(history):
+        if k.startswith("cos_") and history[k]:
+            axes[1].plot(ep[-len(history[k]):], history[k], label=k[4:])
+    axes[1].set_ylabel("cos(delta, delta_BP)")
+    for k in ("rho_max", "rho_mean"):
+        if history.get(k):
+            axes[2].plot(ep[-len(history[k]):], history[k], label=k)
+    axes[2].axhline(1.0, color="k", lw=0.6, ls="--")
+    axes[2].set_ylabel("spectral radius of H'D")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_histories(runs: dict, path, *, layer: str | None = None) -> None:
