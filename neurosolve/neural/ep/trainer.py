@@ -476,7 +476,8 @@ def _like(a: np.ndarray, ref):
 def _config_key(cfg: TrainConfig) -> dict:
     d = asdict(replace(cfg, solver=None))
     d["solver"] = repr(cfg.solver)
-    d.pop("max_steps", None)
+    for key in ("max_steps", "epochs"):  # a resumed run may stop elsewhere or go on longer
+        d.pop(key, None)
     return json.loads(json.dumps(d, default=str))
 
 
