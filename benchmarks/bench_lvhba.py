@@ -228,23 +228,38 @@ def _implicit_svm(p, steps=80):
     return p.meta["accuracy"](out["x"].numpy(), y), dt
 
 
+def _hyper_cleaning_seed(seed: int) -> dict:
+    """One seed of the hyper-cleaning comparison (a sweep point)."""
+    p = G.hyper_cleaning("breast_cancer", corruption=0.4, seed=seed, n_train=CLEAN["n_train"])
+    res, t_lv = _lvhba_svm(p, CLEAN["iters"])
+    acc_id, t_id = _implicit_svm(p)
+    base = sklearn_svm_baseline(p.meta["data"])
+    return dict(seed=seed, lvhba=p.meta["accuracy"](res.x.x, res.x.y), lvhba_time=t_lv,
+                lvhba_ll_gap=res.certificate["ll_gap"], implicit=acc_id, implicit_time=t_id,
+                noisy_svm=base["test_accuracy"], noisy_svm_time=base["time"])
+
+
 def test_hyper_cleaning_breast_cancer(benchmark):
+    """The seeds run through :func:`neurosolve.sweep`: serially by default,
+    ``NEUROSOLVE_BENCH_ENGINE=ray`` runs them as Ray tasks (one CPU each; each method's time
+    is still measured inside its own task)."""
     benchmark.group = "svm"
     rows = []
+    engine = os.environ.get("NEUROSOLVE_BENCH_ENGINE", "serial")
+    if engine == "ray":
+        import sys
+
+        from ray import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
     def run_all():
-        for seed in SEEDS:
-            p = G.hyper_cleaning("breast_cancer", corruption=0.4, seed=seed, n_train=CLEAN["n_train"])
-            res, t_lv = _lvhba_svm(p, CLEAN["iters"])
-            acc_id, t_id = _implicit_svm(p)
-            base = sklearn_svm_baseline(p.meta["data"])
-            rows.append(dict(seed=seed, lvhba=p.meta["accuracy"](res.x.x, res.x.y), lvhba_time=t_lv,
-                             lvhba_ll_gap=res.certificate["ll_gap"], implicit=acc_id, implicit_time=t_id,
-                             noisy_svm=base["test_accuracy"], noisy_svm_time=base["time"]))
+        rows.extend(ns.sweep(_hyper_cleaning_seed, SEEDS, engine=engine, progress=False))
 
     benchmark.pedantic(run_all, rounds=1, iterations=1)
     a = {k: np.array([r[k] for r in rows]) for k in rows[0]}
     benchmark.extra_info.update(
+        engine=engine,
         seeds=len(rows), n_train=CLEAN["n_train"], lvhba_iterations=CLEAN["iters"], implicit_outer_steps=80,
         **{f"{k}_mean": float(v.mean()) for k, v in a.items() if k != "seed"},
         **{f"{k}_std": float(v.std()) for k, v in a.items() if k in ("lvhba", "implicit", "noisy_svm")},
