@@ -61,7 +61,7 @@ class _OneLineParser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line:
     ``neurosolve: error: <message>; see '<prog> --help'`` (exit status 2)."""
 
-    def error(self, message: str):  # noqa: D102 - argparse's hook
+    def error(self, message: str):  # argparse's hook for every usage error
         self.exit(2, f"neurosolve: error: {message}; see '{self.prog} --help'\n")
 
 
@@ -311,11 +311,10 @@ def _solve_matrix(args) -> int:
     else:
         x_true = np.random.default_rng(args.seed).standard_normal(n)
         b = A @ x_true
-    scale = spla.norm(A)
-    if scale > 0 and spla.norm(A - A.T) > 1e-10 * scale:
+    scale, asym = spla.norm(A), spla.norm(A - A.T)  # LinearSystem's own test and tolerance
+    if scale > 0 and asym > 1e-10 * scale:
         raise CLIError(f"--matrix {args.matrix} is not symmetric (||A - A^T|| / ||A|| = "
-                       f"{spla.norm(A - A.T) / scale:.2e}); CG needs a symmetric positive "
-                       "definite matrix")
+                       f"{asym / scale:.2e}); CG needs a symmetric positive definite matrix")
     try:
         problem = LinearSystem(A, b)
     except ValueError as exc:  # NaN/inf entries and the like
@@ -464,6 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _solve_subparser(parser: argparse.ArgumentParser, problem: str) -> argparse.ArgumentParser:
+    """The parser of ``neurosolve solve <problem>``."""
+    def sub(p):
+        return next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+
+    return sub(sub(parser).choices["solve"]).choices[problem]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``neurosolve`` command; returns its exit status.
 
@@ -472,7 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     errors exit with status 2 as well (``SystemExit``).
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # what parse_args does, with the one-line message for the solve subcommands
+        owner = _solve_subparser(parser, args.problem) if args.command == "solve" else parser
+        owner.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except CLIError as exc:

@@ -90,6 +90,7 @@ def npz(tmp_path):
     (["--grid", "8", "8", "8", "--rtol", "-1"], ["rtol"]),
     (["--grid", "8", "8", "8", "--backend", "gpu"], ["--backend", "invalid choice", "cuda"]),
     (["--grid", "8", "8", "8", "--solver", "lu"], ["--solver", "invalid choice"]),
+    (["--grid", "8", "8", "8", "--tol", "1e-3"], ["unrecognized arguments: --tol 1e-3"]),
 ])
 def test_poisson_usage_errors(capsys, argv, words):
     rc, _, err = _run(capsys, POISSON + argv)
@@ -111,11 +112,29 @@ def test_cuda_not_available(capsys, monkeypatch):
 def test_error_through_the_console_script():
     """The real process: exit status 2, one line on stderr, no traceback."""
     proc = subprocess.run([sys.executable, "-m", "neurosolve.cli", *POISSON, "--grid", "16"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "--grid takes 2 or 3 sizes" in _error_line(proc.stderr)
     assert proc.stdout == ""
+
+
+def test_matrix_missing_option(capsys):
+    rc, _, err = _run(capsys, ["solve", "matrix", "--no-progress"])
+    assert rc == 2
+    assert "--matrix" in _error_line(err)
+
+
+def test_genuine_bug_keeps_its_traceback(capsys, monkeypatch):
+    """Only the known user mistakes become one line: an error inside the solve propagates."""
+    import neurosolve
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug inside the solver")
+
+    monkeypatch.setattr(neurosolve, "solve", broken)
+    with pytest.raises(ValueError, match="a bug inside the solver"):
+        main(POISSON + ["--grid", "8", "8", "8", "--solver", "cg"])
 
 
 # -- exit statuses 0 and 1 -----------------------------------------------------------------
@@ -203,9 +222,9 @@ def test_matrix_torch_backend(capsys, tmp_path, mtx):
     pytest.importorskip("torch")
     A, path = mtx
     out_file = tmp_path / "x.npy"
-    rc, out, err = _run(capsys, ["solve", "matrix", "--matrix", str(path), "--backend", "torch",
-                                 "--solver", "pcg-jacobi", "--rtol", "1e-10",
-                                 "--out", str(out_file), "--no-progress"])
+    rc, _, err = _run(capsys, ["solve", "matrix", "--matrix", str(path), "--backend", "torch",
+                               "--solver", "pcg-jacobi", "--rtol", "1e-10",
+                               "--out", str(out_file), "--no-progress"])
     assert rc == 0, err
     b = A @ np.random.default_rng(0).standard_normal(A.shape[0])
     ref = spla.spsolve(sp.csc_matrix(A), b)
