@@ -10,8 +10,8 @@ Problems (all to ||grad f||_2 <= 1e-8, x0 = 0 for logistic, x0 = 1 for log-sum-e
   here (the paper uses B = A^T A) so that every method stops on the same Euclidean
   gradient norm.
 
-GNS configurations: ``exact`` (dense Hessian, Cholesky, the paper's gamma0 = 1),
-``exact-newton-first`` (gamma0 = 1e6: the first search halves down from a Newton step),
+GNS configurations: ``exact`` (dense Hessian, Cholesky: the default ``GNSNewton()``),
+``exact-newton-first`` (gamma0 = 1e6, now the default too: kept for the history of the table),
 ``hessp`` (exact Hessian-vector products, CG to 1e-10), ``fisher``, ``diag``,
 ``weighted-gn`` (log-sum-exp).
 

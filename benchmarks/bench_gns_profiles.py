@@ -12,6 +12,8 @@ method that stops (or claims success) above it counts as a failure.
 
 * GNS ``default`` (exact Hessian, neurosolve's defaults) and ``paper``
   (:meth:`GNSNewton.paper`: gamma0 = 1, Lemma-1 test only);
+* jaxopt ``LBFGS`` (when jax and jaxopt are installed; float64, jitted, the same numpy
+  ``fun_and_grad`` through ``jax.pure_callback``; compile time excluded);
 * scipy ``trust-exact`` (dense Hessian), ``trust-krylov``, ``trust-ncg``, ``Newton-CG``
   (Hessian-vector products), ``BFGS``, ``L-BFGS-B`` (first order). The trust-region
   methods stop on their own ``gtol`` (a 2-norm); the others are stopped by a callback when
@@ -28,11 +30,21 @@ trust-exact's), ``ratio`` = our total wall time / trust-exact's on the problems 
 solve (< 1: we are faster), ``fail_where_trust_exact_ok`` (problems where GNS fails and
 trust-exact converges; the issue asks for 0).
 
-Run: ``pytest benchmarks/bench_gns_profiles.py --benchmark-only -q`` (about a minute)
+Also here: ``test_softmax_digits_user_oracles`` (softmax regression on sklearn's digits,
+user numpy oracles, GNS default vs scipy's Newton-type methods on ``hess`` and on
+``hessp``, 5 interleaved rounds after a warm-up), ``test_logistic_50000x200_user_oracles``
+(``NEUROSOLVE_BENCH_LARGE=1``) and ``test_gns_overhead_per_iteration`` (the time of a GNS
+iteration outside the user's oracles minus one Cholesky + solve, n = 50).
+``python -m cProfile -s cumtime benchmarks/bench_gns_profiles.py`` profiles three GNS
+solves of softmax digits.
+
+Run: ``OMP_NUM_THREADS=1 pytest benchmarks/bench_gns_profiles.py --benchmark-only -q``
+(about 6 minutes, 5 of them jaxopt's per-problem compilation)
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -53,9 +65,13 @@ MAXITER = 3000
 THREADS = int(os.environ.get("NEUROSOLVE_BENCH_THREADS", "1"))
 OUT = pathlib.Path(os.environ.get("NEUROSOLVE_BENCH_OUT", "neurosolve-report/gns"))
 SCIPY = ("trust-exact", "trust-krylov", "trust-ncg", "Newton-CG", "BFGS", "L-BFGS-B")
+#: jaxopt LBFGS joins the profiles when jax and jaxopt are installed (same numpy oracles)
+JAXOPT: tuple[str, ...] = (("jaxopt-LBFGS",) if importlib.util.find_spec("jax") is not None
+                           and importlib.util.find_spec("jaxopt") is not None else ())
 GNS = {"default": lambda: GNSNewton(gtol=GTOL, maxiter=MAXITER),
        "paper": lambda: GNSNewton.paper(gtol=GTOL, maxiter=MAXITER)}
-SOLVERS = tuple(f"GNS-{k}" for k in GNS) + SCIPY
+SOLVERS = tuple(f"GNS-{k}" for k in GNS) + SCIPY + JAXOPT
+FIRST_ORDER = ("BFGS", "L-BFGS-B", "jaxopt-LBFGS")  # left out of the Hessian profile
 COSTS = ("iterations", "evaluations", "hessians", "time_s")
 
 
@@ -163,6 +179,51 @@ def run_scipy(p, method):
             "hessians": max(c.nhev, 1), "time_s": elapsed}
 
 
+def run_jaxopt(p):
+    """jaxopt LBFGS (float64, jitted) on the SAME numpy ``fun_and_grad``: the oracle enters
+    the jitted loop through ``jax.pure_callback`` (``value_and_grad=True``), so jaxopt pays
+    a host round trip per evaluation but computes nothing of ``f`` itself. Its own test
+    (``||grad||_2 <= tol``) is the uniform rule; success is re-checked at the answer.
+    One untimed run per problem compiles the loop (shapes differ between problems)."""
+    import jax
+    import jax.numpy as jnp
+    import jaxopt
+
+    jax.config.update("jax_enable_x64", True)
+    c = _Counted(p)
+    x0 = np.asarray(p.x0, dtype=float)
+    spec = (jax.ShapeDtypeStruct((), jnp.float64), jax.ShapeDtypeStruct(x0.shape, jnp.float64))
+
+    def host_fg(x):
+        f, g = c.fg(np.asarray(x))
+        return np.float64(f), np.asarray(g, dtype=np.float64)
+
+    def value_and_grad(x):
+        return jax.pure_callback(host_fg, spec, x)
+
+    solver = jaxopt.LBFGS(fun=value_and_grad, value_and_grad=True, tol=GTOL, maxiter=MAXITER,
+                          history_size=10)
+    run = jax.jit(solver.run)
+    xj = jnp.asarray(x0)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            jax.block_until_ready(run(xj))  # compile (and a first solve), untimed
+            c.nfev = 0
+            t = time.perf_counter()
+            params, state = jax.block_until_ready(run(xj))
+            elapsed = time.perf_counter() - t
+        x = np.asarray(params)
+        nit = int(state.iter_num)
+    except Exception:  # a crash is a failure
+        x, nit, elapsed = None, 0, np.inf
+    ok = x is not None and np.all(np.isfinite(x)) and c.gnorm(x) <= GTOL
+    if not ok:
+        return {k: np.inf for k in COSTS}
+    return {"iterations": max(nit, 1), "evaluations": max(c.nfev, 1), "hessians": np.inf,
+            "time_s": elapsed}
+
+
 def run_gns(p, make):
     solver = make()
     t = time.perf_counter()
@@ -190,6 +251,18 @@ def test_scipy_profile(benchmark, method):
                              rounds=1, iterations=1)
     benchmark.extra_info.update(solved=int(np.isfinite(out["iterations"]).sum()),
                                 problems=len(PROBLEMS), gtol=GTOL, blas_threads=THREADS)
+
+
+@pytest.mark.benchmark(group="gns-profiles")
+def test_jaxopt_profile(benchmark):
+    if not JAXOPT:
+        pytest.skip("jaxopt is not installed")
+    out = benchmark.pedantic(lambda: _collect("jaxopt-LBFGS", run_jaxopt), rounds=1, iterations=1)
+    from importlib.metadata import version
+
+    benchmark.extra_info.update(solved=int(np.isfinite(out["iterations"]).sum()),
+                                problems=len(PROBLEMS), gtol=GTOL, blas_threads=THREADS,
+                                jax_version=version("jax"), jaxopt_version=version("jaxopt"))
 
 
 @pytest.mark.benchmark(group="gns-profiles")
@@ -230,7 +303,7 @@ def test_write_profiles(benchmark):
         costs = {}
         for c in COSTS:
             # Hessian evaluations compare only the methods that evaluate Hessians
-            who = [s for s in SOLVERS if c != "hessians" or s not in ("BFGS", "L-BFGS-B")]
+            who = [s for s in SOLVERS if c != "hessians" or s not in FIRST_ORDER]
             costs[c] = pp.profile_table([TABLE[s][c] for s in who], who, names)
         report = {"gtol": GTOL, "blas_threads": THREADS, "costs": costs}
         (OUT / "gns_profiles.json").write_text(json.dumps(report, indent=1))
@@ -304,3 +377,250 @@ def test_logistic_50000x200_user_oracles(benchmark):
         peer_grad_norm=float(np.linalg.norm(fg(ref.x)[1])), ratio=ours / t_ref,
         iter_ratio=res.n_iter / ref.nit, blas_threads=THREADS)
     assert res.success, res.message
+
+
+# -- softmax regression on digits with plain user-written numpy oracles ---------------------------
+#: scipy's Newton-type methods; "(hessp)" runs them on Hessian-vector products instead
+NEWTON_TYPE = ("trust-exact", "trust-krylov", "trust-ncg", "Newton-CG")
+DIGITS_PEERS = NEWTON_TYPE + ("trust-krylov (hessp)", "trust-ncg (hessp)", "Newton-CG (hessp)")
+REPEATS = int(os.environ.get("NEUROSOLVE_BENCH_REPEATS", "5"))
+
+
+class _UserSoftmax:
+    """Multinomial logistic regression on sklearn's ``load_digits`` as a user would write it:
+    standardized features (zero-variance pixels left at 0), 10 classes, no intercept,
+    ``f(W) = mean_i [logsumexp(x_i W) - (x_i W)_{y_i}] + mu/2 ||W||_F^2`` with ``x = W.ravel()``
+    (64 x 10 = 640 unknowns), numpy/scipy ``fun_and_grad``, dense ``hess`` (55 blocks
+    ``X^T Diag(w) X``) and ``hessp``. Every method gets these same functions; the counters
+    count each method's calls."""
+
+    def __init__(self, mu):
+        from sklearn.datasets import load_digits
+
+        X, lab = load_digits(return_X_y=True)
+        X = X.astype(float)
+        sd = X.std(axis=0)
+        sd[sd == 0] = 1.0
+        self.X = (X - X.mean(axis=0)) / sd
+        self.m, self.d = self.X.shape
+        self.K = 10
+        self.n = self.d * self.K
+        self.mu = float(mu)
+        self.Y = np.zeros((self.m, self.K))
+        self.Y[np.arange(self.m), lab] = 1.0
+        self.x0 = np.zeros(self.n)
+        self._px = None
+        self.reset()
+
+    def reset(self):
+        self.nfev = self.nhev = self.nhvp = 0
+
+    def _probs(self, x):
+        """Class probabilities at x (cached at the last point, shared by hess and hessp)."""
+        from scipy.special import softmax
+
+        if self._px is None or not np.array_equal(self._px[0], x):
+            self._px = (np.array(x, copy=True),
+                        softmax(self.X @ x.reshape(self.d, self.K), axis=1))
+        return self._px[1]
+
+    def fg(self, x):
+        from scipy.special import logsumexp, softmax
+
+        self.nfev += 1
+        S = self.X @ x.reshape(self.d, self.K)
+        P = softmax(S, axis=1)
+        f = (logsumexp(S, axis=1).sum() - (S * self.Y).sum()) / self.m + 0.5 * self.mu * x @ x
+        return f, (self.X.T @ (P - self.Y) / self.m).ravel() + self.mu * x
+
+    def hess(self, x):
+        self.nhev += 1
+        X, P, d, K = self.X, self._probs(x), self.d, self.K
+        H = np.zeros((d, K, d, K))
+        for k in range(K):
+            for c in range(k, K):
+                w = -P[:, k] * P[:, c]
+                if c == k:
+                    w = w + P[:, k]
+                blk = (X * w[:, None]).T @ X / self.m
+                H[:, k, :, c] = blk
+                if c != k:
+                    H[:, c, :, k] = blk.T
+        H = H.reshape(self.n, self.n)
+        H[np.diag_indices(self.n)] += self.mu
+        return H
+
+    def hessp(self, x, v):
+        self.nhvp += 1
+        P = self._probs(x)
+        PZ = P * (self.X @ v.reshape(self.d, self.K))
+        return (self.X.T @ (PZ - P * PZ.sum(axis=1)[:, None]) / self.m).ravel() + self.mu * v
+
+    def gnorm(self, x):
+        """||grad f(x)||_2 recomputed (not counted)."""
+        n0 = self.nfev
+        g = self.fg(x)[1]
+        self.nfev = n0
+        return float(np.linalg.norm(g))
+
+
+def _run_digits(u, method):
+    """One run of ``method`` on the user oracles: iterations, counts, time, ||g|| at the
+    answer (recomputed), converged = ||g||_2 <= GTOL."""
+    from scipy.optimize import minimize
+
+    u.reset()
+    if method == "GNS-default":
+        t = time.perf_counter()
+        res = ns.minimize(u.fg, u.x0, jac=True, hess=u.hess, gtol=GTOL, maxiter=MAXITER)
+        elapsed = time.perf_counter() - t
+        x, nit = res.x, res.n_iter
+        extra = {"factorizations": res.stats["factorizations"], "status": res.status.name}
+    else:
+        name = method.split(" ")[0]
+        kw = {"hessp": u.hessp} if method.endswith("(hessp)") else {"hess": u.hess}
+        trust = name.startswith("trust")
+        opts = {"maxiter": MAXITER, **({"gtol": GTOL} if trust else {"xtol": 1e-300})}
+        it = [0]
+
+        def cb(intermediate_result):
+            it[0] += 1
+            if not trust and u.gnorm(intermediate_result.x) <= GTOL:
+                raise StopIteration
+
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = minimize(u.fg, u.x0, jac=True, method=name, callback=cb, options=opts, **kw)
+        elapsed = time.perf_counter() - t
+        x, nit = res.x, max(it[0], int(res.nit))
+        extra = {"message": str(res.message)}
+    counts = {"nfev": u.nfev, "nhev": u.nhev, "nhvp": u.nhvp}
+    gn = u.gnorm(x)
+    return {"iterations": int(nit), **counts, "time_s": elapsed, "grad_norm": gn,
+            "converged": bool(gn <= GTOL), **extra}
+
+
+@pytest.mark.benchmark(group="gns-softmax-digits")
+@pytest.mark.parametrize("mu", [1e-3, 1e-4])
+def test_softmax_digits_user_oracles(benchmark, mu):
+    """Default GNS vs scipy's Newton-type methods on softmax regression (digits), same
+    user numpy oracles, ``||grad f||_2 <= 1e-8`` recomputed at each answer, BLAS on one
+    thread. Every method runs once untimed (warm-up), then REPEATS rounds, the methods
+    interleaved within each round (so load changes hit all alike). ``extra_info``: per
+    method iterations, evaluations, time min / median, converged; ``ratio`` = our min time
+    / the best min time among the converged scipy Newton-type methods (``peer``);
+    ``median_ratio`` the same with medians; ``iter_ratio`` ours / the fewest iterations
+    among those peers (< 1: GNS is faster / needs fewer)."""
+    u = _UserSoftmax(mu)
+    methods = ("GNS-default",) + DIGITS_PEERS
+
+    def run_all():
+        for meth in methods:  # warm-up
+            _run_digits(u, meth)
+        runs = {meth: [] for meth in methods}
+        for _ in range(REPEATS):
+            for meth in methods:
+                runs[meth].append(_run_digits(u, meth))
+        return runs
+
+    runs = benchmark.pedantic(run_all, rounds=1, iterations=1)
+    table = {}
+    for meth, rs in runs.items():
+        ts = [r["time_s"] for r in rs]
+        row = dict(rs[-1])
+        row.update(time_min_s=float(np.min(ts)), time_median_s=float(np.median(ts)),
+                   converged=all(r["converged"] for r in rs))
+        del row["time_s"]
+        table[meth] = row
+    ours = table["GNS-default"]
+    ok = {k: v for k, v in table.items() if k != "GNS-default" and v["converged"]}
+    info = {"problem": f"softmax digits 1797x64, 10 classes, standardized, mu={mu:g}",
+            "methods": table, "repeats": REPEATS, "gtol": GTOL, "blas_threads": THREADS}
+    if ok:
+        best = min(ok, key=lambda k: ok[k]["time_min_s"])
+        best_med = min(ok, key=lambda k: ok[k]["time_median_s"])
+        fewest = min(ok, key=lambda k: ok[k]["iterations"])
+        info.update(peer=f"scipy {best}", ratio=ours["time_min_s"] / ok[best]["time_min_s"],
+                    median_peer=f"scipy {best_med}",
+                    median_ratio=ours["time_median_s"] / ok[best_med]["time_median_s"],
+                    fewest_iter_peer=f"scipy {fewest}",
+                    iter_ratio=ours["iterations"] / ok[fewest]["iterations"])
+    dense = {k: v for k, v in ok.items() if not k.endswith("(hessp)")}
+    if dense:  # the peers that, like GNS, take the dense Hessian oracle
+        best_dense = min(dense, key=lambda k: dense[k]["time_min_s"])
+        info.update(dense_hessian_peer=f"scipy {best_dense}",
+                    ratio_vs_dense_hessian_peer=ours["time_min_s"] / dense[best_dense]["time_min_s"])
+    benchmark.extra_info.update(info)
+    print(json.dumps(info, indent=1, default=str))
+    assert ours["converged"], ours
+
+
+# -- per-iteration overhead of the numpy path ------------------------------------------------------
+@pytest.mark.benchmark(group="gns-overhead")
+def test_gns_overhead_per_iteration(benchmark):
+    """Default GNS on user numpy oracles for a small problem (logistic regression 200 x 50,
+    mu = 1e-3): time per iteration outside the user's oracles, minus one ``cho_factor`` +
+    ``cho_solve`` of the same size, averaged over 200 solves (setup and the final
+    certificate included). ``extra_info`` in microseconds."""
+    from scipy.linalg import cho_factor, cho_solve
+    from scipy.special import expit
+
+    rng = np.random.default_rng(0)
+    m, n, mu = 200, 50, 1e-3
+    A = rng.standard_normal((m, n))
+    y = np.sign(A @ rng.standard_normal(n) + rng.standard_normal(m))
+    inside = [0.0]
+
+    def fg(x):
+        t0 = time.perf_counter()
+        t = y * (A @ x)
+        out = (np.logaddexp(0, -t).sum() / m + 0.5 * mu * x @ x,
+               A.T @ (-y * expit(-t)) / m + mu * x)
+        inside[0] += time.perf_counter() - t0
+        return out
+
+    def hess(x):
+        t0 = time.perf_counter()
+        t = A @ x
+        w = expit(t) * expit(-t)
+        H = (A.T * w) @ A / m + mu * np.eye(n)
+        inside[0] += time.perf_counter() - t0
+        return H
+
+    x0 = np.zeros(n)
+    for _ in range(20):
+        ns.minimize(fg, x0, jac=True, hess=hess)
+    solves = 200
+
+    def run():
+        inside[0] = 0.0
+        its = facs = 0
+        t0 = time.perf_counter()
+        for _ in range(solves):
+            r = ns.minimize(fg, x0, jac=True, hess=hess)
+            its += r.n_iter
+            facs += r.stats["factorizations"]
+        return time.perf_counter() - t0, inside[0], its, facs
+
+    wall, oracle, its, facs = benchmark.pedantic(run, rounds=1, iterations=1)
+    H, g = hess(x0) + np.eye(n), fg(x0)[1]
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        cho_solve(cho_factor(H.copy(), lower=True, check_finite=False), g, check_finite=False)
+    lin = (time.perf_counter() - t0) / 2000
+    per_it = (wall - oracle) / its
+    benchmark.extra_info.update(
+        n=n, iterations_per_solve=its / solves, factorizations_per_solve=facs / solves,
+        solve_us=1e6 * wall / solves, oracles_us_per_solve=1e6 * oracle / solves,
+        non_oracle_us_per_iteration=1e6 * per_it, cholesky_solve_us=1e6 * lin,
+        overhead_us_per_iteration=1e6 * (per_it - lin * facs / its), blas_threads=THREADS)
+
+
+if __name__ == "__main__":  # python -m cProfile -s cumtime benchmarks/bench_gns_profiles.py
+    from threadpoolctl import threadpool_limits
+
+    _u = _UserSoftmax(1e-3)
+    with threadpool_limits(1):
+        for _ in range(3):
+            ns.minimize(_u.fg, _u.x0, jac=True, hess=_u.hess, gtol=GTOL)
