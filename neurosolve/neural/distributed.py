@@ -27,6 +27,7 @@ References
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Iterable
@@ -43,6 +44,23 @@ def shard_step(step: int, shard: int) -> int:
     """The sampler step of ``shard`` at optimizer step ``step`` (shard 0: ``step`` itself,
     so a one-shard run draws exactly what the samplers drew before sharding existed)."""
     return int(step) + int(shard) * SHARD_STRIDE
+
+
+def _store(rank: int, size: int, restart: int, timeout_s: float):
+    """The rendezvous store of this attempt of the job.
+
+    torchrun's agent keeps one store for the whole job (``TORCHELASTIC_USE_AGENT_STORE``),
+    so the addresses the ranks of a failed attempt published are still in it when the job
+    restarts; a restarted rank that read them would connect to a dead process and hang.
+    Each attempt therefore gets its own key prefix.
+    """
+    import torch.distributed as dist
+
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size,
+                          is_master=rank == 0 and not agent,
+                          timeout=datetime.timedelta(seconds=timeout_s))
+    return dist.PrefixStore(f"neurosolve/attempt{restart}", store)
 
 
 @dataclass
@@ -72,8 +90,8 @@ class World:
     restart: int = 0
 
     @classmethod
-    def from_env(cls, backend: str | None = None, device: str | torch.device | None = None
-                 ) -> "World":
+    def from_env(cls, backend: str | None = None, device: str | torch.device | None = None,
+                 timeout_s: float = 300.0) -> "World":
         """Join the process group described by the environment (if any).
 
         Parameters
@@ -82,6 +100,9 @@ class World:
             Default: NCCL when ``device`` is CUDA, else gloo.
         device : str or torch.device, optional
             The device this rank trains on.
+        timeout_s : float
+            How long a collective (and the initial connection) may wait for the other
+            ranks before it fails; a failure makes torchrun restart the job.
 
         Raises
         ------
@@ -111,7 +132,9 @@ class World:
             backend = "nccl" if cuda else "gloo"
         if backend == "nccl" and not dist.is_nccl_available():
             raise ValueError("backend 'nccl' is not available in this torch build; use gloo")
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, store=_store(rank, size, restart, timeout_s),
+                                rank=rank, world_size=size,
+                                timeout=datetime.timedelta(seconds=timeout_s))
         return cls(rank, size, int(os.environ.get("LOCAL_RANK", "0")), backend, restart)
 
     @property
