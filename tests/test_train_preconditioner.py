@@ -67,7 +67,7 @@ def test_energy_loss_closed_forms():
     want = (e1 @ A @ e1) / (e0 @ A @ e0)
     At = torch.as_tensor(A)
     fluid = torch.as_tensor(fl.reshape(1, 1, 12, 12), dtype=torch.float64)
-    diag = torch.as_tensor(np.diag(A).reshape(1, 1, 12, 12))
+    diag = torch.as_tensor(np.diag(A).copy().reshape(1, 1, 12, 12))
 
     class Jacobi(torch.nn.Module):
         def forward(self, r):

@@ -125,8 +125,11 @@ def _as_path(name, directory) -> pathlib.Path | None:
         return pathlib.Path(name)
     if not isinstance(name, str):
         raise TypeError(f"name must be a model name or a path, got {type(name).__name__}")
-    looks_like_path = name.endswith(".pt") or "/" in name or "\\" in name
-    return pathlib.Path(name) if looks_like_path or pathlib.Path(name).exists() else None
+    if name.endswith(".pt") or "/" in name or "\\" in name:
+        return pathlib.Path(name)
+    if name in available_pretrained(directory):  # a shipped name wins over a local folder
+        return None
+    return pathlib.Path(name) if pathlib.Path(name).exists() else None
 
 
 def _read_path(path: pathlib.Path) -> tuple[pathlib.Path, dict, str]:
