@@ -262,6 +262,9 @@ class LossBatch:
     diag : torch.Tensor, shape (batch, 1, *grid)
         The diagonal of each sample's matrix.
     module : torch.nn.Module
+    geometry : numpy.ndarray of int
+        The index of each sample's matrix (into the training data's operators), for a
+        module that depends on the geometry (e.g. multigrid hierarchies).
     """
 
     b: torch.Tensor
@@ -269,6 +272,7 @@ class LossBatch:
     fluid: torch.Tensor
     diag: torch.Tensor
     module: torch.nn.Module
+    geometry: Any = None
 
     def direction(self, r: torch.Tensor) -> torch.Tensor:
         """``module(r)`` on the fluid cells (with geometry channels for a network that takes
@@ -728,7 +732,7 @@ def train_preconditioner(module: torch.nn.Module, data: Any, *, loss: Any = "dcd
             sample = _draw(td.sampler, per_shard, step, mine)
             bop = _BatchOperator(ops, sample.geometry, dev)
             b = torch.as_tensor(sample.b, dtype=dtype, device=dev).unsqueeze(1)
-            lb = LossBatch(b, bop, bop.fluid, bop.diag, net)
+            lb = LossBatch(b, bop, bop.fluid, bop.diag, net, np.asarray(sample.geometry))
             if not checked_shape:
                 with torch.no_grad():
                     out = net(_module_input(net, b[:1], bop.diag[:1], bop.fluid[:1]))

@@ -213,18 +213,23 @@ class GMG(Preconditioner):
                 x[...] = y
             return x
         x[...] = 0.0
-        for _ in range(self.nu):
-            K.rbgs_sweep(L.inv_d, L.cx, L.cy, L.cz, b, x, 0)
-            K.rbgs_sweep(L.inv_d, L.cx, L.cy, L.cz, b, x, 1)
+        self._smooth(l, b, x, (0, 1))
         K.stencil_residual(L.d, L.cx, L.cy, L.cz, x, b, L.r)
         C = levels[l + 1]
         K.restrict(L.r, L.inv_w, C.d, *L.tables, C.b)
         self._vcycle(l + 1, C.b, C.x)
         K.prolong_add(C.x, L.inv_w, *L.tables, x)
-        for _ in range(self.nu):
-            K.rbgs_sweep(L.inv_d, L.cx, L.cy, L.cz, b, x, 1)
-            K.rbgs_sweep(L.inv_d, L.cx, L.cy, L.cz, b, x, 0)
+        self._smooth(l, b, x, (1, 0))
         return x
+
+    def _smooth(self, l, b, x, colors):
+        """``nu`` red-black Gauss-Seidel sweeps on level ``l``, colours in this order."""
+        from neurosolve.backends import stencil_kernels as K
+
+        L = self._levels[l]
+        for _ in range(self.nu):
+            for c in colors:
+                K.rbgs_sweep(L.inv_d, L.cx, L.cy, L.cz, b, x, c)
 
     def matvec(self, r):
         r = np.ascontiguousarray(self._check(r), dtype=np.float64)

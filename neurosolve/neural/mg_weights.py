@@ -1,0 +1,226 @@
+"""Training the smoother weights of :class:`~neurosolve.solvers.preconditioners.LearnedMG`.
+
+:class:`SmootherWeightNet` maps a level's cell features to relaxation weights in
+``[0.1, 1.9]``; :class:`LearnedVCycles` runs GMG's V-cycle in torch with those weights (the
+hierarchy, transfers and coarsest pseudo-inverse read off the numba GMG, so the two agree
+to rounding); :func:`train_learned_mg` trains the network with the error-energy loss
+through :func:`~neurosolve.neural.train_preconditioner`. The loss is the A-norm error
+after one preconditioned steepest-descent step (the energy loss with the optimal step
+length, so it is invariant to the scale of the V-cycle, as PCG is).
+
+References
+----------
+.. [1] A. Katrutsa, T. Daulbaev, I. Oseledets, "Black-box learning of multigrid
+   parameters", J. Comput. Appl. Math. 368 (2020), arXiv:1711.03825.
+.. [2] D. Greenfeld, M. Galun, R. Kimmel, I. Yavneh, R. Basri, "Learning to Optimize
+   Multigrid PDE Solvers", ICML 2019, arXiv:1902.10248.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from neurosolve.solvers.preconditioners.gmg import GMG
+from neurosolve.solvers.preconditioners.learned_mg import N_FEATURES, omega_for_levels
+
+__all__ = ["SmootherWeightNet", "LearnedVCycles", "train_learned_mg"]
+
+
+class SmootherWeightNet(torch.nn.Module):
+    """Cell features ``(batch, 4, *grid)`` -> smoother weights ``(batch, 1, *grid)``
+    ``omega = 1 + 0.9 tanh(z)`` in ``[0.1, 1.9]`` (inside ``(0, 2)`` even when ``tanh``
+    saturates in floating point); the last layer starts at zero, so ``omega = 1`` exactly
+    (plain Gauss-Seidel).
+
+    Parameters
+    ----------
+    dim : {2, 3}
+    channels : int
+    layers : int
+        Convolutions before the output layer (3^dim kernels each, ReLU).
+    """
+
+    def __init__(self, dim: int = 2, channels: int = 8, layers: int = 2):
+        super().__init__()
+        if dim not in (2, 3):
+            raise ValueError(f"dim must be 2 or 3, got {dim!r}")
+        conv = torch.nn.Conv2d if dim == 2 else torch.nn.Conv3d
+        mods, c_in = [], N_FEATURES
+        for _ in range(layers):
+            mods += [conv(c_in, channels, 3, padding=1), torch.nn.ReLU()]
+            c_in = channels
+        self.body = torch.nn.Sequential(*mods)
+        self.out = conv(c_in, 1, 3, padding=1)
+        torch.nn.init.zeros_(self.out.weight)
+        torch.nn.init.zeros_(self.out.bias)
+        self.dim, self.channels, self.layers = dim, channels, layers
+
+    def config(self) -> dict:
+        return {"dim": self.dim, "channels": self.channels, "layers": self.layers}
+
+    def forward(self, features):
+        return 1.0 + 0.9 * torch.tanh(self.out(self.body(features)))
+
+
+# --------------------------------------------------------------------------------------------
+# the same V-cycle in torch (for training)
+# --------------------------------------------------------------------------------------------
+class _TorchLevel:
+    pass
+
+
+def _torch_hierarchy(gmg: GMG, dtype, device):
+    """The GMG hierarchy as torch tensors: per level the CSR matrix, diagonal, colour masks
+    and the interpolation ``P`` (read off the numba kernel column by column)."""
+    import scipy.sparse as sp
+
+    from neurosolve.backends import stencil_kernels as K
+    from neurosolve.operators import scipy_to_torch_csr
+
+    out = []
+    levels = gmg._levels
+    for li, L in enumerate(levels):
+        T = _TorchLevel()
+        indptr, indices, data = K.stencil_csr(L.d, L.cx, L.cy, L.cz)
+        n = L.d.size
+        A = sp.csr_matrix((data, indices, indptr), shape=(n, n))
+        T.A = scipy_to_torch_csr(A, dtype=dtype, device=device)
+        T.d = torch.as_tensor(L.d.reshape(-1), dtype=dtype, device=device)
+        T.inv_d = torch.as_tensor(L.inv_d.reshape(-1), dtype=dtype, device=device)
+        i, j, k = np.indices(L.d.shape)
+        T.colors = [torch.as_tensor(((i + j + k) % 2 == c).reshape(-1) & (L.d.reshape(-1) > 0),
+                                    device=device) for c in (0, 1)]
+        T.shape = L.d.shape
+        if li < len(levels) - 1:
+            C = levels[li + 1]
+            m = C.d.size
+            active = np.flatnonzero(C.d.reshape(-1) > 0)
+            rows, cols, vals = [], [], []
+            for col in active:
+                e = np.zeros(C.d.shape)
+                e.reshape(-1)[col] = 1.0
+                xf = np.zeros(L.d.shape)
+                K.prolong_add(e, L.inv_w, *L.tables, xf)
+                nz = np.flatnonzero(xf.reshape(-1))
+                rows.append(nz)
+                cols.append(np.full(nz.size, col))
+                vals.append(xf.reshape(-1)[nz])
+            P = sp.csr_matrix((np.concatenate(vals) if vals else np.zeros(0),
+                               (np.concatenate(rows) if rows else np.zeros(0, int),
+                                np.concatenate(cols) if cols else np.zeros(0, int))),
+                              shape=(n, m))
+            T.P = scipy_to_torch_csr(P, dtype=dtype, device=device)
+            T.PT = scipy_to_torch_csr(P.T.tocsr(), dtype=dtype, device=device)
+        out.append(T)
+    idx = torch.as_tensor(gmg._coarse_idx, device=device)
+    pinv = torch.as_tensor(gmg._coarse_pinv, dtype=dtype, device=device)
+    return out, idx, pinv
+
+
+def _torch_vcycle(levels, idx, pinv, omegas, nu, b):
+    """One V-cycle on a batch ``b`` of shape ``(batch, n)``; differentiable in ``omegas``."""
+
+    def mv(A, x):  # (batch, n) -> (batch, n)
+        return (A @ x.T).T
+
+    def smooth(T, om, bb, x, colors):
+        for _ in range(nu):
+            for c in colors:
+                gs = (bb - mv(T.A, x) + T.d * x) * T.inv_d
+                x = torch.where(T.colors[c], (1.0 - om) * x + om * gs, x)
+        return x
+
+    def cycle(level, bb):
+        T = levels[level]
+        if level == len(levels) - 1:
+            x = torch.zeros_like(bb)
+            if idx.numel():
+                x = x.index_copy(1, idx, bb.index_select(1, idx) @ pinv.T)
+            return x
+        om = omegas[level].reshape(1, -1)
+        x = smooth(T, om, bb, torch.zeros_like(bb), (0, 1))
+        r = bb - mv(T.A, x)
+        xc = cycle(level + 1, mv(T.PT, r))
+        x = x + mv(T.P, xc)
+        return smooth(T, om, bb, x, (1, 0))
+
+    return cycle(0, b)
+
+
+class LearnedVCycles(torch.nn.Module):
+    """The torch V-cycles of several geometries sharing one weight network; maps
+    ``(batch, 1, *grid)`` to the same shape (``forward(r, geometry=indices)``)."""
+
+    def __init__(self, weight_net, gmgs, dtype=torch.float64):
+        super().__init__()
+        self.weight_net = weight_net
+        self.gmgs = gmgs
+        self.nu = gmgs[0].nu
+        self._hier = [_torch_hierarchy(g, dtype, "cpu") for g in gmgs]
+
+    def _apply_one(self, g, r):
+        levels, idx, pinv = self._hier[g]
+        om = [o.to(r.dtype) for o in omega_for_levels(self.weight_net,
+                                                        self.gmgs[g]._levels,
+                                                        self.gmgs[g].grid.ndim)]
+        return _torch_vcycle(levels, idx, pinv, om, self.nu, r)
+
+    def forward(self, r, geometry=None):
+        flat = r.reshape(r.shape[0], -1)
+        if geometry is None:
+            return self._apply_one(0, flat).reshape(r.shape)
+        geometry = np.asarray(geometry)
+        out = torch.zeros_like(flat)
+        for g in np.unique(geometry):
+            sel = torch.as_tensor(np.flatnonzero(geometry == g))
+            out = out.index_copy(0, sel, self._apply_one(int(g), flat.index_select(0, sel)))
+        return out.reshape(r.shape)
+
+
+def _lmg_energy_loss(batch):
+    """The A-norm error after one preconditioned steepest-descent step, over the initial
+    one: ``1 - (z.r)^2 / ((z.A z)(e.A e))`` with ``r = A e`` and ``z = M r`` (each sample
+    with its own V-cycle). Invariant to the scale of ``M``, as PCG is: a V-cycle that
+    overshoots as a stationary iteration (common with high-contrast coefficients) is not
+    penalized for the overshoot, only for the directions it gets wrong."""
+    tiny = torch.finfo(batch.b.dtype).tiny
+    e0 = batch.b
+    r0 = batch.apply_A(e0)
+    z = batch.module(r0, geometry=batch.geometry)
+    zr = (z * r0).flatten(1).sum(1)
+    zAz = (z * batch.apply_A(z)).flatten(1).sum(1).clamp_min(tiny)
+    eAe = (e0 * r0).flatten(1).sum(1).clamp_min(tiny)
+    return 1.0 - zr * zr / (zAz * eAe)
+
+
+def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers: int = 2,
+                     nu: int = 2, steps: int = 200, batch: int = 4, lr: float = 3e-3,
+                     lr_final: float = 3e-4, seed: int = 0, progress: bool = True, **kwargs):
+    """Train a :class:`SmootherWeightNet` on gallery grids (one or a list, same shape).
+
+    The V-cycles run in float64 torch; the loss is the A-norm error ratio after one
+    preconditioned steepest-descent step on spectrally biased errors
+    (:func:`~neurosolve.neural.training_data`), through
+    :func:`~neurosolve.neural.train_preconditioner` (checkpoints, resume, ``max_minutes``,
+    progress bar, data parallelism: pass them in ``kwargs``).
+
+    Returns
+    -------
+    (SmootherWeightNet, TrainResult)
+    """
+    from neurosolve.neural.training import train_preconditioner, training_data
+
+    grids = list(grids) if isinstance(grids, (list, tuple)) else [grids]
+    dim = dim or grids[0].ndim
+    torch.manual_seed(seed)
+    net = SmootherWeightNet(dim=dim, channels=channels, layers=layers).double()
+    gmgs = [GMG(g, nu=nu) for g in grids]
+    module = LearnedVCycles(net, gmgs)
+    res = train_preconditioner(module, training_data(grids, seed=seed), loss=_lmg_energy_loss,
+                               steps=steps, batch=batch, lr=lr, lr_final=lr_final, seed=seed,
+                               progress=progress, dtype=torch.float64,
+                               config={"kind": "learned_mg", **net.config(), "nu": nu},
+                               **kwargs)
+    net.float().eval()
+    return net, res

@@ -1,0 +1,122 @@
+"""LearnedMG: GMG with learned per-cell smoother weights.
+
+Oracles: GMG itself (untrained weights), scipy's cg with the same preconditioner, random
+vectors for symmetry and positivity, the torch and numba V-cycles against each other.
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg as spla
+
+torch = pytest.importorskip("torch")
+
+import neurosolve as ns  # noqa: E402
+from neurosolve.neural.mg_weights import (LearnedVCycles, SmootherWeightNet,  # noqa: E402
+                                          train_learned_mg)
+from neurosolve.problems import poisson as P  # noqa: E402
+from neurosolve.solvers.preconditioners import GMG, LearnedMG  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _random_net(dim, seed=0, spread=20.0):
+    """A weight network whose outputs are far from 1 (a non-trivial smoother)."""
+    torch.manual_seed(seed)
+    net = SmootherWeightNet(dim=dim, channels=4)
+    with torch.no_grad():
+        net.out.weight.normal_(0.0, spread)
+        net.out.bias.normal_(0.0, 0.5)
+    return net
+
+
+GRIDS = {
+    "pool2d": lambda: P.pool((32, 32), obstacles=2, seed=1),
+    "plates2d": lambda: P.plates((32, 32), seed=0),
+    "inclusions2d": lambda: P.box((32, 32), walls="dirichlet").with_coefficients(
+        P.inclusions_field((32, 32), seed=0)),
+    "sphere3d": lambda: P.sphere((16, 16, 16)),
+}
+
+
+@pytest.mark.parametrize("name", GRIDS)
+def test_untrained_is_gmg_bit_for_bit(name):
+    g = GRIDS[name]()
+    r = np.random.default_rng(0).standard_normal(g.n) * g.fluid.ravel()
+    ref = GMG(g)(r)
+    assert np.array_equal(LearnedMG(g)(r), ref)
+    assert np.array_equal(LearnedMG(g, SmootherWeightNet(dim=g.ndim))(r), ref)
+
+
+@pytest.mark.parametrize("name", GRIDS)
+def test_symmetric_positive_definite_for_any_weights(name):
+    g = GRIDS[name]()
+    M = LearnedMG(g, _random_net(g.ndim))
+    spread = [np.abs(o - 1)[np.asarray(M._levels[i].d) > 0] for i, o in enumerate(M.omegas)]
+    assert max(float(s.max()) for s in spread) > 0.5  # far from plain Gauss-Seidel
+    rng = np.random.default_rng(1)
+    fl = g.fluid.ravel()
+    for _ in range(3):
+        x, y = rng.standard_normal(g.n) * fl, rng.standard_normal(g.n) * fl
+        xMy, yMx = x @ M(y), y @ M(x)
+        assert abs(xMy - yMx) <= 1e-11 * (abs(xMy) + np.linalg.norm(x) * np.linalg.norm(y))
+        assert x @ M(x) > 0
+
+
+@pytest.mark.parametrize("name", ["pool2d", "sphere3d"])
+def test_torch_vcycle_equals_the_numba_one(name):
+    g = GRIDS[name]()
+    net = _random_net(g.ndim, seed=3).double()
+    M = LearnedMG(g, net)
+    r = np.random.default_rng(2).standard_normal(g.n) * g.fluid.ravel()
+    mod = LearnedVCycles(net, [GMG(g)])
+    with torch.no_grad():
+        got = mod(torch.as_tensor(r).reshape(1, 1, *g.shape)).reshape(-1).numpy()
+    ref = M(r)
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+
+
+def test_pcg_equals_scipy_cg_with_the_same_preconditioner():
+    g = GRIDS["plates2d"]()
+    prob = g.system(P.rhs_blobs(g, seed=0))
+    M = LearnedMG(g, _random_net(2, seed=4, spread=0.5))
+    ours = ns.solve(prob, ns.solvers.CG(rtol=1e-8, M=M), progress=False)
+    iterates = []
+    A = g.matrix()
+    b = np.asarray(prob.b)
+    x, info = spla.cg(A, b, rtol=1e-8, atol=0.0, M=M.as_scipy(), maxiter=500,
+                      callback=lambda xk: iterates.append(xk.copy()))
+    assert info == 0 and ours.success
+    assert abs(len(iterates) - ours.n_iter) <= 1
+    np.testing.assert_allclose(ours.x, x, rtol=1e-6, atol=1e-9 * np.abs(x).max())
+
+
+def test_training_lowers_the_loss_and_the_weights_stay_valid():
+    grids = [P.pool((32, 32), obstacles=2, seed=s) for s in (0, 1)] + [P.plates((32, 32), seed=0)]
+    net, res = train_learned_mg(grids, steps=80, batch=4, progress=False)
+    first, last = np.mean(res.losses[:10]), np.mean(res.losses[-10:])
+    assert last < 0.97 * first
+    held_out = P.plates((64, 64), seed=5)
+    M = LearnedMG(held_out, net)
+    assert all(0 < o.min() and o.max() < 2 for o in M.omegas)
+    assert any(np.abs(o - 1).max() > 0.01 for o in M.omegas)  # it learned something
+    prob = held_out.system(P.rhs_blobs(held_out, seed=3))
+    assert ns.solve(prob, ns.solvers.CG(rtol=1e-8, M=M), progress=False).success
+
+
+def test_bad_models_are_refused():
+    g = GRIDS["pool2d"]()
+
+    class TooLarge(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, f):
+            return 2.5 * self.w * torch.ones_like(f[:, :1])
+
+    with pytest.raises(ValueError, match=r"\(0, 2\)"):
+        LearnedMG(g, TooLarge())
+    with pytest.raises(ValueError, match="3-D grids"):
+        LearnedMG(g, SmootherWeightNet(dim=3))
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        LearnedMG(g, "nmg2d")
