@@ -28,7 +28,8 @@ __all__ = ["SmootherWeightNet", "LearnedVCycles", "train_learned_mg"]
 
 
 class SmootherWeightNet(torch.nn.Module):
-    """Cell features ``(batch, 4, *grid)`` -> smoother weights ``(batch, 1, *grid)``
+    """Cell features ``(batch, 4, *grid)`` -> smoother weights (and correction scalings),
+    ``(batch, 1 or 2, *grid)``:
     ``omega = 1 + 0.9 tanh(z)`` in ``[0.1, 1.9]`` (inside ``(0, 2)`` even when ``tanh``
     saturates in floating point); the last layer starts at zero, so ``omega = 1`` exactly
     (plain Gauss-Seidel).
@@ -39,9 +40,16 @@ class SmootherWeightNet(torch.nn.Module):
     channels : int
     layers : int
         Convolutions before the output layer (3^dim kernels each, ReLU).
+    correction : bool
+        Also output a per-cell scaling ``s = exp(0.5 tanh(z))`` of the coarse-grid
+        correction (interpolation ``S P``, restriction ``P^T S``); 1 at initialization.
+        Off by default: trained with the one-step loss it lowered the loss (0.30 -> 0.20)
+        but doubled PCG's iterations on pools and plates (benchmarks/bench_learned_mg.py
+        with ``correction=True``), so the one-step loss does not measure what it changes.
     """
 
-    def __init__(self, dim: int = 2, channels: int = 8, layers: int = 2):
+    def __init__(self, dim: int = 2, channels: int = 8, layers: int = 2,
+                 correction: bool = False):
         super().__init__()
         if dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3, got {dim!r}")
@@ -51,16 +59,22 @@ class SmootherWeightNet(torch.nn.Module):
             mods += [conv(c_in, channels, 3, padding=1), torch.nn.ReLU()]
             c_in = channels
         self.body = torch.nn.Sequential(*mods)
-        self.out = conv(c_in, 1, 3, padding=1)
+        self.out = conv(c_in, 1 + int(correction), 3, padding=1)
         torch.nn.init.zeros_(self.out.weight)
         torch.nn.init.zeros_(self.out.bias)
         self.dim, self.channels, self.layers = dim, channels, layers
+        self.correction = bool(correction)
 
     def config(self) -> dict:
-        return {"dim": self.dim, "channels": self.channels, "layers": self.layers}
+        return {"dim": self.dim, "channels": self.channels, "layers": self.layers,
+                "correction": self.correction}
 
     def forward(self, features):
-        return 1.0 + 0.9 * torch.tanh(self.out(self.body(features)))
+        z = self.out(self.body(features))
+        omega = 1.0 + 0.9 * torch.tanh(z[:, :1])
+        if not self.correction:
+            return omega
+        return torch.cat([omega, torch.exp(0.5 * torch.tanh(z[:, 1:]))], dim=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,11 +152,13 @@ def _torch_vcycle(levels, idx, pinv, omegas, nu, b):
             if idx.numel():
                 x = x.index_copy(1, idx, bb.index_select(1, idx) @ pinv.T)
             return x
-        om = omegas[level].reshape(1, -1)
+        om = omegas[level][0].reshape(1, -1)
+        sc = omegas[level][1].reshape(1, -1) if omegas[level].shape[0] > 1 else None
         x = smooth(T, om, bb, torch.zeros_like(bb), (0, 1))
         r = bb - mv(T.A, x)
-        xc = cycle(level + 1, mv(T.PT, r))
-        x = x + mv(T.P, xc)
+        xc = cycle(level + 1, mv(T.PT, r if sc is None else sc * r))
+        corr = mv(T.P, xc)
+        x = x + (corr if sc is None else sc * corr)
         return smooth(T, om, bb, x, (1, 0))
 
     return cycle(0, b)
@@ -195,7 +211,7 @@ def _lmg_energy_loss(batch):
 
 
 def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers: int = 2,
-                     nu: int = 2, steps: int = 200, batch: int = 4, lr: float = 3e-3,
+                     correction: bool = False, nu: int = 2, steps: int = 200, batch: int = 4, lr: float = 3e-3,
                      lr_final: float = 3e-4, seed: int = 0, progress: bool = True, **kwargs):
     """Train a :class:`SmootherWeightNet` on gallery grids (one or a list, same shape).
 
@@ -214,7 +230,8 @@ def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers
     grids = list(grids) if isinstance(grids, (list, tuple)) else [grids]
     dim = dim or grids[0].ndim
     torch.manual_seed(seed)
-    net = SmootherWeightNet(dim=dim, channels=channels, layers=layers).double()
+    net = SmootherWeightNet(dim=dim, channels=channels, layers=layers,
+                            correction=correction).double()
     gmgs = [GMG(g, nu=nu) for g in grids]
     module = LearnedVCycles(net, gmgs)
     res = train_preconditioner(module, training_data(grids, seed=seed), loss=_lmg_energy_loss,

@@ -216,11 +216,24 @@ class GMG(Preconditioner):
         self._smooth(l, b, x, (0, 1))
         K.stencil_residual(L.d, L.cx, L.cy, L.cz, x, b, L.r)
         C = levels[l + 1]
-        K.restrict(L.r, L.inv_w, C.d, *L.tables, C.b)
+        self._restrict(l, L.r, C.b)
         self._vcycle(l + 1, C.b, C.x)
-        K.prolong_add(C.x, L.inv_w, *L.tables, x)
+        self._prolong_add(l, C.x, x)
         self._smooth(l, b, x, (1, 0))
         return x
+
+    def _restrict(self, l, r, rc):
+        """``rc = P^T r`` from level ``l`` to ``l + 1``."""
+        from neurosolve.backends import stencil_kernels as K
+
+        L, C = self._levels[l], self._levels[l + 1]
+        K.restrict(r, L.inv_w, C.d, *L.tables, rc)
+
+    def _prolong_add(self, l, xc, x):
+        """``x += P xc`` from level ``l + 1`` to ``l``."""
+        from neurosolve.backends import stencil_kernels as K
+
+        K.prolong_add(xc, self._levels[l].inv_w, *self._levels[l].tables, x)
 
     def _smooth(self, l, b, x, colors):
         """``nu`` red-black Gauss-Seidel sweeps on level ``l``, colours in this order."""

@@ -57,7 +57,8 @@ def level_features(L) -> np.ndarray:
 
 
 def omega_for_levels(net, levels, ndim: int, device: Any = "cpu") -> list:
-    """One weight array per level but the coarsest, shaped like the level (3-D)."""
+    """The network's output per level but the coarsest, shape ``(channels, *shape3)``:
+    channel 0 the smoother weights, channel 1 (when present) the correction scaling."""
     import torch
 
     out = []
@@ -67,7 +68,8 @@ def omega_for_levels(net, levels, ndim: int, device: Any = "cpu") -> list:
         w = next(iter(net.parameters()), None)
         dtype = w.dtype if w is not None else torch.float32
         t = torch.as_tensor(f.reshape(N_FEATURES, *spatial))[None].to(device=device, dtype=dtype)
-        out.append(net(t).reshape(L.d.shape))
+        y = net(t)
+        out.append(y.reshape(y.shape[1], *L.d.shape))
     return out
 
 
@@ -88,7 +90,11 @@ class LearnedMG(GMG):
     Attributes
     ----------
     omegas : list of numpy.ndarray
-        The weights per level (fine to second coarsest).
+        The smoother weights per level (fine to second coarsest).
+    scalings : list of numpy.ndarray or None
+        The per-cell scaling ``s`` of the coarse-grid correction per level (a two-channel
+        model): the interpolation becomes ``S P`` and the restriction ``P^T S``, which
+        keeps the cycle symmetric positive definite for any ``s > 0``.
 
     Raises
     ------
@@ -112,6 +118,7 @@ class LearnedMG(GMG):
         super().__init__(grid, nu=nu, max_coarse=max_coarse, max_levels=max_levels)
         self.model = model
         self.omegas = None
+        self.scalings = None
         if model is None:
             return
         import torch
@@ -126,19 +133,39 @@ class LearnedMG(GMG):
         model.eval()
         try:
             with torch.no_grad():
-                om = [o.double().cpu().numpy() for o in
-                      omega_for_levels(model, self._levels, self.grid.ndim,
+                out = [o.double().cpu().numpy() for o in
+                       omega_for_levels(model, self._levels, self.grid.ndim,
                                         next(model.parameters()).device)]
         finally:
             model.train(was)
+        om = [o[0] for o in out]
         for o in om:
             if not (np.all(o > 0) and np.all(o < 2)):
                 raise ValueError("the model's smoother weights must lie in (0, 2) (the "
                                  f"V-cycle is SPD only then); got [{o.min():.3g}, {o.max():.3g}]")
         self.omegas = [np.ascontiguousarray(o) for o in om]
+        if out and out[0].shape[0] > 1:
+            sc = [o[1] for o in out]
+            for o in sc:
+                if not (np.all(o > 0) and np.all(np.isfinite(o))):
+                    raise ValueError("the model's correction scalings must be positive and "
+                                     f"finite; got [{o.min():.3g}, {o.max():.3g}]")
+            self.scalings = [np.ascontiguousarray(o) for o in sc]
 
     def __repr__(self) -> str:
         return super().__repr__().replace("<GMG", "<LearnedMG", 1)
+
+    def _restrict(self, l, r, rc):
+        if self.scalings is None:
+            return super()._restrict(l, r, rc)
+        super()._restrict(l, r * self.scalings[l], rc)
+
+    def _prolong_add(self, l, xc, x):
+        if self.scalings is None:
+            return super()._prolong_add(l, xc, x)
+        tmp = np.zeros_like(x)
+        super()._prolong_add(l, xc, tmp)
+        x += self.scalings[l] * tmp
 
     def _smooth(self, l, b, x, colors):
         if self.omegas is None:
