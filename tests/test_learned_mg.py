@@ -120,3 +120,33 @@ def test_bad_models_are_refused():
         LearnedMG(g, SmootherWeightNet(dim=3))
     with pytest.raises(TypeError, match="torch.nn.Module"):
         LearnedMG(g, "nmg2d")
+
+
+def test_pcg_loss_is_the_energy_error_of_k_pcg_iterations():
+    """The K-step loss against scipy's cg with the same (untrained = GMG) preconditioner."""
+    from neurosolve.neural.mg_weights import _lmg_pcg_loss
+    from neurosolve.neural.training import LossBatch
+
+    g = GRIDS["pool2d"]()
+    A = g.matrix()
+    gmg = GMG(g)
+    mod = LearnedVCycles(SmootherWeightNet(dim=2).double(), [gmg])
+    rng = np.random.default_rng(5)
+    e0 = rng.standard_normal(g.n) * g.fluid.ravel()
+    At = torch.as_tensor(A.toarray())
+
+    def apply_A(f):
+        return (At @ f.reshape(f.shape[0], -1).T).T.reshape(f.shape)
+
+    b = torch.as_tensor(e0).reshape(1, 1, *g.shape)
+    fluid = torch.as_tensor(np.array(g.fluid, dtype=float).reshape(1, 1, *g.shape))
+    batch = LossBatch(b, apply_A, fluid, fluid, mod, np.zeros(1, dtype=int))
+    K = 3
+    with torch.no_grad():
+        got = float(_lmg_pcg_loss(K)(batch))
+    xs = []
+    spla.cg(A, A @ e0, rtol=0.0, atol=0.0, M=gmg.as_scipy(), maxiter=K,
+            callback=lambda xk: xs.append(xk.copy()))
+    eK = e0 - xs[-1]
+    want = ((eK @ A @ eK) / (e0 @ A @ e0)) ** (1.0 / K)
+    assert got == pytest.approx(want, rel=1e-8)

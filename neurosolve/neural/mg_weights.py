@@ -210,16 +210,66 @@ def _lmg_energy_loss(batch):
     return 1.0 - zr * zr / (zAz * eAe)
 
 
+def _lmg_pcg_loss(steps: int):
+    """``(e_K.A e_K / e_0.A e_0)^(1/K)`` after ``K`` PCG iterations from ``x0 = 0`` on
+    ``A x = A e_0`` (each sample with its own V-cycle as the preconditioner): what PCG
+    does with the cycle, not only its first step."""
+
+    def loss(batch):
+        tiny = torch.finfo(batch.b.dtype).tiny
+
+        def dot(u, v):
+            return (u * v).flatten(1).sum(1).view(-1, *([1] * (u.dim() - 1)))
+
+        e = batch.b
+        r = batch.apply_A(e)
+        eAe0 = dot(e, r).clamp_min(tiny)
+        z = batch.module(r, geometry=batch.geometry)
+        p = z
+        rz = dot(r, z)
+        for k in range(steps):
+            Ap = batch.apply_A(p)
+            alpha = rz / dot(p, Ap).clamp_min(tiny)
+            e = e - alpha * p
+            if k == steps - 1:
+                break
+            r = r - alpha * Ap
+            z = batch.module(r, geometry=batch.geometry)
+            rz_new = dot(r, z)
+            p = z + rz_new / rz.clamp_min(tiny) * p
+            rz = rz_new
+        ratio = (dot(e, batch.apply_A(e)) / eAe0).flatten().clamp_min(tiny)
+        return ratio ** (1.0 / steps)
+
+    loss.__name__ = f"pcg{steps}_energy"
+    return loss
+
+
 def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers: int = 2,
-                     correction: bool = False, nu: int = 2, steps: int = 200, batch: int = 4, lr: float = 3e-3,
+                     correction: bool = False, pcg_steps: int = 1, nu: int = 2,
+                     steps: int = 200, batch: int = 4, lr: float = 3e-3,
                      lr_final: float = 3e-4, seed: int = 0, progress: bool = True, **kwargs):
     """Train a :class:`SmootherWeightNet` on gallery grids (one or a list, same shape).
 
     The V-cycles run in float64 torch; the loss is the A-norm error ratio after one
-    preconditioned steepest-descent step on spectrally biased errors
+    preconditioned steepest-descent step (``pcg_steps=1``) or, per step, after
+    ``pcg_steps`` PCG iterations, on spectrally biased errors
     (:func:`~neurosolve.neural.training_data`), through
     :func:`~neurosolve.neural.train_preconditioner` (checkpoints, resume, ``max_minutes``,
     progress bar, data parallelism: pass them in ``kwargs``).
+
+    Parameters
+    ----------
+    grids : CellGrid or list of CellGrid
+        Training geometries, one grid shape.
+    dim, channels, layers, correction
+        The :class:`SmootherWeightNet`.
+    pcg_steps : int
+        PCG iterations inside the loss (1: one steepest-descent step).
+    nu : int
+        Smoothing sweeps of the V-cycle.
+    steps, batch, lr, lr_final, seed, progress, **kwargs
+        As in :func:`~neurosolve.neural.train_preconditioner`.
 
     Returns
     -------
@@ -234,10 +284,12 @@ def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers
                             correction=correction).double()
     gmgs = [GMG(g, nu=nu) for g in grids]
     module = LearnedVCycles(net, gmgs)
-    res = train_preconditioner(module, training_data(grids, seed=seed), loss=_lmg_energy_loss,
+    loss = _lmg_energy_loss if pcg_steps == 1 else _lmg_pcg_loss(pcg_steps)
+    res = train_preconditioner(module, training_data(grids, seed=seed), loss=loss,
                                steps=steps, batch=batch, lr=lr, lr_final=lr_final, seed=seed,
                                progress=progress, dtype=torch.float64,
-                               config={"kind": "learned_mg", **net.config(), "nu": nu},
+                               config={"kind": "learned_mg", **net.config(), "nu": nu,
+                                       "pcg_steps": pcg_steps},
                                **kwargs)
     net.float().eval()
     return net, res
