@@ -269,7 +269,8 @@ def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers
     nu : int
         Smoothing sweeps of the V-cycle.
     steps, batch, lr, lr_final, seed, progress, **kwargs
-        As in :func:`~neurosolve.neural.train_preconditioner`.
+        As in :func:`~neurosolve.neural.train_preconditioner` (training runs on the CPU:
+        the V-cycle hierarchy is built there).
 
     Returns
     -------
@@ -284,6 +285,7 @@ def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers
                             correction=correction).double()
     gmgs = [GMG(g, nu=nu) for g in grids]
     module = LearnedVCycles(net, gmgs)
+    kwargs.setdefault("device", "cpu")  # the hierarchy's tensors are built on the CPU
     loss = _lmg_energy_loss if pcg_steps == 1 else _lmg_pcg_loss(pcg_steps)
     res = train_preconditioner(module, training_data(grids, seed=seed), loss=loss,
                                steps=steps, batch=batch, lr=lr, lr_final=lr_final, seed=seed,

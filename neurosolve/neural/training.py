@@ -557,7 +557,8 @@ def train_preconditioner(module: torch.nn.Module, data: Any, *, loss: Any = "dcd
     module : torch.nn.Module
         Maps ``(batch, 1, *grid)`` to the same shape (a network with ``geometry = True``
         also receives the two geometry channels of
-        :func:`~neurosolve.neural.dcdm_net.geometry_channels`). Trained in float32.
+        :func:`~neurosolve.neural.dcdm_net.geometry_channels`). Trained in ``dtype``
+        (float32 by default).
     data : CellGrid, PoissonSystem, a list of them, TrainingData or (sampler, operators)
         Gallery problems get the spectrally biased samples of :func:`training_data`.
     loss : {"dcdm", "energy", "unrolled:K"} or callable
