@@ -100,13 +100,113 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``dcdm`` under the ``neurosolve train`` subcommand."""
+    """Register ``dcdm`` and ``lmg`` under the ``neurosolve train`` subcommand."""
     p = subparsers.add_parser("dcdm", help="train a DCDM network (deep conjugate directions)",
                               description="Train a DCDM network (Kaneda et al. 2023) with the "
                                           "scale-invariant one-step loss.")
     _add_arguments(p)
     p.set_defaults(func=main)
+    q = subparsers.add_parser(
+        "lmg", help="train LearnedMG's smoother-weight network",
+        description="Train the smoother-weight network of LearnedMG (GMG with learned per-cell "
+                    "Gauss-Seidel weights) on random gallery geometries; writes OUT/smoother.pt "
+                    "and OUT/smoother.json, loadable with LearnedMG(grid, model='OUT/smoother.pt').",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_lmg_arguments(q)
+    q.set_defaults(func=main)
     return p
+
+
+LMG_KINDS = ("pool", "plates", "inclusions", "ellipsoids")
+
+
+def _add_lmg_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dim", type=int, choices=(2, 3), default=2, help="spatial dimension")
+    p.add_argument("--grid", type=int, default=64, help="cells per side of the training grids")
+    p.add_argument("--kinds", default="pool,plates,inclusions",
+                   help=f"comma-separated geometry families ({', '.join(LMG_KINDS)})")
+    p.add_argument("--per-kind", type=int, default=2, help="random geometries per family")
+    p.add_argument("--channels", type=int, default=8, help="feature channels of the network")
+    p.add_argument("--layers", type=int, default=2, help="hidden convolutions")
+    p.add_argument("--pcg-steps", type=int, default=1,
+                   help="PCG iterations inside the loss (1: one steepest-descent step)")
+    p.add_argument("--steps", type=int, default=600, help="optimizer steps")
+    p.add_argument("--batch", type=int, default=6, help="batch size")
+    p.add_argument("--lr", type=float, default=3e-3, help="initial Adam learning rate")
+    p.add_argument("--lr-final", type=float, default=3e-4, help="final learning rate (cosine)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the geometries and samples")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after this many minutes (checkpointed; continue with --resume)")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("lmg-train"),
+                   help="folder for checkpoint.pt, loss.png, smoother.pt and smoother.json")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _lmg_grid(kind: str, shape: tuple, seed: int):
+    from neurosolve.problems import poisson as P
+
+    if kind == "pool":
+        return P.pool(shape, obstacles=2, seed=seed)
+    if kind == "plates":
+        return P.plates(shape, seed=seed)
+    if kind == "ellipsoids":
+        return P.ellipsoids(shape, n=3, seed=seed)
+    return P.box(shape, walls="dirichlet").with_coefficients(P.inclusions_field(shape, seed=seed))
+
+
+def main_lmg(args) -> int:
+    """``neurosolve train lmg``: train, then write the network and its manifest."""
+    import torch
+
+    from neurosolve.neural.mg_weights import train_learned_mg
+
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in LMG_KINDS]
+    if bad or not kinds:
+        raise SystemExit(f"neurosolve train lmg: error: --kinds {args.kinds!r}: unknown "
+                         f"{', '.join(bad) or 'empty list'}; choose from {', '.join(LMG_KINDS)}")
+    shape = (args.grid,) * args.dim
+    grids = [_lmg_grid(k, shape, args.seed * 1000 + i) for k in kinds
+             for i in range(args.per_kind)]
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        net, res = train_learned_mg(
+            grids, dim=args.dim, channels=args.channels, layers=args.layers,
+            pcg_steps=args.pcg_steps, steps=args.steps, batch=args.batch, lr=args.lr,
+            lr_final=args.lr_final, seed=args.seed, progress=not args.no_progress,
+            checkpoint=out / "checkpoint.pt", checkpoint_every=args.checkpoint_every,
+            resume=args.resume, max_minutes=args.max_minutes, loss_png=out / "loss.png")
+    except ValueError as exc:  # bad settings, a grid too small, a mismatched checkpoint
+        print(f"neurosolve train lmg: error: {exc}", file=sys.stderr)
+        return 2
+    torch.save({k: v.detach().float() for k, v in net.state_dict().items()}, out / "smoother.pt")
+    info = {"kind": "learned_mg_smoother", "architecture": net.config(),
+            "data": {"kinds": kinds, "per_kind": args.per_kind, "grid": list(shape),
+                     "seed": args.seed},
+            "training": {"steps": res.steps_done, "batch": args.batch, "lr": args.lr,
+                         "lr_final": args.lr_final, "pcg_steps": args.pcg_steps,
+                         "seconds": round(res.wall_time, 1), "torch": torch.__version__},
+            "first_loss": res.losses[0] if res.losses else None, "final_loss": res.final_loss,
+            "stopped_early": res.stopped_early,
+            "command": shlex.join(["neurosolve", "train", "lmg", "--dim", str(args.dim),
+                                   "--grid", str(args.grid), "--kinds", ",".join(kinds),
+                                   "--per-kind", str(args.per_kind), "--channels",
+                                   str(args.channels), "--layers", str(args.layers),
+                                   "--pcg-steps", str(args.pcg_steps), "--steps",
+                                   str(args.steps), "--batch", str(args.batch), "--lr",
+                                   str(args.lr), "--lr-final", str(args.lr_final), "--seed",
+                                   str(args.seed), "--out", str(args.out)])}
+    (out / "smoother.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(json.dumps({k: info[k] for k in ("first_loss", "final_loss")} |
+                     {"steps": res.steps_done, "seconds": info["training"]["seconds"]}))
+    if res.stopped_early:
+        print(f"stopped after {res.steps_done}/{args.steps} steps (--max-minutes); rerun with "
+              "--resume to continue", file=sys.stderr)
+    print(f"wrote {out / 'smoother.pt'} and {out / 'smoother.json'}")
+    return 0
 
 
 def _command_line(args) -> str:
@@ -153,6 +253,8 @@ def _relaunch_with_torchrun(args) -> int:
 
 def main(args) -> int:
     """Run the training described by parsed ``args``; returns an exit code."""
+    if getattr(args, "model", "dcdm") == "lmg":
+        return main_lmg(args)
     import torch
 
     from neurosolve.neural.dcdm_train import TrainConfig, reference_losses, train, build_data

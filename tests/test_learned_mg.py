@@ -119,7 +119,32 @@ def test_bad_models_are_refused():
     with pytest.raises(ValueError, match="3-D grids"):
         LearnedMG(g, SmootherWeightNet(dim=3))
     with pytest.raises(TypeError, match="torch.nn.Module"):
-        LearnedMG(g, "nmg2d")
+        LearnedMG(g, 3.0)
+    with pytest.raises(ValueError, match="neurosolve train lmg"):
+        LearnedMG(g, "no-such-dir/smoother.pt")
+
+
+def test_cli_trains_writes_and_the_file_loads(tmp_path, capsys):
+    import json
+
+    from neurosolve.cli import main
+    from neurosolve.neural.mg_weights import load_smoother
+
+    out = tmp_path / "lmg"
+    assert main(["train", "lmg", "--grid", "16", "--per-kind", "1", "--steps", "2",
+                 "--out", str(out), "--no-progress"]) == 2
+    assert "larger grids" in capsys.readouterr().err
+    assert main(["train", "lmg", "--grid", "32", "--per-kind", "1", "--steps", "6",
+                 "--batch", "2", "--out", str(out), "--no-progress"]) == 0
+    info = json.loads((out / "smoother.json").read_text())
+    assert info["training"]["steps"] == 6 and info["command"].startswith("neurosolve train lmg")
+    assert (out / "checkpoint.pt").exists() and (out / "loss.png").exists()
+    g = P.plates((32, 32), seed=3)
+    r = np.random.default_rng(0).standard_normal(g.n) * g.fluid.ravel()
+    by_path = LearnedMG(g, out / "smoother.pt")(r)
+    by_net = LearnedMG(g, load_smoother(out))(r)
+    assert np.array_equal(by_path, by_net)
+    assert not np.array_equal(by_path, GMG(g)(r))  # six steps moved the weights off 1
 
 
 def test_pcg_loss_is_the_energy_error_of_k_pcg_iterations():

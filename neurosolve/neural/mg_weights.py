@@ -24,7 +24,7 @@ import torch
 from neurosolve.solvers.preconditioners.gmg import GMG
 from neurosolve.solvers.preconditioners.learned_mg import N_FEATURES, omega_for_levels
 
-__all__ = ["SmootherWeightNet", "LearnedVCycles", "train_learned_mg"]
+__all__ = ["SmootherWeightNet", "LearnedVCycles", "train_learned_mg", "load_smoother"]
 
 
 class SmootherWeightNet(torch.nn.Module):
@@ -284,6 +284,11 @@ def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers
     net = SmootherWeightNet(dim=dim, channels=channels, layers=layers,
                             correction=correction).double()
     gmgs = [GMG(g, nu=nu) for g in grids]
+    for i, gm in enumerate(gmgs):
+        if len(gm.levels) < 2:
+            raise ValueError(f"grids[{i}] ({'x'.join(map(str, grids[i].shape))}) fits GMG's "
+                             "coarsest level, so its V-cycle has no smoother to learn; train "
+                             "on larger grids (e.g. 32^2 or 16^3 and up)")
     module = LearnedVCycles(net, gmgs)
     kwargs.setdefault("device", "cpu")  # the hierarchy's tensors are built on the CPU
     loss = _lmg_energy_loss if pcg_steps == 1 else _lmg_pcg_loss(pcg_steps)
@@ -295,3 +300,30 @@ def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers
                                **kwargs)
     net.float().eval()
     return net, res
+
+
+def load_smoother(path) -> SmootherWeightNet:
+    """A :class:`SmootherWeightNet` from ``smoother.pt`` (with its ``smoother.json``
+    beside it, as ``neurosolve train lmg`` writes them), in eval mode.
+
+    Raises
+    ------
+    ValueError
+        A missing file or manifest.
+    """
+    import json
+    import pathlib
+
+    path = pathlib.Path(path)
+    if path.is_dir():
+        path = path / "smoother.pt"
+    side = path.with_suffix(".json")
+    if not path.exists() or not side.exists():
+        raise ValueError(f"{path} (and its manifest {side.name}) must exist; write them with "
+                         "'neurosolve train lmg --out DIR'")
+    info = json.loads(side.read_text())
+    net = SmootherWeightNet(**info["architecture"])
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    net.eval()
+    net.manifest = info
+    return net

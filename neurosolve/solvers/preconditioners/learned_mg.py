@@ -80,8 +80,9 @@ class LearnedMG(GMG):
     Parameters
     ----------
     grid : CellGrid, PoissonSystem or PoissonOperator
-    model : torch.nn.Module, optional
-        A :class:`~neurosolve.neural.mg_weights.SmootherWeightNet` of the grid's dimension (or any module mapping
+    model : torch.nn.Module or path, optional
+        A :class:`~neurosolve.neural.mg_weights.SmootherWeightNet` of the grid's dimension
+        (or the ``smoother.pt`` that ``neurosolve train lmg`` writes) (or any module mapping
         ``(1, 4, *level_shape)`` to ``(1, 1, *level_shape)`` with values in ``(0, 2)``).
         None: weights 1, i.e. exactly :class:`GMG`.
     nu, max_coarse, max_levels
@@ -121,8 +122,14 @@ class LearnedMG(GMG):
         self.scalings = None
         if model is None:
             return
+        import os
+
         import torch
 
+        if isinstance(model, (str, os.PathLike)):
+            from neurosolve.neural.mg_weights import load_smoother
+
+            model = load_smoother(model)
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module (a SmootherWeightNet) or None, "
                             f"got {type(model).__name__}")
