@@ -606,3 +606,127 @@ def test_symmetry_probe_catches_small_and_low_rank_asymmetry():
     Hn = Hs.copy()
     Hn[3, 3] = np.nan
     assert ha._check_dense(Hn, n, "hess", True, la) is Hn  # left to the finiteness check
+
+
+def _numpy_logistic(m=2000, d=60, mu=1e-4, seed=0):
+    """Logistic regression on make_classification-like data (numpy only): correlated
+    Gaussian features, labels from a noisy linear model, user-style oracles."""
+    from scipy.special import expit
+
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    A = rng.standard_normal((m, d)) * np.logspace(0, -2, d) @ Q.T
+    y = np.where(A @ rng.standard_normal(d) + 0.3 * rng.standard_normal(m) > 0, 1.0, -1.0)
+    counts = {"hvp": 0}
+
+    def fg(x):
+        t = y * (A @ x)
+        return (np.logaddexp(0, -t).sum() / m + 0.5 * mu * x @ x,
+                A.T @ (-y * expit(-t)) / m + mu * x)
+
+    def hessp(x, v):
+        counts["hvp"] += 1
+        t = A @ x
+        return A.T @ (expit(t) * expit(-t) * (A @ v)) / m + mu * v
+
+    return fg, hessp, np.zeros(d), counts
+
+
+def test_inexact_hessp_same_minimizer_fewer_products():
+    """The default matrix-free path (truncated CG with forcing term sqrt(||g||)) reaches the
+    minimizer of the exact path (CG to 1e-10 every solve) to 1e-8 in gradient norm, with
+    the final gradient recomputed, and needs far fewer Hessian-vector products."""
+    fg, hessp, x0, counts = _numpy_logistic()
+    ex = ns.minimize(fg, x0, jac=True, hessp=hessp, hessian="hessp-exact", gtol=1e-10)
+    n_exact = counts["hvp"]
+    counts["hvp"] = 0
+    inx = ns.minimize(fg, x0, jac=True, hessp=hessp, gtol=1e-10)
+    n_inexact = counts["hvp"]
+    assert ex.success and inx.success
+    assert np.linalg.norm(fg(inx.x)[1]) <= 1e-10 and np.linalg.norm(fg(ex.x)[1]) <= 1e-10
+    # strong convexity (mu = 1e-4): ||x - x*|| <= ||g|| / mu, and the gradients agree
+    assert np.linalg.norm(fg(inx.x)[1] - fg(ex.x)[1]) <= 1e-8
+    assert np.linalg.norm(inx.x - ex.x) <= 2e-10 / 1e-4
+    assert inx.stats["hessp_calls"] == n_inexact
+    assert n_inexact < 0.5 * n_exact, (n_inexact, n_exact)
+    # linear forcing: in between
+    counts["hvp"] = 0
+    lin = ns.minimize(fg, x0, jac=True, hessp=hessp, gtol=1e-10,
+                      hessian=ha.Exact(matrix_free=True, forcing="linear"))
+    assert lin.success and np.linalg.norm(fg(lin.x)[1]) <= 1e-10
+    assert counts["hvp"] < n_exact
+
+
+def test_inexact_steps_never_loosen_the_certificate():
+    """CONVERGED only when the gradient recomputed at the answer meets gtol: with a wrong
+    Hessian-vector product (twice the true Hessian) the inexact steps contract ||g|| only
+    by about 1/2 per iteration, so a few iterations end in MAX_ITER, however small the CG
+    residuals were; given enough iterations the status is CONVERGED and ||g|| <= gtol."""
+    rng = np.random.default_rng(3)
+    M = rng.standard_normal((40, 40))
+    Qm = M @ M.T / 40 + np.eye(40)
+    b = rng.standard_normal(40)
+    g0 = float(np.linalg.norm(b))
+
+    def fg(x):
+        return 0.5 * x @ Qm @ x - b @ x, Qm @ x - b
+
+    def hessp_wrong(x, v):
+        return 2.0 * (Qm @ v)
+
+    short = ns.minimize(fg, np.zeros(40), jac=True, hessp=hessp_wrong, gtol=1e-8, maxiter=5)
+    gshort = float(np.linalg.norm(fg(short.x)[1]))
+    assert short.status is Status.MAX_ITER and gshort > 1e-8
+    assert abs(short.certificate["grad_norm"] - gshort) <= 1e-12 * g0
+    for gtol in (1e-4, 1e-8, 1e-11):
+        res = ns.minimize(fg, np.zeros(40), jac=True, hessp=hessp_wrong, gtol=gtol, maxiter=200)
+        assert res.status is Status.CONVERGED
+        assert np.linalg.norm(fg(res.x)[1]) <= gtol
+        assert res.certificate["grad_norm"] <= gtol
+
+
+def test_truncated_cg_model_pieces():
+    """The inexact solve meets its forcing term, keeps the Galerkin property <s, d> = 0
+    (so the ratio test's model decrease stays exact), returns None on non-positive
+    curvature at the first CG step and the last iterate (a descent direction) later."""
+    from neurosolve.problems.metric import Metric
+
+    rng = np.random.default_rng(0)
+    n = 60
+    M = rng.standard_normal((n, n))
+    H = M @ M.T / n + 0.1 * np.eye(n)
+    g = rng.standard_normal(n)
+    metric = Metric(None, n)
+    op = ha.OperatorModel(lambda v: H @ v, n, metric, forcing="sqrt")
+    lam = 1e-3
+    d = op.solve(lam, -g)
+    s = -g - (H @ d + lam * d)
+    assert np.linalg.norm(s) <= op.forcing_term(np.linalg.norm(g)) * np.linalg.norm(g) + 1e-14
+    assert op.forcing_term(np.linalg.norm(g)) == 0.5  # ||g|| > 1/4: the cap
+    assert 0 < op.last_cg_iterations < n
+    assert abs(op.last_rd) <= 1e-10 * np.linalg.norm(g) * np.linalg.norm(d)
+    pred = op.predicted_decrease(lam, g, d)
+    assert pred == pytest.approx(-g @ d - 0.5 * d @ H @ d, rel=1e-10)
+    assert op.forcing_term(1e-6) == pytest.approx(1e-3)
+    assert ha.OperatorModel(lambda v: H @ v, n, metric, forcing="linear").forcing_term(1e-6) \
+        == pytest.approx(1e-6)
+    # indefinite: negative curvature along -g at once -> failed solve (the trial is rejected)
+    assert ha.OperatorModel(lambda v: -v, n, metric, forcing="sqrt").solve(lam, -g) is None
+    # curvature positive along g, negative in the next Krylov direction -> the first iterate
+    Hind = np.diag(np.r_[1.0, -10.0 * np.ones(n - 1)])
+    gi = np.r_[10.0, 0.1 * np.ones(n - 1)]
+    di = ha.OperatorModel(lambda v: Hind @ v, n, metric, forcing="sqrt").solve(0.0, -gi)
+    assert di is not None and gi @ di < 0
+    with pytest.raises(ValueError, match="forcing must be one of"):
+        ha.Exact(forcing="quadratic")
+
+
+def test_inexact_hessp_nonconvex_rosenbrock():
+    """Truncated CG on an indefinite exact Hessian (Rosenbrock from the standard start)
+    still reaches the minimizer, like the dense path."""
+    from scipy.optimize import rosen, rosen_der, rosen_hess_prod
+
+    x0 = np.array([-1.2, 1.0, -1.2, 1.0, -1.2, 1.0])
+    res = ns.minimize(rosen, x0, rosen_der, hessp=rosen_hess_prod, gtol=1e-9)
+    assert res.success and np.allclose(res.x, 1.0, atol=1e-7)
+    assert np.linalg.norm(rosen_der(res.x)) <= 1e-9

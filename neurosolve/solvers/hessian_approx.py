@@ -68,6 +68,8 @@ __all__ = [
     "LowRankModel",
     "ZeroModel",
     "OperatorModel",
+    "FORCING",
+    "asymmetry_estimate",
     "Exact",
     "GaussNewton",
     "FisherTerm",
@@ -121,6 +123,14 @@ class HessianModel:
     def quad(self, h):
         """``<H h, h>``."""
         return (self.matvec(h) * h).sum()
+
+    def predicted_decrease(self, lam, g, d) -> float:
+        """The decrease ``-<g, d> - <H d, d> / 2`` of the quadratic model at the step ``d``
+        of the last ``solve(lam, -g)``, from the solve itself (no product):
+        ``(lam ||d||_B^2 - <g, d>) / 2`` since ``(H + lam B) d = -g``."""
+        from neurosolve.core import to_float
+
+        return 0.5 * (lam * to_float(self.metric.norm(d)) ** 2 - to_float((g * d).sum()))
 
 
 class DenseModel(HessianModel):
@@ -291,17 +301,35 @@ class ZeroModel(HessianModel):
         return h * 0
 
 
+#: forcing-term rules of the inexact (truncated CG) solves: eta(||r||) for ``(H + lam B) d = r``
+FORCING = ("sqrt", "linear")
+
+
 class OperatorModel(HessianModel):
     """A matrix-free ``H`` (a matvec): ``(H + lam B) d = r`` by conjugate gradients.
 
-    CG runs through :class:`neurosolve.solvers.CG`; a breakdown (non-positive curvature,
-    which an indefinite exact Hessian can produce) counts as a failed solve.
+    Exact solves (``forcing=None``) run :class:`neurosolve.solvers.CG` to ``rtol``; a
+    breakdown (non-positive curvature, which an indefinite exact Hessian can produce)
+    counts as a failed solve.
+
+    Inexact solves (``forcing="sqrt"`` or ``"linear"``, an inexact Newton method): a lean
+    CG loop from ``d_0 = 0`` stopped at the relative residual
+    ``||r - (H + lam B) d|| <= eta ||r||`` with the forcing term
+    ``eta = min(eta_max, ||r||^(1/2))`` (``"sqrt"``, superlinear local rate of order 3/2)
+    or ``min(eta_max, ||r||)`` (``"linear"``, quadratic), ``r = -g`` (Dembo, Eisenstat,
+    Steihaug 1982; Eisenstat, Walker 1996), and never tighter than ``rtol``. Truncated as in Steihaug (1983): at non-positive curvature the
+    last iterate is returned (a descent direction, since every CG iterate from 0 has
+    ``<g, d_j> < 0``), or None (a failed solve) when it happens at the first step. Every
+    CG iterate ``d_j`` lies in the Krylov space that its residual is orthogonal to, so
+    ``<r - (H + lam B) d_j, d_j> = 0`` and the model decrease
+    ``(lam ||d||_B^2 - <g, d>) / 2`` the GNS ratio test uses stays exact for the
+    truncated step; :meth:`predicted_decrease` adds the rounding-level term anyway.
     """
 
     solve_method = "cg"
 
     def __init__(self, matvec, n, metric, ctx=None, psd=True, rtol=1e-10, maxiter=None,
-                 counter="hessp_calls"):
+                 counter="hessp_calls", forcing=None, eta_max=0.5):
         super().__init__(metric, ctx)
         self._mv = matvec
         self.n = n
@@ -309,12 +337,23 @@ class OperatorModel(HessianModel):
         self.rtol = rtol
         self.maxiter = maxiter
         self.counter = counter
+        self.forcing = forcing
+        self.eta_max = eta_max
+        self.last_rd = 0.0   # <residual, d> of the last inexact solve
+        self.last_cg_iterations = 0
 
     def matvec(self, h):
         self._count(self.counter)
         return self._mv(h)
 
+    def forcing_term(self, rnorm: float) -> float:
+        """The relative residual tolerance of an inexact solve with right side norm ``rnorm``."""
+        eta = rnorm ** 0.5 if self.forcing == "sqrt" else rnorm
+        return max(min(self.eta_max, eta), self.rtol)
+
     def solve(self, lam, r):
+        if self.forcing is not None:
+            return self._inexact(lam, r)
         from neurosolve.core import solve as _solve
         from neurosolve.operators import FunctionOperator
         from neurosolve.problems.linear import LinearSystem
@@ -334,6 +373,52 @@ class OperatorModel(HessianModel):
         if res.status.name not in ("CONVERGED", "MAX_ITER"):
             return None
         return res.x
+
+    def _inexact(self, lam, r):
+        """Truncated CG with the forcing term (see the class docstring)."""
+        self._count("factorizations")
+        metric = self.metric
+        identity = metric.kind == "identity"
+        res = r * 1.0
+        rr = float((res * res).sum())
+        self.last_rd = 0.0
+        self.last_cg_iterations = 0
+        d = r * 0.0
+        if not np.isfinite(rr):
+            return None
+        if rr == 0.0:
+            return d
+        eta = self.forcing_term(rr ** 0.5)
+        stop = eta * eta * rr
+        p = res * 1.0
+        maxiter = self.maxiter or 10 * self.n
+        for j in range(maxiter):
+            Ap = self.matvec(p)
+            Ap = Ap + lam * p if identity else Ap + lam * metric.matvec(p)
+            pAp = float((p * Ap).sum())
+            if not np.isfinite(pAp):
+                return None
+            if pAp <= 0.0:  # non-positive curvature: truncate (Steihaug)
+                if j == 0:
+                    return None
+                break
+            alpha = rr / pAp
+            d = d + alpha * p
+            res = res - alpha * Ap
+            rr_new = float((res * res).sum())
+            self.last_cg_iterations = j + 1
+            if rr_new <= stop:
+                break
+            p = res + (rr_new / rr) * p
+            rr = rr_new
+        self.last_rd = float((res * d).sum())
+        return d
+
+    def predicted_decrease(self, lam, g, d):
+        """``-<g, d> - <H d, d> / 2`` for the last solve's ``d``: with its residual
+        ``s = -g - (H + lam B) d``, ``(lam ||d||_B^2 - <g, d> + <s, d>) / 2``."""
+        base = super().predicted_decrease(lam, g, d)
+        return base + 0.5 * self.last_rd if self.forcing is not None else base
 
 
 # ---------------------------------------------------------------------------------------
@@ -442,13 +527,31 @@ class Exact(HessianApprox):
     matrix_free : bool
         Use Hessian-vector products and CG even when a dense Hessian is available.
     cg_rtol : float
-        Relative tolerance of the inner CG (matrix-free only).
+        Relative tolerance of the inner CG (matrix-free only): the exact solves'
+        tolerance (``forcing=None``) and the floor of the inexact ones' forcing term.
+    forcing : {"sqrt", "linear"} or None
+        Matrix-free only. ``"sqrt"`` (default): inexact Newton, truncated CG to the
+        relative residual ``min(eta_max, ||g||^(1/2))`` (see :class:`OperatorModel`);
+        ``"linear"``: ``min(eta_max, ||g||)``; None: CG to ``cg_rtol`` every solve (the
+        exact solves of the GNS theory). Only the steps change: the stopping test is
+        always on the gradient recomputed at the new point.
+    eta_max : float
+        The largest forcing term (the first, far-from-solution solves).
     """
 
     matrix_free: bool = False
     cg_rtol: float = 1e-10
+    forcing: str | None = "sqrt"
+    eta_max: float = 0.5
     name = "exact"
     psd = False
+
+    def __post_init__(self):
+        if self.forcing is not None and self.forcing not in FORCING:
+            raise ValueError(f"forcing must be one of {', '.join(FORCING)} or None, "
+                             f"got {self.forcing!r}")
+        if not (0 < self.eta_max < 1):
+            raise ValueError(f"eta_max must be in (0, 1), got {self.eta_max!r}")
 
     def evaluate(self, problem, x, oracles, ctx=None):
         metric = problem.metric
@@ -466,7 +569,7 @@ class Exact(HessianApprox):
         if ctx is not None:
             ctx.count("nhev")
         return OperatorModel(lambda v: hessp(x, v), problem.n, metric, ctx, psd=False,
-                             rtol=self.cg_rtol)
+                             rtol=self.cg_rtol, forcing=self.forcing, eta_max=self.eta_max)
 
 
 @dataclass(frozen=True)
@@ -764,6 +867,7 @@ class Constant(HessianApprox):
 APPROXIMATIONS: dict[str, Callable[[], HessianApprox]] = {
     "exact": Exact,
     "hessp": lambda: Exact(matrix_free=True),
+    "hessp-exact": lambda: Exact(matrix_free=True, forcing=None),
     "gauss-newton": GaussNewton,
     "gn": GaussNewton,
     "fisher-term": FisherTerm,
