@@ -730,3 +730,26 @@ def test_inexact_hessp_nonconvex_rosenbrock():
     res = ns.minimize(rosen, x0, rosen_der, hessp=rosen_hess_prod, gtol=1e-9)
     assert res.success and np.allclose(res.x, 1.0, atol=1e-7)
     assert np.linalg.norm(rosen_der(res.x)) <= 1e-9
+
+
+def test_hess_and_hessp_given_picks_matrix_free_from_n_200():
+    """With the user's hess and hessp both given, the exact Hessian goes matrix-free
+    (inexact CG) from n = 200 and stays dense below it, or when hessp is only the
+    product Minimize derives from hess, or with hessp_from_n=None."""
+    rng = np.random.default_rng(2)
+    for n, matrix_free in ((250, True), (50, False)):
+        M = rng.standard_normal((n, n))
+        Q = M @ M.T / n + np.eye(n)
+        b = rng.standard_normal(n)
+
+        def fg(x):
+            return 0.5 * x @ Q @ x - b @ x, Q @ x - b
+
+        both = ns.minimize(fg, np.zeros(n), jac=True, hess=lambda x: Q, hessp=lambda x, v: Q @ v)
+        assert both.success and np.linalg.norm(Q @ both.x - b) <= 1e-8
+        assert (both.stats.get("hessp_calls", 0) > 0) is matrix_free
+        dense = ns.minimize(fg, np.zeros(n), jac=True, hess=lambda x: Q)
+        assert dense.success and dense.stats.get("hessp_calls", 0) == 0
+        forced = ns.minimize(fg, np.zeros(n), jac=True, hess=lambda x: Q,
+                             hessp=lambda x, v: Q @ v, hessian=ha.Exact(hessp_from_n=None))
+        assert forced.success and forced.stats.get("hessp_calls", 0) == 0
