@@ -1,6 +1,7 @@
 """Training the smoother weights of :class:`~neurosolve.solvers.preconditioners.LearnedMG`.
 
-:class:`SmootherWeightNet` maps a level's cell features to relaxation weights in
+:class:`~neurosolve.neural.mg_smoother.SmootherWeightNet` (re-exported here) maps a
+level's cell features to relaxation weights in
 ``[0.1, 1.9]``; :class:`LearnedVCycles` runs GMG's V-cycle in torch with those weights (the
 hierarchy, transfers and coarsest pseudo-inverse read off the numba GMG, so the two agree
 to rounding); :func:`train_learned_mg` trains the network with the error-energy loss
@@ -21,60 +22,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from neurosolve.neural.mg_smoother import SmootherWeightNet, load_smoother
 from neurosolve.solvers.preconditioners.gmg import GMG
-from neurosolve.solvers.preconditioners.learned_mg import N_FEATURES, omega_for_levels
+from neurosolve.solvers.preconditioners.learned_mg import omega_for_levels
 
 __all__ = ["SmootherWeightNet", "LearnedVCycles", "train_learned_mg", "load_smoother"]
-
-
-class SmootherWeightNet(torch.nn.Module):
-    """Cell features ``(batch, 4, *grid)`` -> smoother weights (and correction scalings),
-    ``(batch, 1 or 2, *grid)``:
-    ``omega = 1 + 0.9 tanh(z)`` in ``[0.1, 1.9]`` (inside ``(0, 2)`` even when ``tanh``
-    saturates in floating point); the last layer starts at zero, so ``omega = 1`` exactly
-    (plain Gauss-Seidel).
-
-    Parameters
-    ----------
-    dim : {2, 3}
-    channels : int
-    layers : int
-        Convolutions before the output layer (3^dim kernels each, ReLU).
-    correction : bool
-        Also output a per-cell scaling ``s = exp(0.5 tanh(z))`` of the coarse-grid
-        correction (interpolation ``S P``, restriction ``P^T S``); 1 at initialization.
-        Off by default: trained with the one-step loss it lowered the loss (0.30 -> 0.20)
-        but doubled PCG's iterations on pools and plates (benchmarks/bench_learned_mg.py
-        with ``correction=True``), so the one-step loss does not measure what it changes.
-    """
-
-    def __init__(self, dim: int = 2, channels: int = 8, layers: int = 2,
-                 correction: bool = False):
-        super().__init__()
-        if dim not in (2, 3):
-            raise ValueError(f"dim must be 2 or 3, got {dim!r}")
-        conv = torch.nn.Conv2d if dim == 2 else torch.nn.Conv3d
-        mods, c_in = [], N_FEATURES
-        for _ in range(layers):
-            mods += [conv(c_in, channels, 3, padding=1), torch.nn.ReLU()]
-            c_in = channels
-        self.body = torch.nn.Sequential(*mods)
-        self.out = conv(c_in, 1 + int(correction), 3, padding=1)
-        torch.nn.init.zeros_(self.out.weight)
-        torch.nn.init.zeros_(self.out.bias)
-        self.dim, self.channels, self.layers = dim, channels, layers
-        self.correction = bool(correction)
-
-    def config(self) -> dict:
-        return {"dim": self.dim, "channels": self.channels, "layers": self.layers,
-                "correction": self.correction}
-
-    def forward(self, features):
-        z = self.out(self.body(features))
-        omega = 1.0 + 0.9 * torch.tanh(z[:, :1])
-        if not self.correction:
-            return omega
-        return torch.cat([omega, torch.exp(0.5 * torch.tanh(z[:, 1:]))], dim=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,30 +252,3 @@ def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers
                                **kwargs)
     net.float().eval()
     return net, res
-
-
-def load_smoother(path) -> SmootherWeightNet:
-    """A :class:`SmootherWeightNet` from ``smoother.pt`` (with its ``smoother.json``
-    beside it, as ``neurosolve train lmg`` writes them), in eval mode.
-
-    Raises
-    ------
-    ValueError
-        A missing file or manifest.
-    """
-    import json
-    import pathlib
-
-    path = pathlib.Path(path)
-    if path.is_dir():
-        path = path / "smoother.pt"
-    side = path.with_suffix(".json")
-    if not path.exists() or not side.exists():
-        raise ValueError(f"{path} (and its manifest {side.name}) must exist; write them with "
-                         "'neurosolve train lmg --out DIR'")
-    info = json.loads(side.read_text())
-    net = SmootherWeightNet(**info["architecture"])
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    net.eval()
-    net.manifest = info
-    return net

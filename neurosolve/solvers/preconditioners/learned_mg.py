@@ -75,13 +75,13 @@ def omega_for_levels(net, levels, ndim: int, device: Any = "cpu") -> list:
 
 class LearnedMG(GMG):
     """GMG with smoother weights from a trained
-    :class:`~neurosolve.neural.mg_weights.SmootherWeightNet`.
+    :class:`~neurosolve.neural.mg_smoother.SmootherWeightNet`.
 
     Parameters
     ----------
     grid : CellGrid, PoissonSystem or PoissonOperator
     model : torch.nn.Module or path, optional
-        A :class:`~neurosolve.neural.mg_weights.SmootherWeightNet` of the grid's dimension
+        A :class:`~neurosolve.neural.mg_smoother.SmootherWeightNet` of the grid's dimension
         (or the ``smoother.pt`` that ``neurosolve train lmg`` writes) (or any module mapping
         ``(1, 4, *level_shape)`` to ``(1, 1, *level_shape)`` with values in ``(0, 2)``).
         None: weights 1, i.e. exactly :class:`GMG`.
@@ -127,7 +127,7 @@ class LearnedMG(GMG):
         import torch
 
         if isinstance(model, (str, os.PathLike)):
-            from neurosolve.neural.mg_weights import load_smoother
+            from neurosolve.neural.mg_smoother import load_smoother
 
             model = load_smoother(model)
         if not isinstance(model, torch.nn.Module):
