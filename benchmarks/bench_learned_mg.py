@@ -67,6 +67,10 @@ def test_learned_mg_vs_gmg(benchmark, dim):
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     net, res = box["net"], box["res"]
+    warm = _grid(KINDS[0], sizes[0], 11, dim)  # JIT and torch warm-up for both sides
+    for M in (GMG(warm), LearnedMG(warm, net)):
+        ns.solve(warm.system(P.rhs_blobs(warm, seed=3)), ns.solvers.CG(rtol=1e-8, M=M),
+                 progress=False)
     rows = []
     for kind in KINDS:
         for n in sizes:
