@@ -59,6 +59,7 @@ from neurosolve import performance_profiles as pp
 from neurosolve.problems import mgh_gallery as mgh
 from neurosolve.problems import smooth_gallery as gal
 from neurosolve.solvers import GNSNewton
+from neurosolve.solvers.hessian_approx import Exact
 
 GTOL = 1e-8
 MAXITER = 3000
@@ -464,10 +465,14 @@ class _UserSoftmax:
         return float(np.linalg.norm(g))
 
 
-#: GNS configurations on the digits oracles: the default given hess only, the default given
-#: hess and hessp (n = 640 >= 200: the inexact matrix-free path), and hessp only
+#: GNS configurations on the digits oracles: the default given hess only (n = 640 >= 200:
+#: truncated CG on H @ v, H evaluated once per iteration), the same forced to the dense
+#: Cholesky solves, the default given hess and hessp (the inexact matrix-free path), and
+#: hessp only
 GNS_DIGITS = {
     "GNS-default": lambda u: {"hess": u.hess},
+    "GNS (hess, Cholesky)": lambda u: {"hess": u.hess,
+                                       "hessian": Exact(dense_solve="cholesky")},
     "GNS-default (hess+hessp)": lambda u: {"hess": u.hess, "hessp": u.hessp},
     "GNS (hessp)": lambda u: {"hessp": u.hessp},
     "GNS (hessp, exact CG)": lambda u: {"hessp": u.hessp, "hessian": "hessp-exact"},
@@ -486,7 +491,9 @@ def _run_digits(u, method):
         res = ns.minimize(u.fg, u.x0, jac=True, gtol=GTOL, maxiter=MAXITER, **kw)
         elapsed = time.perf_counter() - t
         x, nit = res.x, res.n_iter
-        extra = {"factorizations": res.stats["factorizations"], "status": res.status.name}
+        extra = {"factorizations": res.stats["factorizations"],
+                 "cholesky": res.stats.get("cholesky", 0),
+                 "hess_matvecs": res.stats.get("hess_matvecs", 0), "status": res.status.name}
         u.nhvp = res.stats.get("hessp_calls", u.nhvp)
     else:
         name = method.split(" ")[0]

@@ -755,3 +755,60 @@ def test_hess_and_hessp_given_picks_matrix_free_from_n_200():
         forced = ns.minimize(fg, np.zeros(n), jac=True, hess=lambda x: Q,
                              hessp=lambda x, v: Q @ v, hessian=ha.Exact(hessp_from_n=None))
         assert forced.success and forced.stats.get("hessp_calls", 0) == 0
+
+
+def test_dense_hess_only_uses_truncated_cg_from_n_200():
+    """Given only a dense hess, GNS at n >= hessp_from_n (200) solves by truncated CG on
+    H @ v (H evaluated once per iteration): zero Cholesky factorizations, ||g|| <= 1e-8
+    recomputed at the answer, the minimizer of the Cholesky path. Below 200 the default
+    factors; Exact(dense_solve=...) forces either path."""
+    from scipy.special import expit
+
+    rng = np.random.default_rng(5)
+    m, d, mu = 600, 220, 1e-3
+    A = rng.standard_normal((m, d)) * np.logspace(0, -1.5, d)
+    y = np.where(A @ rng.standard_normal(d) + 0.3 * rng.standard_normal(m) > 0, 1.0, -1.0)
+
+    def fg(x):
+        t = y * (A @ x)
+        return (np.logaddexp(0, -t).sum() / m + 0.5 * mu * x @ x,
+                A.T @ (-y * expit(-t)) / m + mu * x)
+
+    def hess(x):
+        s = expit(A @ x)
+        return (A * (s * (1 - s))[:, None]).T @ A / m + mu * np.eye(d)
+
+    x0 = np.zeros(d)
+    cg = ns.minimize(fg, x0, jac=True, hess=hess, gtol=1e-8)
+    chol = ns.minimize(fg, x0, jac=True, hess=hess, gtol=1e-8,
+                       hessian=ha.Exact(dense_solve="cholesky"))
+    assert cg.success and chol.success
+    assert cg.stats.get("cholesky", 0) == 0 and cg.stats["hess_matvecs"] > 0
+    assert cg.stats["nhev"] == cg.n_iter and cg.stats.get("hessp_calls", 0) == 0
+    assert chol.stats["cholesky"] >= chol.n_iter and chol.stats.get("hess_matvecs", 0) == 0
+    assert np.linalg.norm(fg(cg.x)[1]) <= 1e-8 and cg.certificate["grad_norm"] <= 1e-8
+    # strong convexity: ||x - x*|| <= ||g|| / mu
+    assert np.linalg.norm(cg.x - chol.x) <= 2e-8 / mu
+    # below hessp_from_n the default factors; dense_solve="cg" forces CG there too
+    small = ns.minimize(fg, x0, jac=True, hess=hess, gtol=1e-8,
+                        hessian=ha.Exact(hessp_from_n=300))
+    assert small.success and small.stats["cholesky"] > 0
+    assert small.stats.get("hess_matvecs", 0) == 0
+    with pytest.raises(ValueError, match="dense_solve must be one of"):
+        ha.Exact(dense_solve="lu")
+    with pytest.raises(ValueError, match="dense_forcing must be one of"):
+        ha.Exact(dense_forcing="quadratic")
+
+
+def test_dense_cg_forced_on_indefinite_rosenbrock():
+    """dense_solve="cg" on a small indefinite exact Hessian (Rosenbrock, n = 6): truncated
+    CG with the eigenvalue shift after a failed first CG step, same minimizer, no
+    factorization."""
+    from scipy.optimize import rosen, rosen_der, rosen_hess
+
+    x0 = np.array([-1.2, 1.0, -1.2, 1.0, -1.2, 1.0])
+    res = ns.minimize(rosen, x0, rosen_der, hess=rosen_hess, gtol=1e-9,
+                      hessian=ha.Exact(dense_solve="cg"))
+    assert res.success and np.allclose(res.x, 1.0, atol=1e-7)
+    assert np.linalg.norm(rosen_der(res.x)) <= 1e-9
+    assert res.stats.get("cholesky", 0) == 0 and res.stats["hess_matvecs"] > 0

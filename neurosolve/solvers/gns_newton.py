@@ -20,6 +20,7 @@ from neurosolve.core import Solver, State, Status, Stop, to_float
 from neurosolve.problems.smooth import Minimize
 from neurosolve.solvers.hessian_approx import (
     DenseModel,
+    Exact,
     HessianApprox,
     Zero,
     as_hessian_approx,
@@ -348,6 +349,10 @@ class GNSNewton(SmoothSolver):
             state.failure = Stop(Status.NONFINITE, f"the Hessian ({ctx.setup.approx.name}) has NaN or "
                                                f"inf entries at iteration {state.k}")
             return self._failed(state, 0, 0)
+        approx = ctx.setup.approx
+        if isinstance(model, DenseModel) and isinstance(approx, Exact) and approx.dense_cg(problem):
+            # dense exact H at n >= hessp_from_n: truncated CG on H @ v, no factorization
+            model = approx.as_cg(model, ctx)
         adaptive = not callable(self.rule) and self.rule == "adaptive"
         gamma = state.gamma if adaptive else self._rule_gamma(gn, x)
         if not (gamma > 0 and math.isfinite(gamma)):
@@ -384,7 +389,7 @@ class GNSNewton(SmoothSolver):
                 if not adaptive:
                     break
                 gamma *= self.decrease
-                if self.eig_shift and isinstance(model, DenseModel):
+                if self.eig_shift and hasattr(model, "min_eig"):
                     if min_eig is None:
                         min_eig = model.min_eig()
                     if min_eig is not None and min_eig < 0:

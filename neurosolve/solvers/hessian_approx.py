@@ -68,7 +68,9 @@ __all__ = [
     "LowRankModel",
     "ZeroModel",
     "OperatorModel",
+    "DenseCGModel",
     "FORCING",
+    "DENSE_SOLVES",
     "asymmetry_estimate",
     "Exact",
     "GaussNewton",
@@ -146,6 +148,7 @@ class DenseModel(HessianModel):
 
     def factor(self, lam):
         self._count("factorizations")
+        self._count("cholesky")
         return self.la.cholesky(self.metric.shifted(self.H, lam))
 
     def solve(self, lam, r):
@@ -304,6 +307,9 @@ class ZeroModel(HessianModel):
 #: forcing-term rules of the inexact (truncated CG) solves: eta(||r||) for ``(H + lam B) d = r``
 FORCING = ("cbrt", "sqrt", "linear")
 
+#: how GNSNewton solves with a dense exact Hessian (``Exact(dense_solve=...)``)
+DENSE_SOLVES = ("auto", "cholesky", "cg")
+
 
 class OperatorModel(HessianModel):
     """A matrix-free ``H`` (a matvec): ``(H + lam B) d = r`` by conjugate gradients.
@@ -421,6 +427,25 @@ class OperatorModel(HessianModel):
         ``s = -g - (H + lam B) d``, ``(lam ||d||_B^2 - <g, d> + <s, d>) / 2``."""
         base = super().predicted_decrease(lam, g, d)
         return base + 0.5 * self.last_rd if self.forcing is not None else base
+
+
+class DenseCGModel(OperatorModel):
+    """A dense exact ``H`` solved by (truncated) CG on the products ``v -> H @ v``.
+
+    ``H`` is evaluated once per iteration (the user's ``hess``); every trial of the GNS
+    search then runs the inexact CG of :class:`OperatorModel` on ``H @ v`` (O(n^2) each,
+    counted as ``hess_matvecs``) instead of a Cholesky factorization of ``H + lam B``
+    (O(n^3) per trial). ``H`` stays available for the finiteness check and the
+    eigenvalue shift (:meth:`min_eig`) after a failed solve.
+    """
+
+    def __init__(self, H, metric, ctx=None, psd=False, rtol=1e-10, forcing="cbrt", eta_max=0.5):
+        super().__init__(lambda v: H @ v, int(H.shape[0]), metric, ctx, psd=psd, rtol=rtol,
+                         counter="hess_matvecs", forcing=forcing, eta_max=eta_max)
+        self.H = H
+        self.la = metric.la
+
+    min_eig = DenseModel.min_eig
 
 
 # ---------------------------------------------------------------------------------------
@@ -547,7 +572,23 @@ class Exact(HessianApprox):
         and ``n >= hessp_from_n``, use the matrix-free inexact path: forming and factoring
         ``H`` costs more than the few Hessian-vector products of the truncated CG (measured
         in ``docs/gns_newton.md``: softmax digits, n = 640, 5.6x faster; logistic
-        50,000 x 200, 1.2x). None: always the dense ``hess`` when there is one.
+        50,000 x 200, 1.2x). None: always the dense ``hess`` when there is one. Also the
+        threshold of ``dense_solve="auto"``.
+    dense_solve : {"auto", "cholesky", "cg"}
+        How :class:`~neurosolve.solvers.GNSNewton` solves with a dense Hessian from
+        ``hess`` (the only exact oracle, or ``n < hessp_from_n``). ``"cholesky"``: one
+        factorization of ``H + lam B`` per trial. ``"cg"``: truncated CG to the forcing
+        term ``dense_forcing`` on ``v -> H @ v``, ``H`` evaluated once per iteration
+        (:class:`DenseCGModel`, no factorization). ``"auto"`` (default): ``"cg"`` when
+        ``n >= hessp_from_n`` and ``dense_forcing`` is not None, else ``"cholesky"`` (so
+        the small Moré-Garbow-Hillstrom problems keep the dense solves). Other solvers
+        (the Newton baselines) always factor.
+    dense_forcing : {"cbrt", "sqrt", "linear"} or None
+        The forcing term of the dense CG path (default ``"sqrt"``, ``min(eta_max,
+        ||g||^(1/2))``; None: CG to ``cg_rtol``). Tighter than ``forcing``: a product
+        ``H @ v`` costs O(n^2), far less than the ``hess`` evaluation an extra outer
+        iteration costs. Measured (``docs/gns_newton.md``): logistic 50,000 x 200 takes
+        4 iterations with ``"sqrt"`` / ``"linear"`` (as Cholesky) but 5 with ``"cbrt"``.
     """
 
     matrix_free: bool = False
@@ -555,10 +596,18 @@ class Exact(HessianApprox):
     forcing: str | None = "cbrt"
     eta_max: float = 0.5
     hessp_from_n: int | None = 200
+    dense_solve: str = "auto"
+    dense_forcing: str | None = "sqrt"
     name = "exact"
     psd = False
 
     def __post_init__(self):
+        if self.dense_solve not in DENSE_SOLVES:
+            raise ValueError(f"dense_solve must be one of {', '.join(DENSE_SOLVES)}, "
+                             f"got {self.dense_solve!r}")
+        if self.dense_forcing is not None and self.dense_forcing not in FORCING:
+            raise ValueError(f"dense_forcing must be one of {', '.join(FORCING)} or None, "
+                             f"got {self.dense_forcing!r}")
         if self.forcing is not None and self.forcing not in FORCING:
             raise ValueError(f"forcing must be one of {', '.join(FORCING)} or None, "
                              f"got {self.forcing!r}")
@@ -572,6 +621,19 @@ class Exact(HessianApprox):
         hp = oracles.get("hessp")
         # the products Minimize derives (hess(x) @ v, autograd) are defined in its module
         return hp is not None and getattr(hp, "__module__", None) != "neurosolve.problems.smooth"
+
+    def dense_cg(self, problem) -> bool:
+        """Whether GNS should solve with the dense ``H`` by truncated CG (``dense_solve``)."""
+        if self.dense_solve == "cg":
+            return True
+        if self.dense_solve == "cholesky" or self.dense_forcing is None:
+            return False
+        return self.hessp_from_n is not None and problem.n >= self.hessp_from_n
+
+    def as_cg(self, model: "DenseModel", ctx=None) -> "DenseCGModel":
+        """The dense model ``model`` solved by this approximation's inexact CG instead."""
+        return DenseCGModel(model.H, model.metric, ctx, psd=model.psd, rtol=self.cg_rtol,
+                            forcing=self.dense_forcing, eta_max=self.eta_max)
 
     def evaluate(self, problem, x, oracles, ctx=None):
         metric = problem.metric
