@@ -47,7 +47,7 @@ from neurosolve.neural.ep.networks import DenseNetwork, LayeredNetwork
 from neurosolve.neural.ep.stability import contraction_penalty
 from neurosolve.solvers.fixed_point import FixedPoint
 
-__all__ = ["TrainConfig", "TrainResult", "SGD", "AdamW", "train", "evaluate", "plot_histories",
+__all__ = ["TrainConfig", "lr_factor", "TrainResult", "SGD", "AdamW", "train", "evaluate", "plot_histories",
            "plot_training"]
 
 
@@ -128,6 +128,16 @@ class TrainConfig:
         (:func:`~neurosolve.neural.ep.stability.contraction_penalty`; 0 = off).
     grad_clip : float or None
         Clip the global gradient norm (off by default).
+    lr_schedule : {"constant", "cosine", "step"}
+        Learning-rate factor as a function of the global optimizer step ``t`` (see
+        :func:`lr_factor`): ``"cosine"`` decays from 1 to ``lr_final`` over the run,
+        ``"step"`` is 1 for the first half, ``sqrt(lr_final)`` for the third quarter and
+        ``lr_final`` after. The factor multiplies every learning rate (readout included).
+    lr_final : float
+        End factor of the schedule (default 0.1).
+    lr_schedule_steps : int or None
+        Length of the schedule in optimizer steps; default ``epochs * ceil(n / batch_size)``
+        (then a checkpoint only resumes with the same ``epochs``).
     strict : bool
         Raise on a non-finite estimate instead of skipping the step.
     max_steps : int or None
@@ -157,6 +167,9 @@ class TrainConfig:
     contraction_target: float = 0.9
     contraction_iters: int = 10
     grad_clip: float | None = None
+    lr_schedule: str = "constant"
+    lr_final: float = 0.1
+    lr_schedule_steps: int | None = None
     strict: bool = False
     max_steps: int | None = None
     diagnostics: bool = True
@@ -170,10 +183,42 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not (isinstance(self.lr_final, (int, float)) and 0 < self.lr_final <= 1):
+            raise ValueError(f"lr_final must be in (0, 1], got {self.lr_final!r}")
+        if self.lr_schedule_steps is not None and (not isinstance(self.lr_schedule_steps, int)
+                                                   or self.lr_schedule_steps < 1):
+            raise ValueError(f"lr_schedule_steps must be a positive integer or None, "
+                             f"got {self.lr_schedule_steps!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if not isinstance(self.epochs, int) or self.epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {self.epochs!r}")
+
+
+LR_SCHEDULES = ("constant", "cosine", "step")
+
+
+def lr_factor(schedule: str, step: int, total: int, final: float = 0.1) -> float:
+    """Learning-rate factor at global optimizer step ``step`` (0-based) of ``total``.
+
+    ``"constant"``: 1. ``"cosine"``: ``final + (1 - final) (1 + cos(pi t / total)) / 2``
+    with ``t = min(step, total)``. ``"step"``: 1 for ``t < total/2``, ``sqrt(final)`` for
+    ``t < 3 total/4``, ``final`` after. A pure function of the step, so a resumed run
+    continues the schedule exactly.
+
+    >>> lr_factor("cosine", 0, 100), lr_factor("cosine", 50, 100), lr_factor("cosine", 100, 100)
+    (1.0, 0.55, 0.1)
+    """
+    if schedule == "constant":
+        return 1.0
+    t = min(max(step, 0), total)
+    if schedule == "cosine":
+        return float(final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * t / total)))
+    if schedule == "step":
+        return 1.0 if 2 * t < total else (math.sqrt(final) if 4 * t < 3 * total else float(final))
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
 
 
 @dataclass
@@ -363,6 +408,7 @@ def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConf
         bar = tqdm(total=cfg.epochs, initial=first - 1, unit="epoch",
                    desc=f"train[{cfg.method}, lambda={cfg.homeostasis:g}]", leave=False)
     lr_scales = {k: cfg.readout_lr_scale for k in net.params if k.startswith("readout_")}
+    sched_total = cfg.lr_schedule_steps or max(1, cfg.epochs * -(-X.shape[0] // cfg.batch_size))
     stop = False
     try:
         for ep in range(first, cfg.epochs + 1):
@@ -406,6 +452,7 @@ def train(net: LayeredNetwork, X, y, X_test=None, y_test=None, config: TrainConf
                     gn = _gnorm(grads)
                     if gn > cfg.grad_clip:
                         grads = {k: g * (cfg.grad_clip / gn) for k, g in grads.items()}
+                opt.lr = cfg.lr * lr_factor(cfg.lr_schedule, steps, sched_total, cfg.lr_final)
                 opt.step(net.params, grads, lr_scales)
                 steps += 1
                 if cfg.max_steps is not None and steps >= cfg.max_steps:
@@ -476,7 +523,10 @@ def _like(a: np.ndarray, ref):
 def _config_key(cfg: TrainConfig) -> dict:
     d = asdict(replace(cfg, solver=None))
     d["solver"] = repr(cfg.solver)
-    for key in ("max_steps", "epochs"):  # a resumed run may stop elsewhere or go on longer
+    keys = ("max_steps", "epochs")  # a resumed run may stop elsewhere or go on longer ...
+    if cfg.lr_schedule != "constant" and cfg.lr_schedule_steps is None:
+        keys = ("max_steps",)  # ... unless the schedule's length is set by epochs
+    for key in keys:
         d.pop(key, None)
     return json.loads(json.dumps(d, default=str))
 
