@@ -8,8 +8,7 @@ reports accuracy, the alignment ``cos(delta_EP, delta_BP)`` of the first hidden 
 the fraction of converged fixed points, and plots both over training.
 
 All runs share one recipe (``RECIPE``): AdamW lr 1e-3 with a 10x readout learning rate,
-a cosine decay of the learning rate to 0.1x over the run (without it the EP curves jump by
-up to 30 points between epochs; see docs/ep_homeostasis.md), batch 20, recurrent kernels scaled by 0.6 at init, and the contraction penalty
+batch 20, recurrent kernels scaled by 0.6 at init, and the contraction penalty
 (weight 100, target gain 0.9) as the explicit stabilizer (see
 :mod:`neurosolve.neural.ep.stability`).
 
@@ -35,8 +34,7 @@ import numpy as np
 __all__ = ["run", "RECIPE", "STUDY_CONFIGS", "digits_study", "reference_net", "tables", "main"]
 
 RECIPE: dict[str, Any] = dict(optimizer="adamw", lr=1e-3, readout_lr_scale=10.0, batch_size=20,
-                              contraction=100.0, contraction_target=0.9,
-                              lr_schedule="cosine", lr_final=0.1)
+                              contraction=100.0, contraction_target=0.9)
 NET: dict[str, Any] = dict(recurrent_scale=0.6)
 
 STUDY_CONFIGS: dict[str, dict] = {
