@@ -26,7 +26,7 @@ def test_schedule_values_at_given_steps():
 @pytest.mark.parametrize("kw", [dict(lr_schedule="linear"), dict(lr_final=0.0),
                                 dict(lr_final=1.5), dict(lr_schedule_steps=0)])
 def test_bad_schedule_settings_raise(kw):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"{next(iter(kw))} must be"):
         TrainConfig(**kw)
 
 
