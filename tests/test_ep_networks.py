@@ -177,3 +177,23 @@ def test_public_names_resolve():
     assert neurosolve.neural.ep.mlp is mlp
     assert neurosolve.solvers.FixedPoint is FixedPoint
     from neurosolve.demos.ep import run  # noqa: F401
+
+
+def test_study_collapse_measure_counts_drops_after_epoch_3_only():
+    from neurosolve.demos.ep import max_drop
+
+    acc = [0.1, 0.9, 0.3, 0.8, 0.85, 0.79, 0.9]   # index = epoch; 0.9 -> 0.3 is before epoch 3
+    assert max_drop(acc, after=3) == pytest.approx(0.06)
+    assert max_drop(acc, after=0) == pytest.approx(0.6)
+    assert max_drop([0.5, 0.6, 0.7, 0.8, 0.9], after=3) == 0.0
+
+
+def test_conv_net_forward_and_feedback_scales():
+    torch = pytest.importorskip("torch")
+    base = conv_net((1, 8, 8), (3, 3, 4), angle=90, seed=0)
+    net = conv_net((1, 8, 8), (3, 3, 4), angle=90, seed=0, forward_scale=3.0, feedback_scale=0.5)
+    for k, v in base.params.items():
+        f = 3.0 if k.startswith("W_") else 0.5 if k.startswith("B_") else 1.0
+        assert torch.allclose(net.params[k], f * v), k
+    with pytest.raises(ValueError, match="feedback_scale must be a finite positive"):
+        conv_net((1, 8, 8), (3, 3, 4), feedback_scale=0.0)

@@ -8,9 +8,11 @@ reports accuracy, the alignment ``cos(delta_EP, delta_BP)`` of the first hidden 
 the fraction of converged fixed points, and plots both over training.
 
 All runs share one recipe (``RECIPE``): AdamW lr 1e-3 with a 10x readout learning rate,
-batch 20, recurrent kernels scaled by 0.6 at init, and the contraction penalty
-(weight 100, target gain 0.9) as the explicit stabilizer (see
-:mod:`neurosolve.neural.ep.stability`).
+cosine decay of every rate to 0.1x over the run, batch 20, recurrent kernels scaled by 0.6
+at init, and the contraction penalty (weight 100, target gain 0.9) as the explicit
+stabilizer (see :mod:`neurosolve.neural.ep.stability`). The decay is what keeps training
+stable: at a constant rate late updates push the loop gain past 1 and accuracy jumps
+between epochs (docs/ep_homeostasis.md has both 5-seed studies).
 
 ``python -m neurosolve.demos.ep --study`` runs the 5-seed comparison of the docs
 (BP, symmetric-init EP, asymmetric EP with and without homeostasis) and writes
@@ -31,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["run", "RECIPE", "STUDY_CONFIGS", "digits_study", "reference_net", "tables", "main"]
+__all__ = ["run", "RECIPE", "STUDY_CONFIGS", "digits_study", "max_drop", "reference_net", "tables", "main"]
 
 RECIPE: dict[str, Any] = dict(optimizer="adamw", lr=1e-3, readout_lr_scale=10.0, batch_size=20,
-                              contraction=100.0, contraction_target=0.9)
+                              contraction=100.0, contraction_target=0.9,
+                              lr_schedule="cosine", lr_final=0.1)
 NET: dict[str, Any] = dict(recurrent_scale=0.6)
 
 STUDY_CONFIGS: dict[str, dict] = {
@@ -152,14 +155,32 @@ def _run(small: bool, outdir: pathlib.Path, progress: bool) -> list[dict]:
     return rows
 
 
+def max_drop(acc, after: int = 3) -> float:
+    """Largest fall of test accuracy between consecutive epochs ``e -> e + 1`` with
+    ``e >= after`` (0 when it never falls): the collapse measure of the study."""
+    acc = [float(a) for a in acc]
+    drops = [acc[e] - acc[e + 1] for e in range(after, len(acc) - 1)]
+    return max([0.0] + drops)
+
+
 def digits_study(seeds=(0, 1, 2, 3, 4), epochs: int = 10, hidden: int = 64,
                  configs: dict | None = None, out: pathlib.Path | str = "ep_digits_study.json",
                  progress: bool = False, plot: pathlib.Path | str | None = None) -> dict:
-    """Multi-seed comparison on digits (CPU-heavy: about 1-2 minutes per run on 2 cores).
+    """Multi-seed comparison on digits (CPU-heavy: 30-40 s per run on one core; BLAS is
+    limited to one thread).
 
-    Writes ``out`` after every run (JSON: per-config, per-seed final metrics, histories,
-    and mean / std / min / max over seeds) so an interrupted study keeps its results.
+    Writes ``out`` after every run (JSON: per-config, per-seed final metrics, the test
+    accuracy of every epoch and its largest epoch-to-epoch drop after epoch 3
+    (:func:`max_drop`), and mean / std / min / max over seeds) so an interrupted study
+    keeps its results.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _study(seeds, epochs, hidden, configs, out, progress, plot)
+
+
+def _study(seeds, epochs, hidden, configs, out, progress, plot) -> dict:
     from neurosolve.neural.ep import load_digits_split, plot_histories
 
     configs = configs or STUDY_CONFIGS
@@ -173,9 +194,11 @@ def digits_study(seeds=(0, 1, 2, 3, 4), epochs: int = 10, hidden: int = 64,
             res, secs = _run_one(cfg, hidden=hidden, epochs=epochs, seed=seed, data=data,
                                  progress=progress)
             s = _summ(res.history)
+            acc = [float(a) for a in res.history["test_acc"]]
             s.update(seed=seed, time_s=secs, failed_phases=int(np.sum(res.history["failed_phases"])),
                      skipped_steps=int(np.sum(res.history["skipped_steps"])),
-                     min_free_converged=float(np.nanmin(res.history["free_converged"][1:])))
+                     min_free_converged=float(np.nanmin(res.history["free_converged"][1:])),
+                     test_acc_by_epoch=acc, max_drop_after_epoch3=max_drop(acc, after=3))
             report["runs"][label].append(s)
             hist_by.setdefault(label, []).append(res.history)
             vals = report["runs"][label]
@@ -185,7 +208,7 @@ def digits_study(seeds=(0, 1, 2, 3, 4), epochs: int = 10, hidden: int = 64,
                     "min": float(np.min([v[k] for v in vals])),
                     "max": float(np.max([v[k] for v in vals]))}
                 for k in ("test_acc", "cos_h1", "cos_all", "free_converged", "test_converged",
-                          "min_free_converged", "rho_max", "angle")
+                          "min_free_converged", "rho_max", "angle", "max_drop_after_epoch3")
                 if all(k in v for v in vals)}
             with open(out, "w") as fh:
                 json.dump(report, fh, indent=1, default=float)
