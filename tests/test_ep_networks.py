@@ -197,3 +197,21 @@ def test_conv_net_forward_and_feedback_scales():
         assert torch.allclose(net.params[k], f * v), k
     with pytest.raises(ValueError, match="feedback_scale must be a finite positive"):
         conv_net((1, 8, 8), (3, 3, 4), feedback_scale=0.0)
+
+
+def test_conv_study_helpers_layer_rates_and_standardized_images():
+    pytest.importorskip("torch")
+    from neurosolve.demos.ep import layer_lr_scales, load_conv_digits
+    from neurosolve.neural.ep.trainer import TrainConfig, _param_lr_scales
+
+    net = conv_net((1, 8, 8), (3, 4), angle=90, seed=0)
+    sc = layer_lr_scales(net, (25.0, 15.0))
+    assert sc == {"W_input_conv1": 25.0, "b_conv1": 25.0, "W_conv1_conv2": 15.0,
+                  "b_conv2": 15.0, "B_conv2_conv1": 15.0}
+    f = _param_lr_scales(net.params, TrainConfig(lr_scales=sc, readout_lr_scale=5.0))
+    assert f["readout_W"] == 5.0 and f["B_conv2_conv1"] == 15.0
+    with pytest.raises(ValueError, match="one entry per layer"):
+        layer_lr_scales(net, (1.0,))
+    Xtr, ytr, Xte, yte = load_conv_digits()
+    assert tuple(Xtr.shape[1:]) == (1, 8, 8) and len(ytr) == Xtr.shape[0]
+    assert abs(float(Xtr.mean())) < 1e-12 and float(Xtr.std()) == pytest.approx(1 / 1.5)

@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["run", "RECIPE", "STUDY_CONFIGS", "digits_study", "max_drop", "reference_net", "tables", "main"]
+__all__ = ["run", "RECIPE", "STUDY_CONFIGS", "CONV_RECIPE", "CONV_NET", "CONV_LAYER_LR",
+           "CONV_STUDY_CONFIGS", "digits_study", "max_drop", "layer_lr_scales", "load_conv_digits",
+           "reference_net", "tables", "main"]
 
 RECIPE: dict[str, Any] = dict(optimizer="adamw", lr=1e-3, readout_lr_scale=10.0, batch_size=20,
                               contraction=100.0, contraction_target=0.9,
@@ -48,18 +50,66 @@ STUDY_CONFIGS: dict[str, dict] = {
 }
 
 
+#: The convolutional case: ``conv_net((1, 8, 8), channels)`` trained by SGD with momentum,
+#: classic weight decay, per-layer rate multipliers (input -> conv1, conv1 <-> conv2, ...)
+#: and a cosine decay, as in the reference CNN recipe; inputs standardized with the
+#: training set's mean and 1.5x its standard deviation (the reference's normalization).
+CONV_RECIPE: dict[str, Any] = dict(optimizer="sgd", lr=5e-3, momentum=0.9, weight_decay=1e-4,
+                                   readout_lr_scale=5.0, batch_size=20, lr_schedule="cosine",
+                                   lr_final=0.01, homeostasis_method="probe", n_probes=5)
+CONV_NET: dict[str, Any] = dict(channels=(16, 32, 32), forward_scale=3.0, feedback_scale=0.3)
+#: learning-rate multipliers per layer, from the input up (the reference uses 25, 15, 10, 8)
+CONV_LAYER_LR: tuple[float, ...] = (25.0, 15.0, 10.0)
+
+CONV_STUDY_CONFIGS: dict[str, dict] = {
+    "BP (angle 90)": dict(method="bp", angle=90.0),
+    "EP asymmetric (angle 90), lambda 0": dict(method="ep_exact", angle=90.0),
+    "EP asymmetric (angle 90), lambda 15": dict(method="ep_exact", angle=90.0, homeostasis=15.0),
+}
+
+
+def layer_lr_scales(net, factors) -> dict:
+    """``TrainConfig.lr_scales`` giving every parameter of layer ``l`` (its forward kernel
+    and bias, and the feedback kernel from it) the factor ``factors[l - 1]``."""
+    names = ["input"] + list(net.names)
+    if len(factors) != len(names) - 1:
+        raise ValueError(f"factors must have one entry per layer ({len(names) - 1}), "
+                         f"got {len(factors)}")
+    out = {}
+    for i, f in enumerate(factors):
+        lo, hi = names[i], names[i + 1]
+        out.update({f"W_{lo}_{hi}": float(f), f"b_{hi}": float(f)})
+        if f"B_{hi}_{lo}" in net.params:
+            out[f"B_{hi}_{lo}"] = float(f)
+    return out
+
+
+def load_conv_digits():
+    """The digits split as ``(N, 1, 8, 8)`` torch images, standardized with the training
+    set's mean and 1.5x its standard deviation."""
+    from neurosolve.neural.ep import load_digits_split
+
+    Xtr, ytr, Xte, yte = load_digits_split(library="torch", images=True)
+    mu, sd = Xtr.mean(), 1.5 * Xtr.std()
+    return (Xtr - mu) / sd, ytr, (Xte - mu) / sd, yte
+
+
 def _run_one(cfg: dict, *, hidden: int, epochs: int, seed: int, data, progress: bool,
-             n_train: int | None = None):
-    from neurosolve.neural.ep import mlp, train
+             n_train: int | None = None, network: str = "mlp"):
+    from neurosolve.neural.ep import conv_net, mlp, train
 
     Xtr, ytr, Xte, yte = data
     if n_train is not None:
         Xtr, ytr = Xtr[:n_train], ytr[:n_train]
     cfg = dict(cfg)
     angle = cfg.pop("angle", 90.0)
-    tied = cfg.pop("tied", False)
-    net = mlp([64, hidden, hidden, 10], angle=angle, tied=tied, seed=seed, **NET)
-    kw = dict(RECIPE)
+    if network == "conv":
+        net = conv_net((1, 8, 8), angle=angle, seed=seed, **CONV_NET)
+        kw = dict(CONV_RECIPE, lr_scales=layer_lr_scales(net, CONV_LAYER_LR))
+    else:
+        tied = cfg.pop("tied", False)
+        net = mlp([64, hidden, hidden, 10], angle=angle, tied=tied, seed=seed, **NET)
+        kw = dict(RECIPE)
     kw.update(cfg)
     t = time.perf_counter()
     res = train(net, Xtr, ytr, Xte, yte, epochs=epochs, seed=seed, progress=progress, **kw)
@@ -67,8 +117,8 @@ def _run_one(cfg: dict, *, hidden: int, epochs: int, seed: int, data, progress: 
 
 
 def _summ(h: dict) -> dict:
-    keys = ["test_acc", "cos_h1", "cos_all", "free_converged", "test_converged", "rho_max",
-            "angle", "jac_sym", "homeo"]
+    keys = ["test_acc", "cos_h1", "cos_conv1", "cos_all", "free_converged", "test_converged",
+            "rho_max", "angle", "jac_sym", "homeo"]
     return {k: float(h[k][-1]) for k in keys if k in h and h[k]}
 
 
@@ -165,7 +215,8 @@ def max_drop(acc, after: int = 3) -> float:
 
 def digits_study(seeds=(0, 1, 2, 3, 4), epochs: int = 10, hidden: int = 64,
                  configs: dict | None = None, out: pathlib.Path | str = "ep_digits_study.json",
-                 progress: bool = False, plot: pathlib.Path | str | None = None) -> dict:
+                 progress: bool = False, plot: pathlib.Path | str | None = None,
+                 network: str = "mlp") -> dict:
     """Multi-seed comparison on digits (CPU-heavy: 30-40 s per run on one core; BLAS is
     limited to one thread).
 
@@ -173,26 +224,47 @@ def digits_study(seeds=(0, 1, 2, 3, 4), epochs: int = 10, hidden: int = 64,
     accuracy of every epoch and its largest epoch-to-epoch drop after epoch 3
     (:func:`max_drop`), and mean / std / min / max over seeds) so an interrupted study
     keeps its results.
+
+    ``network="conv"``: the convolutional case (``CONV_RECIPE``, ``CONV_NET``,
+    ``CONV_LAYER_LR``, default configs ``CONV_STUDY_CONFIGS``; torch, one thread; about
+    4-8 minutes per run); ``hidden`` is then ignored.
     """
     from threadpoolctl import threadpool_limits
 
+    if network not in ("mlp", "conv"):
+        raise ValueError(f"network must be 'mlp' or 'conv', got {network!r}")
     with threadpool_limits(1):
-        return _study(seeds, epochs, hidden, configs, out, progress, plot)
+        if network == "conv":
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return _study(seeds, epochs, hidden, configs, out, progress, plot, network)
+            finally:
+                torch.set_num_threads(threads)
+        return _study(seeds, epochs, hidden, configs, out, progress, plot, network)
 
 
-def _study(seeds, epochs, hidden, configs, out, progress, plot) -> dict:
+def _study(seeds, epochs, hidden, configs, out, progress, plot, network) -> dict:
     from neurosolve.neural.ep import load_digits_split, plot_histories
 
-    configs = configs or STUDY_CONFIGS
-    data = load_digits_split()
-    report: dict = {"recipe": RECIPE, "net": NET, "hidden": hidden, "epochs": epochs,
+    conv = network == "conv"
+    configs = configs or (CONV_STUDY_CONFIGS if conv else STUDY_CONFIGS)
+    data = load_conv_digits() if conv else load_digits_split()
+    report: dict = {"network": network, "recipe": CONV_RECIPE if conv else RECIPE,
+                    "net": CONV_NET if conv else NET, "epochs": epochs,
                     "seeds": list(seeds), "runs": {}, "summary": {}}
+    if conv:
+        report["layer_lr"] = CONV_LAYER_LR
+    else:
+        report["hidden"] = hidden
     hist_by: dict = {}
     for label, cfg in configs.items():
         report["runs"][label] = []
         for seed in seeds:
             res, secs = _run_one(cfg, hidden=hidden, epochs=epochs, seed=seed, data=data,
-                                 progress=progress)
+                                 progress=progress, network=network)
             s = _summ(res.history)
             acc = [float(a) for a in res.history["test_acc"]]
             s.update(seed=seed, time_s=secs, failed_phases=int(np.sum(res.history["failed_phases"])),
@@ -207,15 +279,17 @@ def _study(seeds, epochs, hidden, configs, out, progress, plot) -> dict:
                     "std": float(np.std([v[k] for v in vals])),
                     "min": float(np.min([v[k] for v in vals])),
                     "max": float(np.max([v[k] for v in vals]))}
-                for k in ("test_acc", "cos_h1", "cos_all", "free_converged", "test_converged",
-                          "min_free_converged", "rho_max", "angle", "max_drop_after_epoch3")
+                for k in ("test_acc", "cos_h1", "cos_conv1", "cos_all", "free_converged",
+                          "test_converged", "min_free_converged", "rho_max", "angle",
+                          "max_drop_after_epoch3")
                 if all(k in v for v in vals)}
             with open(out, "w") as fh:
                 json.dump(report, fh, indent=1, default=float)
-            print(f"[{label}] seed {seed}: test acc {s['test_acc']:.3f}, cos_h1 "
-                  f"{s.get('cos_h1', float('nan')):.3f}, {secs:.0f}s", flush=True)
+            first = "conv1" if conv else "h1"
+            print(f"[{label}] seed {seed}: test acc {s['test_acc']:.3f}, cos_{first} "
+                  f"{s.get('cos_' + first, float('nan')):.3f}, {secs:.0f}s", flush=True)
     if plot is not None:
-        plot_histories(hist_by, plot, layer="h1")
+        plot_histories(hist_by, plot, layer="conv1" if conv else "h1")
     return report
 
 
@@ -300,6 +374,8 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study", action="store_true", help="run the multi-seed digits study")
+    p.add_argument("--conv", action="store_true",
+                   help="with --study: the convolutional network instead of the MLP")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--hidden", type=int, default=64)
@@ -313,7 +389,7 @@ def main(argv=None) -> None:
         print(tables())
     elif a.study:
         digits_study(seeds=tuple(range(a.seeds)), epochs=a.epochs, hidden=a.hidden, out=a.out,
-                     plot=a.plot)
+                     plot=a.plot, network="conv" if a.conv else "mlp")
     else:
         for row in run(small=a.small, outdir=pathlib.Path(a.outdir)):
             print({k: row[k] for k in ("solver", "iterations", "time_s", "certificate", "peer_ratio")})
