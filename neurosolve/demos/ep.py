@@ -50,21 +50,25 @@ STUDY_CONFIGS: dict[str, dict] = {
 }
 
 
-#: The convolutional case: ``conv_net((1, 8, 8), channels)`` trained by SGD with momentum,
-#: classic weight decay, per-layer rate multipliers (input -> conv1, conv1 <-> conv2, ...)
-#: and a cosine decay, as in the reference CNN recipe; inputs standardized with the
-#: training set's mean and 1.5x its standard deviation (the reference's normalization).
-CONV_RECIPE: dict[str, Any] = dict(optimizer="sgd", lr=5e-3, momentum=0.9, weight_decay=1e-4,
-                                   readout_lr_scale=5.0, batch_size=20, lr_schedule="cosine",
-                                   lr_final=0.01, homeostasis_method="probe", n_probes=5)
-CONV_NET: dict[str, Any] = dict(channels=(16, 32, 32), forward_scale=3.0, feedback_scale=0.3)
-#: learning-rate multipliers per layer, from the input up (the reference uses 25, 15, 10, 8)
-CONV_LAYER_LR: tuple[float, ...] = (25.0, 15.0, 10.0)
+#: The convolutional case: ``conv_net((1, 8, 8), channels)`` on the digits images
+#: standardized with the training set's mean and 1.5x its standard deviation (the
+#: reference's normalization), AdamW with a 10x readout rate and a cosine decay to 0.01x.
+#: Forward and feedback kernels are scaled by 1.5 at init: with LeCun init the dsilu
+#: layers lose most of the input's variation (the output layer of a 3-layer net varies by
+#: 1e-3 across digits) and nothing trains; equal scales keep the Jacobian's two triangles
+#: of one size, which the homeostatic loss would otherwise spend its effort equalizing.
+CONV_RECIPE: dict[str, Any] = dict(optimizer="adamw", lr=1e-3, readout_lr_scale=10.0,
+                                   batch_size=20, lr_schedule="cosine", lr_final=0.01,
+                                   homeostasis_method="probe", n_probes=5)
+CONV_NET: dict[str, Any] = dict(channels=(16, 32), forward_scale=1.5, feedback_scale=1.5)
+#: learning-rate multipliers per layer from the input up (``layer_lr_scales``); None: none.
+#: The reference CIFAR recipe (SGD) uses 25, 15, 10, 8; with AdamW they are not needed.
+CONV_LAYER_LR: tuple[float, ...] | None = None
 
 CONV_STUDY_CONFIGS: dict[str, dict] = {
     "BP (angle 90)": dict(method="bp", angle=90.0),
     "EP asymmetric (angle 90), lambda 0": dict(method="ep_exact", angle=90.0),
-    "EP asymmetric (angle 90), lambda 15": dict(method="ep_exact", angle=90.0, homeostasis=15.0),
+    "EP asymmetric (angle 90), lambda 5": dict(method="ep_exact", angle=90.0, homeostasis=5.0),
 }
 
 
@@ -105,7 +109,9 @@ def _run_one(cfg: dict, *, hidden: int, epochs: int, seed: int, data, progress: 
     angle = cfg.pop("angle", 90.0)
     if network == "conv":
         net = conv_net((1, 8, 8), angle=angle, seed=seed, **CONV_NET)
-        kw = dict(CONV_RECIPE, lr_scales=layer_lr_scales(net, CONV_LAYER_LR))
+        kw = dict(CONV_RECIPE)
+        if CONV_LAYER_LR is not None:
+            kw["lr_scales"] = layer_lr_scales(net, CONV_LAYER_LR)
     else:
         tied = cfg.pop("tied", False)
         net = mlp([64, hidden, hidden, 10], angle=angle, tied=tied, seed=seed, **NET)
