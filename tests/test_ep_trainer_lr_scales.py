@@ -50,3 +50,19 @@ def test_bad_lr_scales_name_the_argument():
         TrainConfig(lr_scales={"W_*": -1.0})
     with pytest.raises(ValueError, match=r"\['W_conv1\*'\] match no parameter"):
         train(net, X, y, epochs=1, progress=False, lr_scales={"W_conv1*": 2.0})
+
+
+def test_skip_unconverged_skips_every_step_whose_phases_failed():
+    from neurosolve.solvers.fixed_point import FixedPoint
+
+    net, X, y = _setup()
+    before = {k: np.array(v, copy=True) for k, v in net.params.items()}
+    never = FixedPoint(method="damped", damping=0.5, rtol=1e-14, atol=1e-16, maxiter=2)
+    res = train(net, X, y, epochs=1, batch_size=20, method="ep_exact", progress=False,
+                diagnostics=False, solver=never, skip_unconverged=True)
+    assert res.history["skipped_steps"][-1] == 3 and res.history["failed_phases"][-1] >= 3
+    assert all(np.array_equal(net.params[k], before[k]) for k in before)
+    res = train(net, X, y, epochs=1, batch_size=20, method="ep_exact", progress=False,
+                diagnostics=False, solver=never)              # default: the steps are taken
+    assert res.history["skipped_steps"][-1] == 0
+    assert not np.array_equal(net.params["W_h1_h2"], before["W_h1_h2"])

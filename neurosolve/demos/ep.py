@@ -9,10 +9,12 @@ the fraction of converged fixed points, and plots both over training.
 
 All runs share one recipe (``RECIPE``): AdamW lr 1e-3 with a 10x readout learning rate,
 cosine decay of every rate to 0.1x over the run, batch 20, recurrent kernels scaled by 0.6
-at init, and the contraction penalty (weight 100, target gain 0.9) as the explicit
-stabilizer (see :mod:`neurosolve.neural.ep.stability`). The decay is what keeps training
-stable: at a constant rate late updates push the loop gain past 1 and accuracy jumps
-between epochs (docs/ep_homeostasis.md has both 5-seed studies).
+at init, the contraction penalty (weight 100, target gain 0.9) as the explicit stabilizer
+(see :mod:`neurosolve.neural.ep.stability`), and no step from a batch whose phases did not
+all converge (``skip_unconverged``). The last two settings are what keep training stable:
+at a constant rate the loop gain drifts past 1, and the estimate of a batch whose fixed
+point was not reached can undo an epoch (docs/ep_homeostasis.md has the studies and the
+ablation).
 
 ``python -m neurosolve.demos.ep --study`` runs the 5-seed comparison of the docs
 (BP, symmetric-init EP, asymmetric EP with and without homeostasis) and writes
@@ -39,7 +41,7 @@ __all__ = ["run", "RECIPE", "STUDY_CONFIGS", "CONV_RECIPE", "CONV_NET", "CONV_LA
 
 RECIPE: dict[str, Any] = dict(optimizer="adamw", lr=1e-3, readout_lr_scale=10.0, batch_size=20,
                               contraction=100.0, contraction_target=0.9,
-                              lr_schedule="cosine", lr_final=0.1)
+                              lr_schedule="cosine", lr_final=0.1, skip_unconverged=True)
 NET: dict[str, Any] = dict(recurrent_scale=0.6)
 
 STUDY_CONFIGS: dict[str, dict] = {
