@@ -184,9 +184,11 @@ def conv_net(input_shape: Sequence[int] = (1, 8, 8), channels: Sequence[int] = (
         initialization (and after the rotation by ``angle``). With LeCun init and ``dsilu``
         each layer's input-to-input variation shrinks about 6-10x (slope about 0.3 at rest
         and the pooling's averaging), so on a 3-layer net the output layer barely depends
-        on the input and nothing trains; a forward gain of 2-4 with a feedback gain below
-        1 restores the signal while keeping the loop gain ``rho(H' D)`` small. Unequal
-        scales make the angle-0 network no longer energy-based.
+        on the input and nothing trains. Equal gains of about 1.5 (the digits study's
+        setting) restore the signal with ``rho(H' D)`` near 0.6. A forward gain of 2-4
+        with a feedback gain below 1 also trains BP, but the homeostatic loss then spends
+        itself on equalizing the two kernels' magnitudes (it shrinks the forward ones), and
+        unequal scales make the angle-0 network no longer energy-based.
     dtype, device
         torch dtype (default float64) and device.
 
