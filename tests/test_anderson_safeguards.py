@@ -142,13 +142,19 @@ def _phases(net, X, y, solver):
     return out
 
 
-def _check_phases(net, X, y, tol):
+def _check_phases(net, X, y, tol, damped_must_converge=True):
+    """Anderson converges on every phase, in no more iterations than the damped iteration
+    wherever that converges (with ``damped_must_converge`` the damped one must converge
+    on every phase too)."""
     rd = _phases(net, X, y, FixedPoint(method="damped", damping=0.5, **tol))
     ra = _phases(net, X, y, FixedPoint(method="anderson", damping=0.5, **tol))
+    assert rd["free"].status is Status.CONVERGED, rd["free"].message
     for k in rd:
-        assert rd[k].status is Status.CONVERGED, (k, rd[k].message)
+        if damped_must_converge:
+            assert rd[k].status is Status.CONVERGED, (k, rd[k].message)
         assert ra[k].status is Status.CONVERGED, (k, ra[k].message)
-        assert ra[k].n_iter <= rd[k].n_iter, (k, ra[k].n_iter, rd[k].n_iter)
+        if rd[k].status is Status.CONVERGED:
+            assert ra[k].n_iter <= rd[k].n_iter, (k, ra[k].n_iter, rd[k].n_iter)
     return rd, ra
 
 
@@ -169,8 +175,15 @@ def test_ep_demo_network_free_phase_torch():
     assert ra.n_iter <= rd.n_iter
 
 
+#: The demo's recipe before the cosine decay, the 0.8 gain target and the skip of
+#: unconverged batches: it trains the networks near the stability edge on which plain
+#: Anderson stalls (docs/ep_homeostasis.md, "Safeguarded Anderson").
+EDGE_RECIPE = dict(lr_schedule="constant", contraction_target=0.9, skip_unconverged=False)
+
+
 def _trained(config, seed=0):
-    """The demo's trained network: ``python -m neurosolve.demos.ep`` (10 epochs, all data)."""
+    """A demo network trained as ``python -m neurosolve.demos.ep`` trains it (10 epochs, all
+    data), with ``config`` overriding the recipe."""
     from threadpoolctl import threadpool_limits
 
     from neurosolve.demos.ep import _run_one
@@ -183,13 +196,13 @@ def _trained(config, seed=0):
 
 
 @pytest.mark.slow
-def test_ep_demo_trained_network_phases():
-    """The network of the demo's fixed-point row (EP angle 90 + homeostasis, seed 0, 10
-    epochs): plain Anderson (and restarts alone) end MAX_ITER on its free phase at
-    residual ~1e-2, the damped iteration converges (about 580 iterations)."""
+def test_ep_edge_trained_network_phases():
+    """EP angle 90 + homeostasis, seed 0, 10 epochs of ``EDGE_RECIPE``: plain Anderson (and
+    restarts alone) end MAX_ITER on its free phase at residual ~1e-2, the damped iteration
+    converges (about 580 iterations)."""
     from neurosolve.neural.ep import free_phase
 
-    net, X, y = _trained(dict(method="ep_exact", angle=90.0, homeostasis=10.0))
+    net, X, y = _trained(dict(method="ep_exact", angle=90.0, homeostasis=10.0, **EDGE_RECIPE))
     tol = dict(rtol=1e-8, atol=1e-10, maxiter=5000)
     for unguarded in (PLAIN, dict(safeguard=False)):
         rep = free_phase(net, X, y, solver=FixedPoint(method="anderson", **unguarded,
@@ -199,8 +212,19 @@ def test_ep_demo_trained_network_phases():
 
 
 @pytest.mark.slow
-def test_ep_trained_without_homeostasis_phases():
-    """EP angle 90 without homeostasis, seed 0, 10 epochs (damped: about 1200 iterations
-    on the free phase)."""
-    net, X, y = _trained(dict(method="ep_exact", angle=90.0))
+def test_ep_edge_trained_without_homeostasis_phases():
+    """EP angle 90 without homeostasis, seed 0, 10 epochs of ``EDGE_RECIPE`` (damped: about
+    1200 iterations on the free phase)."""
+    net, X, y = _trained(dict(method="ep_exact", angle=90.0, **EDGE_RECIPE))
     _check_phases(net, X, y, dict(rtol=1e-8, atol=1e-10, maxiter=5000))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("homeostasis", [0.0, 10.0])
+def test_ep_demo_trained_network_phases(homeostasis):
+    """The demo's networks (EP angle 90 with and without homeostasis, seed 0, the current
+    recipe). Without homeostasis the damped iteration ends MAX_ITER on the complex nudge
+    (5000 iterations, residual 1e-7) where Anderson converges (about 90)."""
+    net, X, y = _trained(dict(method="ep_exact", angle=90.0, homeostasis=homeostasis))
+    _check_phases(net, X, y, dict(rtol=1e-8, atol=1e-10, maxiter=5000),
+                  damped_must_converge=False)
