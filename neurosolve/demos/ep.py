@@ -225,7 +225,7 @@ def digits_study(seeds=(0, 1, 2, 3, 4), epochs: int = 10, hidden: int = 64,
                  configs: dict | None = None, out: pathlib.Path | str = "ep_digits_study.json",
                  progress: bool = False, plot: pathlib.Path | str | None = None,
                  network: str = "mlp") -> dict:
-    """Multi-seed comparison on digits (CPU-heavy: 30-40 s per run on one core; BLAS is
+    """Multi-seed comparison on digits (CPU-heavy: 20-30 s per run on one core; BLAS is
     limited to one thread).
 
     Writes ``out`` after every run (JSON: per-config, per-seed final metrics, the test
