@@ -47,6 +47,24 @@ def test_generation_reaches_the_all_pattern_optimum_with_an_exact_certificate(fu
     assert -1e-9 <= res.certificate["global_gap"] <= 1e-5
 
 
+def test_generation_from_given_patterns(full_optimum):
+    """Started from an ordinary sampled program, or from the patterns of a trained network
+    (what a user seeds the search with), generation still reaches the all-pattern optimum
+    and certifies it."""
+    from neurosolve.neural.relu_network import train_nonconvex
+
+    X, y, full, rf = full_optimum
+    p_all = rf.certificate["objective"]
+    sampled = ConvexReLU(X, y, beta=0.05, patterns=4, seed=0)
+    net = train_nonconvex(sampled, width=6, epochs=300, seed=3)
+    seeded = ConvexReLU(X, y, beta=0.05, patterns="from_network", network=net)
+    for prob in (sampled, seeded):
+        res = ns.solve(prob, PatternGeneration(inner=CvxpyReLU(), violation_tol=1e-6))
+        assert res.status is ns.Status.CONVERGED, res.message
+        assert res.certificate["global"] == "exact"
+        assert abs(res.certificate["objective"] - p_all) <= 1e-6 * abs(p_all)
+
+
 def test_global_check_finds_violators_of_a_sampled_optimum(full_optimum):
     X, y, full, rf = full_optimum
     sampled = ConvexReLU(X, y, beta=0.05, patterns=4, seed=0)

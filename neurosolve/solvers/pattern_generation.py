@@ -71,8 +71,10 @@ class PatternGeneration(Solver):
     Notes
     -----
     Use on a problem built with ``patterns="generate"`` (it is then the default solver)
-    or with any epsilon = 0 ``ConvexReLU``; the problem adopts the generated patterns at
-    the end of the solve (``problem.P`` grows), so that ``problem.certificate(result.x)``
+    or with any epsilon = 0 ``ConvexReLU`` (sampled patterns, a given pattern matrix, the
+    patterns of a trained network: they are the first round's program, and the problem
+    is marked as generated so that its certificate runs the global check); the problem
+    adopts the generated patterns at the end of the solve (``problem.P`` grows), so that ``problem.certificate(result.x)``
     and ``problem.network(result)`` refer to the generated program. Status CONVERGED:
     the inner solve of the last round converged (its certificate gated as usual) and the
     search found no violating pattern (an inner solve that ends MAX_ITER or STAGNATION
@@ -133,6 +135,9 @@ class PatternGeneration(Solver):
                             f"{type(problem).__name__}")
         if problem.robust:
             raise ValueError("PatternGeneration is for epsilon = 0 programs")
+        # a program built from sampled or given patterns becomes a generated one: its
+        # certificate then runs the global check that ``tolerance`` gates on
+        problem.generate = True
         return None
 
     def init(self, problem, x0, ctx) -> PatternGenerationState:
