@@ -214,6 +214,9 @@ class ConvexReLU:
         # ---- patterns
         self._H = None
         self.generate = False
+        #: the certificate's global check counts a pattern as violating above
+        #: beta (1 + global_tol); a PatternGeneration solve sets its violation_tol here
+        self.global_tol = 1e-3
         if isinstance(patterns, str):
             if patterns == "all":
                 n_cand = RP.count_enumeration(Xt.shape[0], Xt.shape[1])
@@ -814,7 +817,7 @@ class ConvexReLU:
         cert["active_neurons"] = float(net.width)
         cert["global"] = "sampled"
         if self.generate:
-            g = self.global_check(x)
+            g = self.global_check(x, tol=self.global_tol)
             cert["global_ratio"] = g["ratio"]
             cert["global_gap"] = (obj - g["lower_bound"]) / max(1.0, abs(obj))
             if g["violators"].shape[1] == 0 and g["undecided"] == 0:
