@@ -68,7 +68,7 @@ def test_generation_from_given_patterns(full_optimum):
 def test_generation_with_a_loose_inner_solver_tightens_it(full_optimum):
     """A loose inner rtol leaves points whose loss gradient does not certify the program's
     own patterns; the certificate refutes the claim and the rounds re-solve with a tighter
-    inner rtol until it certifies (before: STAGNATION 2e-5 above the optimum)."""
+    inner rtol until it certifies (before: STAGNATION 3.8e-4 above the optimum)."""
     from neurosolve.solvers import ADMM
 
     X, y, full, rf = full_optimum

@@ -48,6 +48,7 @@ class PatternGenerationState(State):
     search: str = ""
     inner_iterations: int = 0
     inner_scale: float = 1.0
+    sub: Any = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,9 +179,15 @@ class PatternGeneration(Solver):
             st.D = np.concatenate([st.D, add], axis=1)
             ctx.count("patterns_added", add.shape[1])
             st.x = _pad(st.x, problem, st.D.shape[1], P_old)
-        sub = problem.with_patterns(st.D)
-        st.D = sub.D_np  # dedup may have dropped repeats
-        res = solve(sub, self._round_solver(st), st.x)
+            st.sub = None
+        if st.sub is not None and st.inner is not None and st.inner.state is not None:
+            # the same program again (see on_uncertified): resume the inner solver's state
+            sub = st.sub
+            res = solve(sub, self._round_solver(st), init=st.inner.state)
+        else:
+            sub = st.sub = problem.with_patterns(st.D)
+            st.D = sub.D_np  # dedup may have dropped repeats
+            res = solve(sub, self._round_solver(st), st.x)
         st.inner = res
         st.x = res.x
         st.inner_iterations += int(res.n_iter)
@@ -211,9 +218,10 @@ class PatternGeneration(Solver):
         """No new violating pattern was found, but the certificate missed a bound (its
         global ratio also counts the program's own patterns, at the loss gradient's dual
         point): the point is too inexact for its gradient to certify. The next round
-        re-solves the same program from it: an unfinished inner solve (MAX_ITER,
-        STAGNATION) is continued; a converged one is repeated with the inner rtol 10x
-        tighter (down to 1e-10; an inner solver without ``rtol`` ends STAGNATION)."""
+        resumes the inner solver's state on the same program: an unfinished inner solve
+        (MAX_ITER, STAGNATION) continues as it was; a converged one continues with the
+        inner rtol 10x tighter (down to 1e-10; an inner solver without ``rtol`` ends
+        STAGNATION)."""
         if not st.inner.success:
             ctx.count("inner_continuations")
             return None
