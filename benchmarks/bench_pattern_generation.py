@@ -11,7 +11,7 @@ Two starts: ``sampled`` (``patterns="generate"``: 24 sampled patterns) and ``ada
 patterns of one width-64 Adam run with seed 100, not one of the five compared seeds,
 through ``patterns="from_network"``; its training time is inside the timed call).
 
-Run (about 20 minutes per dataset on one core)::
+Run (15-25 minutes per case on one core; ``-k "not sampled"`` for the Adam start only)::
 
     pytest benchmarks/bench_pattern_generation.py --benchmark-only -o addopts=""
 """
