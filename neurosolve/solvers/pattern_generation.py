@@ -90,13 +90,14 @@ class PatternGeneration(Solver):
     MAX_ITER or STAGNATION does not stop the rounds: with violators they are added, and
     without, the next round continues the same program from that point (see
     :meth:`on_uncertified`). MAX_ITER: violators remained, or the certificate was not
-    met, after ``max_rounds``; an inner solve's other failure statuses end the solve with
-    that status.
+    met, after ``max_rounds``. STAGNATION: the certificate refuted 8 claims (the core's
+    limit), or an inner solver without ``rtol`` could not be tightened. An inner solve's
+    other failure statuses end the solve with that status.
 
     ``Result.stats`` adds ``rounds``, ``patterns`` (final P), ``patterns_added``,
-    ``inner_iterations``, ``search``, ``inner_continuations`` and ``inner_tightenings`` (rounds that re-solved
-    the same program with a tighter inner rtol because the certificate, not the search,
-    found the point short of optimal).
+    ``inner_iterations``, ``search``, and the rounds that resumed the same program after a
+    refuted claim: ``inner_continuations`` (an unfinished inner solve continued) and
+    ``inner_tightenings`` (a converged one continued with a 10x tighter rtol).
 
     Examples
     --------
