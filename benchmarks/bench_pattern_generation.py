@@ -7,7 +7,7 @@ epochs). ``extra_info``: status, rounds, patterns, objective, ``certificate["glo
 ``global_max_over_beta`` (the certificate's ``global_ratio``), width, the five Adam
 objectives, and ``objective_ratio_vs_adam`` = ours / best Adam (below 1: ours is better).
 
-Two starts: ``sampled`` (``patterns="generate"``: 24 sampled patterns) and ``adam`` (the
+Two starts: ``sampled`` (``patterns="generate"``: 16 sampled patterns) and ``adam`` (the
 patterns of one width-64 Adam run with seed 100, not one of the five compared seeds,
 through ``patterns="from_network"``; its training time is inside the timed call).
 
