@@ -80,6 +80,14 @@ def test_generation_with_a_loose_inner_solver_tightens_it(full_optimum):
     assert res.certificate["global"] == "exact"
     assert res.stats["inner_tightenings"] >= 1
     assert abs(res.certificate["objective"] - p_all) <= 1e-5 * abs(p_all)
+    # a warm start with another inner solver does not inherit the tightened tolerance
+    # (CvxpyReLU has no rtol to scale) nor the old inner state
+    assert res.state.inner_scale < 1.0
+    again = ns.solve(prob, PatternGeneration(inner=CvxpyReLU(), violation_tol=1e-2),
+                     init=res.state)
+    assert again.status is ns.Status.CONVERGED, again.message
+    assert again.state.inner_scale == 1.0
+    assert abs(again.certificate["objective"] - p_all) <= 1e-6 * abs(p_all)
     # the certificate's label uses the solver's threshold: CONVERGED and "exact" agree
     # (inner rtol 1e-3: CONVERGED with global "sampled" before, the label used 1e-3)
     prob = ConvexReLU(X, y, beta=0.05, patterns="generate")

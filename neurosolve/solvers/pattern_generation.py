@@ -169,6 +169,13 @@ class PatternGeneration(Solver):
         return st
 
     def resume(self, problem, state, ctx):
+        """A warm start keeps the patterns, the point and the last violators, not the
+        earlier solve's configuration: the inner tolerance starts from this solver's
+        ``inner`` again, and the first round solves its program afresh (the stored inner
+        result may come from another inner solver)."""
+        state.inner_scale = 1.0
+        state.sub = None
+        state.inner = None
         return state
 
     def step(self, problem, st, ctx) -> PatternGenerationState:
