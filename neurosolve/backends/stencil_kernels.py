@@ -337,14 +337,17 @@ def axis_tables(n, m, lo_ghost=0.0, hi_ghost=0.0):
 
 
 @njit(cache=True)
-def interp_weights(d_fine, d_coarse, zero_coarse, ti, wi, tj, wj, tk, wk):
-    """``1 / (sum of |weights| of the usable coarse cells)`` per active fine cell (0 elsewhere).
+def interp_weights(d_fine, coarse_weight, ti, wi, tj, wj, tk, wk):
+    """``1 / (sum of |weights| x coarse_weight of the usable coarse cells)`` per active fine
+    cell (0 elsewhere).
 
     The interpolation of fine cell ``i`` is the tensor-product cell-centred linear rule
-    (:func:`axis_tables`). Usable coarse cells are the active ones and the inactive ones
-    flagged in ``zero_coarse`` (air: a Dirichlet value 0); weights of the other inactive
-    cells (solid: Neumann) are dropped and the rest renormalized, so near solids and
-    Neumann walls constants are interpolated exactly (the null space is kept).
+    (:func:`axis_tables`), each coarse cell ``J`` scaled by ``coarse_weight[J]``. Usable
+    coarse cells are those with ``coarse_weight > 0``: the active ones and the all-air ones
+    (a Dirichlet value 0); weights of the others (solid: Neumann) are dropped and the rest
+    renormalized, so near solids and Neumann walls constants are interpolated exactly (the
+    null space is kept). ``coarse_weight`` 1 on the usable cells is the plain linear rule;
+    see :class:`~neurosolve.solvers.preconditioners.GMG` for the coefficient-weighted one.
     """
     n0, n1, n2 = d_fine.shape
     out = np.zeros((n0, n1, n2))
@@ -359,11 +362,9 @@ def interp_weights(d_fine, d_coarse, zero_coarse, ti, wi, tj, wj, tk, wk):
                         for c in range(2):
                             w = wi[i, a] * wj[j, b] * wk[k, c]
                             if w != 0.0:
-                                I = ti[i, a]
-                                J = tj[j, b]
-                                K = tk[k, c]
-                                if d_coarse[I, J, K] > 0.0 or zero_coarse[I, J, K]:
-                                    s += abs(w)
+                                cw = coarse_weight[ti[i, a], tj[j, b], tk[k, c]]
+                                if cw > 0.0:
+                                    s += abs(w) * cw
                 if s > 0.0:
                     out[i, j, k] = 1.0 / s
     return out

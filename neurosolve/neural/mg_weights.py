@@ -67,7 +67,7 @@ def _torch_hierarchy(gmg: GMG, dtype, device):
                 e = np.zeros(C.d.shape)
                 e.reshape(-1)[col] = 1.0
                 xf = np.zeros(L.d.shape)
-                K.prolong_add(e, L.inv_w, *L.tables, xf)
+                gmg._prolong_add(li, e, xf)  # the GMG's own P (linear or weighted)
                 nz = np.flatnonzero(xf.reshape(-1))
                 rows.append(nz)
                 cols.append(np.full(nz.size, col))

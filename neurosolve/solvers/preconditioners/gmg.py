@@ -38,8 +38,25 @@ def _coarsen_any(mask):
     return m.reshape(s0 // f[0], f[0], s1 // f[1], f[1], s2 // f[2], f[2]).any(axis=(1, 3, 5))
 
 
+def _strength(d, d_unit, air):
+    """Coarse-cell strengths for the weighted interpolation: ``d / d_unit`` on active cells
+    (the mean face coefficient), on all-air cells the largest strength among their 3^3
+    neighbours (they carry the Dirichlet value 0 and stay usable, as in the linear rule),
+    0 elsewhere (solid: not usable)."""
+    from scipy.ndimage import maximum_filter
+
+    active = d > 0
+    c = np.zeros_like(d)
+    np.divide(d, d_unit, out=c, where=active & (d_unit > 0))
+    zero = air & ~active
+    if zero.any():
+        c[zero] = maximum_filter(c, size=3, mode="constant")[zero]
+    return c
+
+
 class _Level:
-    __slots__ = ("air", "d", "cx", "cy", "cz", "inv_d", "x", "b", "r", "inv_w", "tables", "shape", "active")
+    __slots__ = ("air", "d", "cx", "cy", "cz", "inv_d", "x", "b", "r", "inv_w", "tables", "shape", "active",
+                 "cw", "xc_w")
 
 
 class GMG(Preconditioner):
@@ -63,6 +80,17 @@ class GMG(Preconditioner):
       (constants are reproduced next to solids and Neumann walls), except that all-air
       coarse cells count as value 0 and a Dirichlet domain wall reflects oddly (ghost =
       minus the parent). The restriction is exactly ``P^T``.
+    * **Coefficient-weighted interpolation** (``interpolation="weighted"``, the default;
+      it only differs from ``"linear"`` on grids with a coefficient field): each coarse
+      cell's linear weight is multiplied by its *strength* ``c_J``, the coarse Galerkin
+      diagonal over the same diagonal with ``k = 1`` (the mean face coefficient the
+      aggregate sees), and each fine row is renormalized, ``P_iJ = w_iJ c_J / sum_K w_iK
+      c_K``. A fine cell beside a jump then takes its value from the stiff side, where
+      the smooth error lives, instead of averaging across a 1e4 contrast (operator-
+      dependent interpolation in the spirit of [4]_). Rows still sum to one, so
+      constants and the Neumann null space are kept. On the 256^2 pool with 1e4
+      inclusions this cuts GMG-PCG from 128 to 31 iterations at 1e-8 (see
+      ``benchmarks/bench_preconditioners.py``).
     * **Smoother**: red-black Gauss-Seidel, ``nu`` sweeps (red, black) before and the
       adjoint order (black, red) after the coarse correction.
     * **Coarsest level** (at most ``max_coarse`` active cells): the pseudo-inverse of the
@@ -84,6 +112,9 @@ class GMG(Preconditioner):
         Coarsen until the active cells fit this many (or no axis can be halved).
     max_levels : int, optional
         Cap on the number of levels.
+    interpolation : {"weighted", "linear"}
+        ``"weighted"``: linear weights scaled by the coarse cells' coefficient strength
+        (identical to ``"linear"`` when the grid has no coefficient field).
 
     Attributes
     ----------
@@ -101,6 +132,10 @@ class GMG(Preconditioner):
        preconditioner).
     .. [3] D. Braess, "Towards algebraic multigrid for elliptic problems of second order",
        Computing 55, 1995 (the factor-2 scaling of aggregation-based coarse operators).
+    .. [4] R. E. Alcouffe, A. Brandt, J. E. Dendy, J. W. Painter, "The multi-grid method
+       for the diffusion equation with strongly discontinuous coefficients", SIAM J. Sci.
+       Stat. Comput. 2(4), 1981 (operator-dependent interpolation across coefficient
+       jumps).
 
     Examples
     --------
@@ -114,7 +149,7 @@ class GMG(Preconditioner):
     """
 
     def __init__(self, grid: Any, *, nu: int = 2, max_coarse: int = 256,
-                 max_levels: int | None = None):
+                 max_levels: int | None = None, interpolation: str = "weighted"):
         from neurosolve.backends import stencil_kernels as K
         from neurosolve.problems.poisson import CellGrid
 
@@ -129,6 +164,9 @@ class GMG(Preconditioner):
             raise ValueError(f"max_coarse must be a positive integer, got {max_coarse!r}")
         if max_levels is not None and (not isinstance(max_levels, (int, np.integer)) or max_levels < 1):
             raise ValueError(f"max_levels must be a positive integer or None, got {max_levels!r}")
+        if interpolation not in ("weighted", "linear"):
+            raise ValueError(f"interpolation must be 'weighted' or 'linear', got {interpolation!r}")
+        self.interpolation = interpolation
         self.grid = g
         self.nu = int(nu)
         self.shape = (g.n, g.n)
@@ -136,6 +174,10 @@ class GMG(Preconditioner):
 
         d, cx, cy, cz = g._stencil3()
         shape3 = d.shape
+        weighted = interpolation == "weighted" and g.variable
+        # the same hierarchy with k = 1: the denominators of the coarse-cell strengths
+        unit = g.with_coefficients(None)._stencil3() if weighted else None
+        strengths = [None]
         air = (g.cells == 2).reshape(shape3)
         walls3 = [("neumann", "neumann")] * (3 - g.ndim) + [
             (g.walls[f"{a}-"], g.walls[f"{a}+"]) for a in "xyz"[:g.ndim]]
@@ -155,13 +197,22 @@ class GMG(Preconditioner):
                 break
             d, cx, cy, cz = K.coarsen_galerkin(d, cx, cy, cz, 0.5)
             air = _coarsen_any(air)
-        for L, C in zip(levels[:-1], levels[1:]):
+            if weighted:
+                unit = K.coarsen_galerkin(*unit, 0.5)
+                strengths.append(_strength(d, unit[0], air))
+        for li, (L, C) in enumerate(zip(levels[:-1], levels[1:])):
             tabs = []
             for n, m, (lo, hi) in zip(L.shape, C.shape, walls3):
                 tabs.extend(K.axis_tables(n, m, _GHOST[lo], _GHOST[hi]))
             L.tables = tuple(tabs)
-            zero = C.air & (C.d <= 0)
-            L.inv_w = K.interp_weights(L.d, C.d, zero, *L.tables)
+            if weighted:
+                L.cw = strengths[li + 1]
+                L.xc_w = np.zeros(C.shape)
+                usable = L.cw
+            else:
+                L.cw = None
+                usable = ((C.d > 0) | (C.air & (C.d <= 0))).astype(np.float64)
+            L.inv_w = K.interp_weights(L.d, usable, *L.tables)
             L.r = np.empty(L.shape)
         levels[0].x = None  # the fine level writes into a fresh output array
         for L in levels[1:]:
@@ -228,12 +279,17 @@ class GMG(Preconditioner):
 
         L, C = self._levels[l], self._levels[l + 1]
         K.restrict(r, L.inv_w, C.d, *L.tables, rc)
+        if L.cw is not None:
+            rc *= L.cw
 
     def _prolong_add(self, l, xc, x):
         """``x += P xc`` from level ``l + 1`` to ``l``."""
         from neurosolve.backends import stencil_kernels as K
 
-        K.prolong_add(xc, self._levels[l].inv_w, *self._levels[l].tables, x)
+        L = self._levels[l]
+        if L.cw is not None:
+            xc = np.multiply(xc, L.cw, out=L.xc_w)
+        K.prolong_add(xc, L.inv_w, *L.tables, x)
 
     def _smooth(self, l, b, x, colors):
         """``nu`` red-black Gauss-Seidel sweeps on level ``l``, colours in this order."""
