@@ -8,8 +8,8 @@ Run::
 Training (``RECIPES``): ``train_learned_mg`` in 2-D on six 64^2 grids (two pools with
 obstacles, two slit plates, two high-contrast inclusion fields with Dirichlet walls), 600
 steps of batch 6 (about a minute on one core); in 3-D on three 32^3 grids (one of each),
-150 steps of batch 3 (about two minutes); seed 0. ``NEUROSOLVE_BENCH_LMG_CORRECTION=1``
-also learns the per-cell correction scaling. Evaluation: PCG to rtol 1e-8 from x0 = 0
+150 steps of batch 3 (about two minutes); seed 0. ``NEUROSOLVE_BENCH_LMG_INTERPOLATION=1``
+also learns the interpolation strength factors. Evaluation: PCG to rtol 1e-8 from x0 = 0
 with ``GMG`` and with ``LearnedMG`` on unseen seeds of the same families (64^2 and 128^2;
 32^3 and 64^3), blob right-hand sides. ``NEUROSOLVE_BENCH_LMG_PCG_STEPS=K`` trains with
 the K-step PCG loss, ``NEUROSOLVE_BENCH_LMG_STEPS=S`` changes the number of steps. ``extra_info``: per case the iterations of both
@@ -53,7 +53,7 @@ def test_learned_mg_vs_gmg(benchmark, dim):
     torch.set_num_threads(1)
     n_train, seeds, steps, batch, sizes = RECIPES[dim]
     train = [_grid(k, n_train, s, dim) for k in KINDS for s in seeds]
-    correction = os.environ.get("NEUROSOLVE_BENCH_LMG_CORRECTION") == "1"
+    interpolation = os.environ.get("NEUROSOLVE_BENCH_LMG_INTERPOLATION") == "1"
     pcg_steps = int(os.environ.get("NEUROSOLVE_BENCH_LMG_PCG_STEPS", "1"))
     steps = int(os.environ.get("NEUROSOLVE_BENCH_LMG_STEPS", steps))
     box = {}
@@ -61,7 +61,7 @@ def test_learned_mg_vs_gmg(benchmark, dim):
     def run():
         t = time.perf_counter()
         box["net"], box["res"] = train_learned_mg(train, steps=steps, batch=batch,
-                                                  progress=False, correction=correction,
+                                                  progress=False, interpolation=interpolation,
                                                   pcg_steps=pcg_steps)
         box["train_s"] = time.perf_counter() - t
 
@@ -86,7 +86,7 @@ def test_learned_mg_vs_gmg(benchmark, dim):
                 row[f"{name}_solve_s"] = round(out.stats["wall_time"], 4)
             row["iteration_ratio"] = round(row["lmg"] / row["gmg"], 3) if row["lmg"] and row["gmg"] else None
             rows.append(row)
-    benchmark.extra_info.update(train_s=round(box["train_s"], 1), correction=correction,
+    benchmark.extra_info.update(train_s=round(box["train_s"], 1), interpolation=interpolation,
                                 pcg_steps=pcg_steps, steps=steps,
                                 loss_first=res.losses[0], loss_final=res.final_loss,
                                 cases=rows)

@@ -117,7 +117,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-LMG_KINDS = ("pool", "plates", "inclusions", "ellipsoids")
+LMG_KINDS = ("pool", "plates", "inclusions", "ellipsoids", "layered")
 
 
 def _add_lmg_arguments(p: argparse.ArgumentParser) -> None:
@@ -128,6 +128,8 @@ def _add_lmg_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-kind", type=int, default=2, help="random geometries per family")
     p.add_argument("--channels", type=int, default=8, help="feature channels of the network")
     p.add_argument("--layers", type=int, default=2, help="hidden convolutions")
+    p.add_argument("--interpolation", action="store_true",
+                   help="also learn factors on the coarse cells' interpolation strengths")
     p.add_argument("--pcg-steps", type=int, default=1,
                    help="PCG iterations inside the loss (1: one steepest-descent step)")
     p.add_argument("--steps", type=int, default=600, help="optimizer steps")
@@ -153,6 +155,9 @@ def _lmg_grid(kind: str, shape: tuple, seed: int):
         return P.plates(shape, seed=seed)
     if kind == "ellipsoids":
         return P.ellipsoids(shape, n=3, seed=seed)
+    if kind == "layered":  # free surface over SPE10-style layers, contrast 1e4
+        return P.pool(shape, obstacles=2, seed=seed).with_coefficients(
+            P.layered_field(shape, contrast=1e4, seed=seed))
     return P.box(shape, walls="dirichlet").with_coefficients(P.inclusions_field(shape, seed=seed))
 
 
@@ -175,7 +180,7 @@ def main_lmg(args) -> int:
     try:
         net, res = train_learned_mg(
             grids, dim=args.dim, channels=args.channels, layers=args.layers,
-            pcg_steps=args.pcg_steps, steps=args.steps, batch=args.batch, lr=args.lr,
+            interpolation=args.interpolation, pcg_steps=args.pcg_steps, steps=args.steps, batch=args.batch, lr=args.lr,
             lr_final=args.lr_final, seed=args.seed, progress=not args.no_progress,
             checkpoint=out / "checkpoint.pt", checkpoint_every=args.checkpoint_every,
             resume=args.resume, max_minutes=args.max_minutes, loss_png=out / "loss.png")
@@ -194,7 +199,9 @@ def main_lmg(args) -> int:
             "command": shlex.join(["neurosolve", "train", "lmg", "--dim", str(args.dim),
                                    "--grid", str(args.grid), "--kinds", ",".join(kinds),
                                    "--per-kind", str(args.per_kind), "--channels",
-                                   str(args.channels), "--layers", str(args.layers),
+                                   str(args.channels), "--layers", str(args.layers)]
+                                  + (["--interpolation"] if args.interpolation else [])
+                                  + [
                                    "--pcg-steps", str(args.pcg_steps), "--steps",
                                    str(args.steps), "--batch", str(args.batch), "--lr",
                                    str(args.lr), "--lr-final", str(args.lr_final), "--seed",

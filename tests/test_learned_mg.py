@@ -1,4 +1,4 @@
-"""LearnedMG: GMG with learned per-cell smoother weights.
+"""LearnedMG: GMG with learned per-cell smoother weights and interpolation strengths.
 
 Oracles: GMG itself (untrained weights), scipy's cg with the same preconditioner, random
 vectors for symmetry and positivity, the torch and numba V-cycles against each other.
@@ -19,10 +19,11 @@ from neurosolve.solvers.preconditioners import GMG, LearnedMG  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _random_net(dim, seed=0, spread=20.0):
-    """A weight network whose outputs are far from 1 (a non-trivial smoother)."""
+def _random_net(dim, seed=0, spread=20.0, interpolation=False):
+    """A weight network whose outputs are far from 1 (a non-trivial smoother and, with
+    ``interpolation``, interpolation factors far from 1)."""
     torch.manual_seed(seed)
-    net = SmootherWeightNet(dim=dim, channels=4)
+    net = SmootherWeightNet(dim=dim, channels=4, interpolation=interpolation)
     with torch.no_grad():
         net.out.weight.normal_(0.0, spread)
         net.out.bias.normal_(0.0, 0.5)
@@ -45,14 +46,18 @@ def test_untrained_is_gmg_bit_for_bit(name):
     ref = GMG(g)(r)
     assert np.array_equal(LearnedMG(g)(r), ref)
     assert np.array_equal(LearnedMG(g, SmootherWeightNet(dim=g.ndim))(r), ref)
+    assert np.array_equal(LearnedMG(g, SmootherWeightNet(dim=g.ndim, interpolation=True))(r), ref)
 
 
+@pytest.mark.parametrize("interpolation", [False, True], ids=["smoother", "interp"])
 @pytest.mark.parametrize("name", GRIDS)
-def test_symmetric_positive_definite_for_any_weights(name):
+def test_symmetric_positive_definite_for_any_weights(name, interpolation):
     g = GRIDS[name]()
-    M = LearnedMG(g, _random_net(g.ndim))
+    M = LearnedMG(g, _random_net(g.ndim, interpolation=interpolation))
     spread = [np.abs(o - 1)[np.asarray(M._levels[i].d) > 0] for i, o in enumerate(M.omegas)]
     assert max(float(s.max()) for s in spread) > 0.5  # far from plain Gauss-Seidel
+    if interpolation:
+        assert max(float(np.abs(np.log(f)).max()) for f in M.factors) > 1.0
     rng = np.random.default_rng(1)
     fl = g.fluid.ravel()
     for _ in range(3):
@@ -62,10 +67,11 @@ def test_symmetric_positive_definite_for_any_weights(name):
         assert x @ M(x) > 0
 
 
-@pytest.mark.parametrize("name", ["pool2d", "sphere3d"])
-def test_torch_vcycle_equals_the_numba_one(name):
+@pytest.mark.parametrize("name,interpolation", [("pool2d", False), ("sphere3d", False),
+                                                ("inclusions2d", True), ("sphere3d", True)])
+def test_torch_vcycle_equals_the_numba_one(name, interpolation):
     g = GRIDS[name]()
-    net = _random_net(g.ndim, seed=3).double()
+    net = _random_net(g.ndim, seed=3, interpolation=interpolation).double()
     M = LearnedMG(g, net)
     r = np.random.default_rng(2).standard_normal(g.n) * g.fluid.ravel()
     mod = LearnedVCycles(net, [GMG(g)])
@@ -99,6 +105,20 @@ def test_training_lowers_the_loss_and_the_weights_stay_valid():
     M = LearnedMG(held_out, net)
     assert all(0 < o.min() and o.max() < 2 for o in M.omegas)
     assert any(np.abs(o - 1).max() > 0.01 for o in M.omegas)  # it learned something
+    prob = held_out.system(P.rhs_blobs(held_out, seed=3))
+    assert ns.solve(prob, ns.solvers.CG(rtol=1e-8, M=M), progress=False).success
+
+
+def test_training_the_interpolation_lowers_the_loss_on_high_contrast():
+    shape = (32, 32)
+    grids = [P.pool(shape, obstacles=2, seed=s).with_coefficients(
+        P.inclusions_field(shape, contrast=1e4, seed=s)) for s in (0, 1)]
+    net, res = train_learned_mg(grids, interpolation=True, steps=60, batch=4, progress=False)
+    assert np.mean(res.losses[-10:]) < 0.97 * np.mean(res.losses[:10])
+    held_out = P.pool((64, 64), obstacles=2, seed=7).with_coefficients(
+        P.inclusions_field((64, 64), contrast=1e4, seed=7))
+    M = LearnedMG(held_out, net)
+    assert M.factors is not None and any(np.abs(f - 1).max() > 0.01 for f in M.factors)
     prob = held_out.system(P.rhs_blobs(held_out, seed=3))
     assert ns.solve(prob, ns.solvers.CG(rtol=1e-8, M=M), progress=False).success
 

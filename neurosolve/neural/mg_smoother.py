@@ -1,7 +1,7 @@
 """The network of :class:`~neurosolve.solvers.preconditioners.LearnedMG` and its loader.
 
 :class:`SmootherWeightNet` maps a multigrid level's cell features to per-cell smoother
-weights (and, optionally, coarse-correction scalings); :func:`load_smoother` reads the
+weights (and, optionally, factors on the cells' interpolation strengths); :func:`load_smoother` reads the
 ``smoother.pt`` + ``smoother.json`` that ``neurosolve train lmg`` writes. Training lives in
 :mod:`neurosolve.neural.mg_weights`.
 
@@ -19,11 +19,12 @@ __all__ = ["SmootherWeightNet", "load_smoother"]
 
 
 class SmootherWeightNet(torch.nn.Module):
-    """Cell features ``(batch, 4, *grid)`` -> smoother weights (and correction scalings),
+    """Cell features ``(batch, 5, *grid)`` -> smoother weights (and strength factors),
     ``(batch, 1 or 2, *grid)``:
-    ``omega = 1 + 0.9 tanh(z)`` in ``[0.1, 1.9]`` (inside ``(0, 2)`` even when ``tanh``
-    saturates in floating point); the last layer starts at zero, so ``omega = 1`` exactly
-    (plain Gauss-Seidel).
+    ``omega = 1 + 0.9 tanh(z0)`` in ``[0.1, 1.9]`` (inside ``(0, 2)`` even when ``tanh``
+    saturates in floating point) and ``f = exp(2 tanh(z1))`` in ``[e^-2, e^2]``; the last
+    layer starts at zero, so ``omega = 1`` and ``f = 1`` exactly (plain Gauss-Seidel and
+    GMG's own interpolation).
 
     Parameters
     ----------
@@ -31,19 +32,17 @@ class SmootherWeightNet(torch.nn.Module):
     channels : int
     layers : int
         Convolutions before the output layer (3^dim kernels each, ReLU).
+    interpolation : bool
+        Also output a factor ``f`` per cell of every coarse level, multiplying that
+        cell's weight in the interpolation from it (the rows are renormalized, so
+        constants are still interpolated exactly and the cycle stays SPD).
     in_channels : int
-        Feature channels (the 4 of
+        Feature channels (the 5 of
         :func:`~neurosolve.solvers.preconditioners.learned_mg.level_features`).
-    correction : bool
-        Also output a per-cell scaling ``s = exp(0.5 tanh(z))`` of the coarse-grid
-        correction (interpolation ``S P``, restriction ``P^T S``); 1 at initialization.
-        Off by default: trained with the one-step loss it lowered the loss (0.30 -> 0.20)
-        but doubled PCG's iterations on pools and plates (benchmarks/bench_learned_mg.py
-        with ``correction=True``), so the one-step loss does not measure what it changes.
     """
 
     def __init__(self, dim: int = 2, channels: int = 8, layers: int = 2,
-                 correction: bool = False, in_channels: int = 4):
+                 interpolation: bool = False, in_channels: int = 5):
         super().__init__()
         if dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3, got {dim!r}")
@@ -53,27 +52,28 @@ class SmootherWeightNet(torch.nn.Module):
             mods += [conv(c_in, channels, 3, padding=1), torch.nn.ReLU()]
             c_in = channels
         self.body = torch.nn.Sequential(*mods)
-        self.out = conv(c_in, 1 + int(correction), 3, padding=1)
+        self.out = conv(c_in, 1 + int(interpolation), 3, padding=1)
         torch.nn.init.zeros_(self.out.weight)
         torch.nn.init.zeros_(self.out.bias)
         self.dim, self.channels, self.layers = dim, channels, layers
-        self.correction = bool(correction)
+        self.interpolation = bool(interpolation)
 
     def config(self) -> dict:
         return {"dim": self.dim, "channels": self.channels, "layers": self.layers,
-                "correction": self.correction}
+                "interpolation": self.interpolation}
 
     def forward(self, features):
         z = self.out(self.body(features))
         omega = 1.0 + 0.9 * torch.tanh(z[:, :1])
-        if not self.correction:
+        if not self.interpolation:
             return omega
-        return torch.cat([omega, torch.exp(0.5 * torch.tanh(z[:, 1:]))], dim=1)
+        return torch.cat([omega, torch.exp(2.0 * torch.tanh(z[:, 1:]))], dim=1)
 
 
 def load_smoother(path) -> SmootherWeightNet:
-    """A :class:`SmootherWeightNet` from ``smoother.pt`` (with its ``smoother.json``
-    beside it, as ``neurosolve train lmg`` writes them), in eval mode.
+    """A :class:`SmootherWeightNet` from a shipped model's name (``"nmg2d"``, ``"nmg3d"``)
+    or from ``smoother.pt`` (with its ``smoother.json`` beside it, as ``neurosolve train
+    lmg`` writes them), in eval mode, with ``.manifest``.
 
     Raises
     ------
@@ -83,13 +83,18 @@ def load_smoother(path) -> SmootherWeightNet:
     import json
     import pathlib
 
+    from neurosolve.neural.pretrained import WEIGHTS_DIR, available_pretrained
+
+    if isinstance(path, str) and path in available_pretrained():
+        path = WEIGHTS_DIR / f"{path}.pt"
     path = pathlib.Path(path)
     if path.is_dir():
         path = path / "smoother.pt"
     side = path.with_suffix(".json")
     if not path.exists() or not side.exists():
         raise ValueError(f"{path} (and its manifest {side.name}) must exist; write them with "
-                         "'neurosolve train lmg --out DIR'")
+                         "'neurosolve train lmg --out DIR', or name a shipped model: "
+                         f"{', '.join(available_pretrained()) or 'none'}")
     info = json.loads(side.read_text())
     net = SmootherWeightNet(**info["architecture"])
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

@@ -2,7 +2,8 @@
 
 :class:`~neurosolve.neural.mg_smoother.SmootherWeightNet` (re-exported here) maps a
 level's cell features to relaxation weights in
-``[0.1, 1.9]``; :class:`LearnedVCycles` runs GMG's V-cycle in torch with those weights (the
+``[0.1, 1.9]`` (and interpolation strength factors); :class:`LearnedVCycles` runs GMG's
+V-cycle in torch with them (the
 hierarchy, transfers and coarsest pseudo-inverse read off the numba GMG, so the two agree
 to rounding); :func:`train_learned_mg` trains the network with the error-energy loss
 through :func:`~neurosolve.neural.train_preconditioner`. The loss is the A-norm error
@@ -24,7 +25,7 @@ import torch
 
 from neurosolve.neural.mg_smoother import SmootherWeightNet, load_smoother
 from neurosolve.solvers.preconditioners.gmg import GMG
-from neurosolve.solvers.preconditioners.learned_mg import omega_for_levels
+from neurosolve.solvers.preconditioners.learned_mg import level_outputs
 
 __all__ = ["SmootherWeightNet", "LearnedVCycles", "train_learned_mg", "load_smoother"]
 
@@ -36,13 +37,37 @@ class _TorchLevel:
     pass
 
 
+def _tensor_weights(L, C, base):
+    """The interpolation of one transfer as index lists: per (fine cell, coarse parent)
+    pair with a nonzero linear weight on a usable parent, ``rows`` (fine flat index),
+    ``cols`` (coarse flat index) and the signed weight ``w``; ``base`` is the coarse-cell
+    weight GMG uses (strength or usable indicator). ``P_iJ = w c_J / sum |w| c_K``."""
+    ti, wi, tj, wj, tk, wk = L.tables
+    n0, n1, n2 = L.d.shape
+    I, J, Kk = np.meshgrid(np.arange(n0), np.arange(n1), np.arange(n2), indexing="ij")
+    fine = (L.d > 0).reshape(-1)
+    rows, cols, vals = [], [], []
+    for a in range(2):
+        for b in range(2):
+            for c in range(2):
+                w = (wi[I, a] * wj[J, b] * wk[Kk, c]).reshape(-1)
+                col = np.ravel_multi_index((ti[I, a], tj[J, b], tk[Kk, c]), C.d.shape).reshape(-1)
+                keep = fine & (w != 0) & (base.reshape(-1)[col] > 0)
+                rows.append(np.flatnonzero(keep))
+                cols.append(col[keep])
+                vals.append(w[keep])
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+
+
 def _torch_hierarchy(gmg: GMG, dtype, device):
     """The GMG hierarchy as torch tensors: per level the CSR matrix, diagonal, colour masks
-    and the interpolation ``P`` (read off the numba kernel column by column)."""
+    and the interpolation as (fine, coarse, weight) index lists with GMG's coarse-cell
+    weights, so learned factors on those weights stay differentiable."""
     import scipy.sparse as sp
 
     from neurosolve.backends import stencil_kernels as K
     from neurosolve.operators import scipy_to_torch_csr
+    from neurosolve.solvers.preconditioners.gmg import usable_cells
 
     out = []
     levels = gmg._levels
@@ -58,34 +83,34 @@ def _torch_hierarchy(gmg: GMG, dtype, device):
         T.colors = [torch.as_tensor(((i + j + k) % 2 == c).reshape(-1) & (L.d.reshape(-1) > 0),
                                     device=device) for c in (0, 1)]
         T.shape = L.d.shape
+        T.active = torch.as_tensor(L.d.reshape(-1) > 0, device=device)
         if li < len(levels) - 1:
             C = levels[li + 1]
-            m = C.d.size
-            active = np.flatnonzero(C.d.reshape(-1) > 0)
-            rows, cols, vals = [], [], []
-            for col in active:
-                e = np.zeros(C.d.shape)
-                e.reshape(-1)[col] = 1.0
-                xf = np.zeros(L.d.shape)
-                gmg._prolong_add(li, e, xf)  # the GMG's own P (linear or weighted)
-                nz = np.flatnonzero(xf.reshape(-1))
-                rows.append(nz)
-                cols.append(np.full(nz.size, col))
-                vals.append(xf.reshape(-1)[nz])
-            P = sp.csr_matrix((np.concatenate(vals) if vals else np.zeros(0),
-                               (np.concatenate(rows) if rows else np.zeros(0, int),
-                                np.concatenate(cols) if cols else np.zeros(0, int))),
-                              shape=(n, m))
-            T.P = scipy_to_torch_csr(P, dtype=dtype, device=device)
-            T.PT = scipy_to_torch_csr(P.T.tocsr(), dtype=dtype, device=device)
+            base = L.cw if L.cw is not None else usable_cells(C)
+            rows, cols, w = _tensor_weights(L, C, base)
+            T.n = n
+            T.rows = torch.as_tensor(rows, device=device)
+            T.cols = torch.as_tensor(cols, device=device)
+            T.w = torch.as_tensor(w, dtype=dtype, device=device)
+            T.base = torch.as_tensor(base.reshape(-1), dtype=dtype, device=device)
         out.append(T)
     idx = torch.as_tensor(gmg._coarse_idx, device=device)
     pinv = torch.as_tensor(gmg._coarse_pinv, dtype=dtype, device=device)
     return out, idx, pinv
 
 
-def _torch_vcycle(levels, idx, pinv, omegas, nu, b):
-    """One V-cycle on a batch ``b`` of shape ``(batch, n)``; differentiable in ``omegas``."""
+def _interpolation_values(T, factor):
+    """``P``'s entries for the index lists of level ``T``, with the coarse weights
+    ``base * factor`` (factor None: 1), renormalized per fine row."""
+    cw = T.base if factor is None else T.base * factor.reshape(-1)
+    cwc = cw.index_select(0, T.cols)
+    den = torch.zeros(T.n, dtype=cw.dtype, device=cw.device).index_add(0, T.rows, T.w.abs() * cwc)
+    return T.w * cwc / den.index_select(0, T.rows)
+
+
+def _torch_vcycle(levels, idx, pinv, omegas, factors, nu, b):
+    """One V-cycle on a batch ``b`` of shape ``(batch, n)``; differentiable in ``omegas``
+    (per level ``(n,)``) and ``factors`` (per transfer ``(m,)`` or None)."""
 
     def mv(A, x):  # (batch, n) -> (batch, n)
         return (A @ x.T).T
@@ -104,13 +129,16 @@ def _torch_vcycle(levels, idx, pinv, omegas, nu, b):
             if idx.numel():
                 x = x.index_copy(1, idx, bb.index_select(1, idx) @ pinv.T)
             return x
-        om = omegas[level][0].reshape(1, -1)
-        sc = omegas[level][1].reshape(1, -1) if omegas[level].shape[0] > 1 else None
+        C = levels[level + 1]
+        om = omegas[level].reshape(1, -1)
+        p = _interpolation_values(T, factors[level])
         x = smooth(T, om, bb, torch.zeros_like(bb), (0, 1))
         r = bb - mv(T.A, x)
-        xc = cycle(level + 1, mv(T.PT, r if sc is None else sc * r))
-        corr = mv(T.P, xc)
-        x = x + (corr if sc is None else sc * corr)
+        m = C.d.numel()
+        rc = torch.zeros(bb.shape[0], m, dtype=bb.dtype, device=bb.device).index_add(
+            1, T.cols, r.index_select(1, T.rows) * p)
+        xc = cycle(level + 1, torch.where(C.active, rc, torch.zeros_like(rc)))
+        x = x.index_add(1, T.rows, xc.index_select(1, T.cols) * p)
         return smooth(T, om, bb, x, (1, 0))
 
     return cycle(0, b)
@@ -129,10 +157,11 @@ class LearnedVCycles(torch.nn.Module):
 
     def _apply_one(self, g, r):
         levels, idx, pinv = self._hier[g]
-        om = [o.to(r.dtype) for o in omega_for_levels(self.weight_net,
-                                                        self.gmgs[g]._levels,
-                                                        self.gmgs[g].grid.ndim)]
-        return _torch_vcycle(levels, idx, pinv, om, self.nu, r)
+        out = level_outputs(self.weight_net, self.gmgs[g]._levels, self.gmgs[g].grid.ndim)
+        om = [o[0].to(r.dtype) for o in out[:-1]]
+        interp = out[-1] is not None and out[-1].shape[0] > 1
+        fac = [o[1].to(r.dtype) for o in out[1:]] if interp else [None] * len(om)
+        return _torch_vcycle(levels, idx, pinv, om, fac, self.nu, r)
 
     def forward(self, r, geometry=None):
         flat = r.reshape(r.shape[0], -1)
@@ -198,7 +227,7 @@ def _lmg_pcg_loss(steps: int):
 
 
 def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers: int = 2,
-                     correction: bool = False, pcg_steps: int = 1, nu: int = 2,
+                     interpolation: bool = False, pcg_steps: int = 1, nu: int = 2,
                      steps: int = 200, batch: int = 4, lr: float = 3e-3,
                      lr_final: float = 3e-4, seed: int = 0, progress: bool = True, **kwargs):
     """Train a :class:`SmootherWeightNet` on gallery grids (one or a list, same shape).
@@ -214,7 +243,7 @@ def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers
     ----------
     grids : CellGrid or list of CellGrid
         Training geometries, one grid shape.
-    dim, channels, layers, correction
+    dim, channels, layers, interpolation
         The :class:`SmootherWeightNet`.
     pcg_steps : int
         PCG iterations inside the loss (1: one steepest-descent step).
@@ -234,7 +263,7 @@ def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers
     dim = dim or grids[0].ndim
     torch.manual_seed(seed)
     net = SmootherWeightNet(dim=dim, channels=channels, layers=layers,
-                            correction=correction).double()
+                            interpolation=interpolation).double()
     gmgs = [GMG(g, nu=nu) for g in grids]
     for i, gm in enumerate(gmgs):
         if len(gm.levels) < 2:

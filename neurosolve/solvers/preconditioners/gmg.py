@@ -38,6 +38,12 @@ def _coarsen_any(mask):
     return m.reshape(s0 // f[0], f[0], s1 // f[1], f[1], s2 // f[2], f[2]).any(axis=(1, 3, 5))
 
 
+def usable_cells(C) -> np.ndarray:
+    """1.0 on the coarse cells the linear interpolation reads (active, or all-air: the
+    Dirichlet value 0), 0.0 on the others (solid)."""
+    return ((C.d > 0) | (C.air & (C.d <= 0))).astype(np.float64)
+
+
 def _strength(d, d_unit, air):
     """Coarse-cell strengths for the weighted interpolation: ``d / d_unit`` on active cells
     (the mean face coefficient), on all-air cells the largest strength among their 3^3
@@ -56,7 +62,7 @@ def _strength(d, d_unit, air):
 
 class _Level:
     __slots__ = ("air", "d", "cx", "cy", "cz", "inv_d", "x", "b", "r", "inv_w", "tables", "shape", "active",
-                 "cw", "xc_w")
+                 "cw", "xc_w", "strength")
 
 
 class GMG(Preconditioner):
@@ -175,10 +181,10 @@ class GMG(Preconditioner):
         d, cx, cy, cz = g._stencil3()
         shape3 = d.shape
         weighted = interpolation == "weighted" and g.variable
-        # the same hierarchy with k = 1: the denominators of the coarse-cell strengths
-        unit = g.with_coefficients(None)._stencil3() if weighted else None
-        strengths = [None]
         air = (g.cells == 2).reshape(shape3)
+        # the same hierarchy with k = 1: the denominators of the cell strengths
+        unit = g.with_coefficients(None)._stencil3() if g.variable else None
+        strength = _strength(d, unit[0], air) if g.variable else None
         walls3 = [("neumann", "neumann")] * (3 - g.ndim) + [
             (g.walls[f"{a}-"], g.walls[f"{a}+"]) for a in "xyz"[:g.ndim]]
         levels = []
@@ -187,6 +193,7 @@ class GMG(Preconditioner):
             L.d, L.cx, L.cy, L.cz = d, cx, cy, cz
             L.shape = d.shape
             L.air = air
+            L.strength = strength
             L.active = int(np.count_nonzero(d))
             L.inv_d = np.zeros_like(d)
             np.divide(1.0, d, out=L.inv_d, where=d > 0)
@@ -197,22 +204,16 @@ class GMG(Preconditioner):
                 break
             d, cx, cy, cz = K.coarsen_galerkin(d, cx, cy, cz, 0.5)
             air = _coarsen_any(air)
-            if weighted:
+            if g.variable:
                 unit = K.coarsen_galerkin(*unit, 0.5)
-                strengths.append(_strength(d, unit[0], air))
+                strength = _strength(d, unit[0], air)
         for li, (L, C) in enumerate(zip(levels[:-1], levels[1:])):
             tabs = []
             for n, m, (lo, hi) in zip(L.shape, C.shape, walls3):
                 tabs.extend(K.axis_tables(n, m, _GHOST[lo], _GHOST[hi]))
             L.tables = tuple(tabs)
-            if weighted:
-                L.cw = strengths[li + 1]
-                L.xc_w = np.zeros(C.shape)
-                usable = L.cw
-            else:
-                L.cw = None
-                usable = ((C.d > 0) | (C.air & (C.d <= 0))).astype(np.float64)
-            L.inv_w = K.interp_weights(L.d, usable, *L.tables)
+            self._levels = levels
+            self._set_coarse_weights(li, C.strength if weighted else None)
             L.r = np.empty(L.shape)
         levels[0].x = None  # the fine level writes into a fresh output array
         for L in levels[1:]:
@@ -245,6 +246,16 @@ class GMG(Preconditioner):
     def __repr__(self) -> str:
         sizes = " > ".join("x".join(map(str, lv["shape"])) for lv in self.levels)
         return f"<GMG levels={len(self.levels)} ({sizes}) nu={self.nu}>"
+
+    def _set_coarse_weights(self, l, cw):
+        """Use coarse-cell weights ``cw`` (None: the plain linear rule) in the transfers
+        between levels ``l`` and ``l + 1``; recomputes the row normalization."""
+        from neurosolve.backends import stencil_kernels as K
+
+        L, C = self._levels[l], self._levels[l + 1]
+        L.cw = cw
+        L.xc_w = np.zeros(C.shape) if cw is not None else None
+        L.inv_w = K.interp_weights(L.d, usable_cells(C) if cw is None else cw, *L.tables)
 
     def _coarse_solve(self, L, b):
         x = L.x if L.x is not None else np.zeros(L.shape)

@@ -1,13 +1,21 @@
-"""LearnedMG: the GMG V-cycle with per-cell smoother weights predicted by a small CNN.
+"""LearnedMG: the GMG V-cycle with per-cell smoother weights and interpolation strengths
+predicted by a small CNN.
 
-A first, deliberately narrow learned multigrid: the hierarchy, transfers and coarse
-operators are those of :class:`~neurosolve.solvers.preconditioners.GMG`; what is learned is
-one relaxation weight ``omega`` per cell and level for the red-black Gauss-Seidel smoother,
-``x_i <- (1 - omega_i) x_i + omega_i x_i^GS``. A convolutional network reads the level's
-cell types and its normalized diagonal (which carries the walls, the free surface and the
-coefficient field) and outputs ``omega = 1 + 0.9 tanh(z)``, so ``0.1 <= omega <= 1.9``
-for *any* weights (also where ``tanh`` rounds to 1); the network runs once per level at
-setup.
+The hierarchy and coarse operators are those of
+:class:`~neurosolve.solvers.preconditioners.GMG`. What is learned, per cell and level:
+
+* a relaxation weight ``omega`` for the red-black Gauss-Seidel smoother,
+  ``x_i <- (1 - omega_i) x_i + omega_i x_i^GS``, ``omega = 1 + 0.9 tanh(z)``, so
+  ``0.1 <= omega <= 1.9`` for *any* network weights (also where ``tanh`` rounds to 1);
+* optionally (``SmootherWeightNet(interpolation=True)``) a factor ``f = exp(2 tanh(z'))``
+  on each coarse cell's weight in GMG's interpolation: ``P_iJ = w_iJ c_J f_J / sum_K
+  w_iK c_K f_K`` with ``w`` the linear weights and ``c`` GMG's coefficient strengths, so
+  rows still sum to one (constants and the Neumann null space are kept) and the
+  restriction is still ``P^T``.
+
+A convolutional network reads each level's cell types, its normalized diagonal and its log
+coefficient strength (the walls, the free surface and the coefficient field) and runs
+once per level at setup.
 
 Why it stays a PCG preconditioner: the pre-smoother sweeps red then black, the
 post-smoother the adjoint order with the same weights, the restriction is ``P^T`` and the
@@ -16,8 +24,10 @@ symmetric; weighted Gauss-Seidel ``M = D / omega + L`` has ``M + M^T - A = D (2 
 1)``, positive definite when ``0 < omega < 2``, so the smoother is convergent and the cycle
 is positive definite (the argument of GMG, with ``D`` replaced by ``D / omega``).
 
-The network's last layer starts at zero, so ``z = 0``, ``omega = 1`` exactly: untrained, LearnedMG
-*is* GMG, to the last bit (``0 * x + 1 * y = y``). Training
+The interpolation factors change ``P`` only, and a V-cycle with restriction ``P^T`` is
+symmetric positive definite for any ``P``. The network's last layer starts at zero, so
+``omega = 1`` and ``f = 1`` exactly: untrained, LearnedMG *is* GMG, to the last bit
+(``0 * x + 1 * y = y``, ``c * 1 = c``). Training
 (:func:`neurosolve.neural.mg_weights.train_learned_mg`) runs the same V-cycle in torch and lowers the error-energy loss of
 :func:`~neurosolve.neural.energy_loss` through
 :func:`~neurosolve.neural.train_preconditioner`.
@@ -40,33 +50,44 @@ import numpy as np
 
 from neurosolve.solvers.preconditioners.gmg import GMG
 
-__all__ = ["LearnedMG", "level_features", "omega_for_levels"]
+__all__ = ["LearnedMG", "level_features", "level_outputs"]
 
-N_FEATURES = 4
+N_FEATURES = 5
 
 
 def level_features(L) -> np.ndarray:
-    """Per-cell input channels of one level, shape ``(4, *shape3)``: active (has an
-    equation), air, solid (neither), and the diagonal over its level maximum."""
+    """Per-cell input channels of one level, shape ``(5, *shape3)``: active (has an
+    equation), air, solid (neither), the diagonal over its level maximum, and
+    ``log10(strength) / 4`` on active cells (GMG's coefficient strength; 0 with ``k = 1``)."""
     d = np.asarray(L.d)
     active = d > 0
     air = np.asarray(L.air) & ~active
     solid = ~active & ~air
     scale = float(d.max()) if d.size and d.max() > 0 else 1.0
-    return np.stack([active, air, solid, d / scale]).astype(np.float32)
+    logk = np.zeros(d.shape)
+    if L.strength is not None:
+        np.log10(L.strength, out=logk, where=active & (L.strength > 0))
+        logk[~active] = 0.0
+    return np.stack([active, air, solid, d / scale, logk / 4.0]).astype(np.float32)
 
 
-def omega_for_levels(net, levels, ndim: int, device: Any = "cpu") -> list:
-    """The network's output per level but the coarsest, shape ``(channels, *shape3)``:
-    channel 0 the smoother weights, channel 1 (when present) the correction scaling."""
+def level_outputs(net, levels, ndim: int, device: Any = "cpu") -> list:
+    """The network's output per level, shape ``(channels, *shape3)``: channel 0 the
+    smoother weights (used on every level but the coarsest), channel 1 (when the network
+    has ``interpolation=True``) the strength factors of the level's cells as coarse cells
+    (used on every level but the finest). Levels the model does not need are None."""
     import torch
 
+    interp = bool(getattr(net, "interpolation", False))
+    w = next(iter(net.parameters()), None)
+    dtype = w.dtype if w is not None else torch.float32
     out = []
-    for L in levels[:-1]:
+    for i, L in enumerate(levels):
+        if i == len(levels) - 1 and not interp:
+            out.append(None)
+            continue
         f = level_features(L)
         spatial = f.shape[1 + 3 - ndim:]
-        w = next(iter(net.parameters()), None)
-        dtype = w.dtype if w is not None else torch.float32
         t = torch.as_tensor(f.reshape(N_FEATURES, *spatial))[None].to(device=device, dtype=dtype)
         y = net(t)
         out.append(y.reshape(y.shape[1], *L.d.shape))
@@ -74,33 +95,35 @@ def omega_for_levels(net, levels, ndim: int, device: Any = "cpu") -> list:
 
 
 class LearnedMG(GMG):
-    """GMG with smoother weights from a trained
+    """GMG with smoother weights (and interpolation strengths) from a trained
     :class:`~neurosolve.neural.mg_smoother.SmootherWeightNet`.
 
     Parameters
     ----------
     grid : CellGrid, PoissonSystem or PoissonOperator
-    model : torch.nn.Module or path, optional
-        A :class:`~neurosolve.neural.mg_smoother.SmootherWeightNet` of the grid's dimension
-        (or the ``smoother.pt`` that ``neurosolve train lmg`` writes) (or any module mapping
-        ``(1, 4, *level_shape)`` to ``(1, 1, *level_shape)`` with values in ``(0, 2)``).
-        None: weights 1, i.e. exactly :class:`GMG`.
-    nu, max_coarse, max_levels
+    model : torch.nn.Module, str or path, optional
+        A :class:`~neurosolve.neural.mg_smoother.SmootherWeightNet` of the grid's dimension;
+        a shipped model's name (``"nmg2d"``, ``"nmg3d"``: see
+        :func:`neurosolve.neural.available_pretrained`); or the ``smoother.pt`` that
+        ``neurosolve train lmg`` writes. (Any module mapping ``(1, 5, *level_shape)`` to
+        ``(1, 1 or 2, *level_shape)`` with weights in ``(0, 2)`` and positive factors.)
+        None: exactly :class:`GMG`.
+    nu, max_coarse, max_levels, interpolation
         As in :class:`GMG`.
 
     Attributes
     ----------
     omegas : list of numpy.ndarray
         The smoother weights per level (fine to second coarsest).
-    scalings : list of numpy.ndarray or None
-        The per-cell scaling ``s`` of the coarse-grid correction per level (a two-channel
-        model): the interpolation becomes ``S P`` and the restriction ``P^T S``, which
-        keeps the cycle symmetric positive definite for any ``s > 0``.
+    factors : list of numpy.ndarray or None
+        The interpolation strength factors per transfer (coarse cells of levels 1 to the
+        coarsest); None for a smoother-only model.
 
     Raises
     ------
     ValueError
-        A model whose weights leave ``(0, 2)`` (the V-cycle would not be SPD).
+        A model whose weights leave ``(0, 2)`` (the V-cycle would not be SPD), whose
+        factors are not positive and finite, or of the wrong dimension.
 
     Examples
     --------
@@ -115,11 +138,12 @@ class LearnedMG(GMG):
     """
 
     def __init__(self, grid: Any, model: Any = None, *, nu: int = 2, max_coarse: int = 256,
-                 max_levels: int | None = None):
-        super().__init__(grid, nu=nu, max_coarse=max_coarse, max_levels=max_levels)
+                 max_levels: int | None = None, interpolation: str = "weighted"):
+        super().__init__(grid, nu=nu, max_coarse=max_coarse, max_levels=max_levels,
+                         interpolation=interpolation)
         self.model = model
         self.omegas = None
-        self.scalings = None
+        self.factors = None
         if model is None:
             return
         import os
@@ -131,8 +155,8 @@ class LearnedMG(GMG):
 
             model = load_smoother(model)
         if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module (a SmootherWeightNet) or None, "
-                            f"got {type(model).__name__}")
+            raise TypeError(f"model must be a torch.nn.Module (a SmootherWeightNet), a shipped "
+                            f"model's name, a path or None, got {type(model).__name__}")
         if getattr(model, "dim", self.grid.ndim) != self.grid.ndim:
             raise ValueError(f"the model is for {model.dim}-D grids; this grid is "
                              f"{self.grid.ndim}-D")
@@ -140,39 +164,33 @@ class LearnedMG(GMG):
         model.eval()
         try:
             with torch.no_grad():
-                out = [o.double().cpu().numpy() for o in
-                       omega_for_levels(model, self._levels, self.grid.ndim,
-                                        next(model.parameters()).device)]
+                out = [None if o is None else o.double().cpu().numpy() for o in
+                       level_outputs(model, self._levels, self.grid.ndim,
+                                     next(model.parameters()).device)]
         finally:
             model.train(was)
-        om = [o[0] for o in out]
+        om = [o[0] for o in out[:-1]]
         for o in om:
             if not (np.all(o > 0) and np.all(o < 2)):
                 raise ValueError("the model's smoother weights must lie in (0, 2) (the "
                                  f"V-cycle is SPD only then); got [{o.min():.3g}, {o.max():.3g}]")
         self.omegas = [np.ascontiguousarray(o) for o in om]
-        if out and out[0].shape[0] > 1:
-            sc = [o[1] for o in out]
-            for o in sc:
-                if not (np.all(o > 0) and np.all(np.isfinite(o))):
-                    raise ValueError("the model's correction scalings must be positive and "
-                                     f"finite; got [{o.min():.3g}, {o.max():.3g}]")
-            self.scalings = [np.ascontiguousarray(o) for o in sc]
+        if out[-1] is not None and out[-1].shape[0] > 1:
+            from neurosolve.solvers.preconditioners.gmg import usable_cells
+
+            fac = [np.ascontiguousarray(o[1]) for o in out[1:]]
+            for f in fac:
+                if not (np.all(f > 0) and np.all(np.isfinite(f))):
+                    raise ValueError("the model's interpolation factors must be positive and "
+                                     f"finite; got [{f.min():.3g}, {f.max():.3g}]")
+            self.factors = fac
+            for l, f in enumerate(fac):
+                L, C = self._levels[l], self._levels[l + 1]
+                base = L.cw if L.cw is not None else usable_cells(C)
+                self._set_coarse_weights(l, base * f)
 
     def __repr__(self) -> str:
         return super().__repr__().replace("<GMG", "<LearnedMG", 1)
-
-    def _restrict(self, l, r, rc):
-        if self.scalings is None:
-            return super()._restrict(l, r, rc)
-        super()._restrict(l, r * self.scalings[l], rc)
-
-    def _prolong_add(self, l, xc, x):
-        if self.scalings is None:
-            return super()._prolong_add(l, xc, x)
-        tmp = np.zeros_like(x)
-        super()._prolong_add(l, xc, tmp)
-        x += self.scalings[l] * tmp
 
     def _smooth(self, l, b, x, colors):
         if self.omegas is None:
