@@ -107,10 +107,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     _add_arguments(p)
     p.set_defaults(func=main)
     q = subparsers.add_parser(
-        "lmg", help="train LearnedMG's smoother-weight network",
-        description="Train the smoother-weight network of LearnedMG (GMG with learned per-cell "
-                    "Gauss-Seidel weights) on random gallery geometries; writes OUT/smoother.pt "
-                    "and OUT/smoother.json, loadable with LearnedMG(grid, model='OUT/smoother.pt').",
+        "lmg", help="train LearnedMG's network (smoother weights, interpolation strengths)",
+        description="Train the network of LearnedMG (GMG with learned per-cell Gauss-Seidel "
+                    "weights and interpolation strength factors) on random gallery geometries "
+                    "with the energy loss after --pcg-steps PCG iterations; writes "
+                    "OUT/smoother.pt and OUT/smoother.json, loadable with "
+                    "LearnedMG(grid, model='OUT/smoother.pt'). The shipped nmg2d / nmg3d "
+                    "manifests hold the exact commands that made them.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_lmg_arguments(q)
     q.set_defaults(func=main)
@@ -123,14 +126,14 @@ LMG_KINDS = ("pool", "plates", "inclusions", "ellipsoids", "layered")
 def _add_lmg_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=int, choices=(2, 3), default=2, help="spatial dimension")
     p.add_argument("--grid", type=int, default=64, help="cells per side of the training grids")
-    p.add_argument("--kinds", default="pool,plates,inclusions",
+    p.add_argument("--kinds", default="pool,plates,inclusions,layered",
                    help=f"comma-separated geometry families ({', '.join(LMG_KINDS)})")
     p.add_argument("--per-kind", type=int, default=2, help="random geometries per family")
     p.add_argument("--channels", type=int, default=8, help="feature channels of the network")
     p.add_argument("--layers", type=int, default=2, help="hidden convolutions")
-    p.add_argument("--interpolation", action="store_true",
+    p.add_argument("--interpolation", action=argparse.BooleanOptionalAction, default=True,
                    help="also learn factors on the coarse cells' interpolation strengths")
-    p.add_argument("--pcg-steps", type=int, default=1,
+    p.add_argument("--pcg-steps", type=int, default=3,
                    help="PCG iterations inside the loss (1: one steepest-descent step)")
     p.add_argument("--steps", type=int, default=600, help="optimizer steps")
     p.add_argument("--batch", type=int, default=6, help="batch size")
@@ -144,9 +147,14 @@ def _add_lmg_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("lmg-train"),
                    help="folder for checkpoint.pt, loss.png, smoother.pt and smoother.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--table-size", type=int, action="append", default=None,
+                   help="after training, measure PCG iterations of GMG and LearnedMG on the "
+                        "held-out cases of neurosolve.neural.mg_evaluation at this size and "
+                        "record them in the manifest (repeatable)")
 
 
-def _lmg_grid(kind: str, shape: tuple, seed: int):
+def lmg_training_grid(kind: str, shape: tuple, seed: int):
+    """One training geometry of family ``kind`` (see :data:`LMG_KINDS`)."""
     from neurosolve.problems import poisson as P
 
     if kind == "pool":
@@ -173,7 +181,7 @@ def main_lmg(args) -> int:
         raise SystemExit(f"neurosolve train lmg: error: --kinds {args.kinds!r}: unknown "
                          f"{', '.join(bad) or 'empty list'}; choose from {', '.join(LMG_KINDS)}")
     shape = (args.grid,) * args.dim
-    grids = [_lmg_grid(k, shape, args.seed * 1000 + i) for k in kinds
+    grids = [lmg_training_grid(k, shape, args.seed * 1000 + i) for k in kinds
              for i in range(args.per_kind)]
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,12 +208,23 @@ def main_lmg(args) -> int:
                                    "--grid", str(args.grid), "--kinds", ",".join(kinds),
                                    "--per-kind", str(args.per_kind), "--channels",
                                    str(args.channels), "--layers", str(args.layers)]
-                                  + (["--interpolation"] if args.interpolation else [])
+                                  + (["--interpolation"] if args.interpolation
+                                     else ["--no-interpolation"])
                                   + [
                                    "--pcg-steps", str(args.pcg_steps), "--steps",
                                    str(args.steps), "--batch", str(args.batch), "--lr",
                                    str(args.lr), "--lr-final", str(args.lr_final), "--seed",
                                    str(args.seed), "--out", str(args.out)])}
+    if args.table_size:
+        from neurosolve.neural.mg_evaluation import iteration_table
+
+        net.eval()
+        rows = [r for n in args.table_size for r in iteration_table(net, n, dim=args.dim)]
+        info["iterations"] = {
+            "rtol": 1e-8, "rows": rows,
+            "replay": "python -m neurosolve.neural.mg_evaluation OUT/smoother.pt "
+                      + " ".join(f"--size {n}" for n in args.table_size)}
+        info["command"] += "".join(f" --table-size {n}" for n in args.table_size)
     (out / "smoother.json").write_text(json.dumps(info, indent=2) + "\n")
     print(json.dumps({k: info[k] for k in ("first_loss", "final_loss")} |
                      {"steps": res.steps_done, "seconds": info["training"]["seconds"]}))

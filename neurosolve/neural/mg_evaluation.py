@@ -7,7 +7,8 @@ Run::
     python -m neurosolve.neural.mg_evaluation nmg2d            # the table, as JSON lines
     python -m neurosolve.neural.mg_evaluation path/smoother.pt --size 128
 
-Cases (seeds 11 and 12, never used in training: training grids use seeds below 10):
+Cases (seeds 11 and 12; the shipped weights were trained on seeds 0 and 1 of
+``neurosolve train lmg``'s families):
 ``pool`` (free surface, two obstacles), ``plates`` (thin plates with slits), ``inclusions``
 (the pool with 1e4 / 1e-4 inclusions), ``layered`` (the pool over SPE10-style layers,
 contrast 1e4), ``lognormal`` (the pool with a log-normal field, sigma 2). PCG to

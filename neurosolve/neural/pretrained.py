@@ -105,9 +105,14 @@ def load_pretrained(name: str | pathlib.Path, *, device: str | torch.device = "c
             raise ValueError(f"{weights} does not say which network it holds (no manifest or "
                              "net_config): pass model= (a module of the architecture it was "
                              "trained with)")
-        model = DCDMNet(**{k: arch[k] for k in ("dim", "variant", "channels", "levels",
-                                                "blocks_per_level", "input_norm", "geometry")
-                           if k in arch})
+        if info.get("kind") == "learned_mg_smoother":  # LearnedMG's network (nmg2d, nmg3d)
+            from neurosolve.neural.mg_smoother import SmootherWeightNet
+
+            model = SmootherWeightNet(**arch)
+        else:
+            model = DCDMNet(**{k: arch[k] for k in ("dim", "variant", "channels", "levels",
+                                                    "blocks_per_level", "input_norm",
+                                                    "geometry") if k in arch})
     elif not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v
