@@ -221,7 +221,7 @@ def main_lmg(args) -> int:
         net.eval()
         rows = [r for n in args.table_size for r in iteration_table(net, n, dim=args.dim)]
         info["iterations"] = {
-            "rtol": 1e-8, "rows": rows,
+            "rtol": 1e-8, "rows": rows,  # the same table as mg_evaluation --write-manifest
             "replay": "python -m neurosolve.neural.mg_evaluation OUT/smoother.pt "
                       + " ".join(f"--size {n}" for n in args.table_size)}
         info["command"] += "".join(f" --table-size {n}" for n in args.table_size)

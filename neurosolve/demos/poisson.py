@@ -28,7 +28,8 @@ def _scipy_cg(A, b, M, rtol):
 
 def run(small: bool = False, outdir: pathlib.Path = pathlib.Path("neurosolve-report/poisson"),
         progress: bool = True) -> list[dict]:
-    """Solve the sphere problem with CG, PCG-IC0, PCG-AMG and PCG-GMG; return summary rows.
+    """Solve the sphere problem with CG, PCG-IC0, PCG-AMG, PCG-GMG and PCG-LearnedMG (the
+    shipped ``nmg3d`` weights); return summary rows.
 
     BLAS runs on one thread during the demo (ours and the peers alike): on a shared 2-core
     machine threaded OpenBLAS dot products were measured 1000x slower under load.
@@ -124,6 +125,21 @@ def _run(small: bool, outdir: pathlib.Path, progress: bool) -> list[dict]:
     except ImportError:  # pragma: no cover - pyamg is a test dependency
         pass
     add("PCG-GMG", lambda: PC.GMG(grid), "scipy cg + same GMG", scipy_peer_with_setup(lambda: PC.GMG(grid)))
+
+    def gmg_peer(_M):  # the classical cycle LearnedMG starts from, in the same CG loop
+        t0 = time.perf_counter()
+        res = ns.solve(prob, ns.solvers.CG(rtol=rtol, M=PC.GMG(grid), maxiter=5000),
+                       progress=False)
+        return time.perf_counter() - t0, int(res.n_iter)
+
+    try:
+        from neurosolve.neural import available_pretrained
+    except ImportError:  # pragma: no cover - torch is a dependency
+        available_pretrained = list
+    if "nmg3d" in available_pretrained():
+        ns.solve(tp, ns.solvers.CG(rtol=rtol, M=PC.LearnedMG(tiny, "nmg3d")))  # warm torch
+        add("PCG-LearnedMG(nmg3d)", lambda: PC.LearnedMG(grid, "nmg3d"), "PCG-GMG (ours)",
+            gmg_peer)
 
     import matplotlib
 

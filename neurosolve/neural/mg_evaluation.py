@@ -68,8 +68,11 @@ def iteration_table(model, size: int, dim: int | None = None, cases=EVAL_CASES,
     Returns
     -------
     list of dict
-        Per row ``case``, ``seed``, ``shape``, ``gmg`` and ``lmg`` (iterations; None when
-        PCG did not converge) and ``ratio`` (lmg / gmg: below 1, LearnedMG needs fewer).
+        Per row ``case``, ``seed``, ``shape``, ``gmg`` and ``lmg`` (iterations),
+        ``gmg_status`` and ``lmg_status`` (the :class:`~neurosolve.Status` names: at
+        1024^2 with a 1e8 contrast, 1e-8 lies below what double precision attains and both
+        end STAGNATION with the floor in the message) and ``ratio`` (lmg / gmg when both
+        converged: below 1, LearnedMG needs fewer).
     """
     import neurosolve as ns
     from neurosolve.problems import poisson as P
@@ -89,8 +92,10 @@ def iteration_table(model, size: int, dim: int | None = None, cases=EVAL_CASES,
             row = {"case": case, "seed": seed, "shape": list(shape)}
             for name, M in (("gmg", GMG(g)), ("lmg", LearnedMG(g, model))):
                 res = ns.solve(prob, ns.solvers.CG(rtol=RTOL, maxiter=2000, M=M), progress=False)
-                row[name] = res.n_iter if res.success else None
-            row["ratio"] = round(row["lmg"] / row["gmg"], 3) if row["lmg"] and row["gmg"] else None
+                row[name] = int(res.n_iter)
+                row[f"{name}_status"] = res.status.name
+            both = row["gmg_status"] == row["lmg_status"] == "CONVERGED"
+            row["ratio"] = round(row["lmg"] / row["gmg"], 3) if both else None
             rows.append(row)
     return rows
 
@@ -102,13 +107,34 @@ def main(argv=None) -> int:
     p.add_argument("model", help="a shipped model's name (nmg2d, nmg3d) or a smoother.pt")
     p.add_argument("--size", type=int, action="append",
                    help="cells per side (repeatable; default 128 in 2-D, 32 in 3-D)")
+    p.add_argument("--write-manifest", action="store_true",
+                   help="store the rows as the 'iterations' table of the model's manifest "
+                        "(the .json beside the .pt)")
     args = p.parse_args(argv)
     from neurosolve.neural.mg_smoother import load_smoother
 
     model = load_smoother(args.model)
-    for size in args.size or [128 if model.dim == 2 else 32]:
+    sizes = args.size or [128 if model.dim == 2 else 32]
+    rows = []
+    for size in sizes:
         for row in iteration_table(model, size):
-            print(json.dumps(row))
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    if args.write_manifest:
+        import pathlib
+
+        from neurosolve.neural.pretrained import WEIGHTS_DIR, available_pretrained
+
+        path = (WEIGHTS_DIR / f"{args.model}.json" if args.model in available_pretrained()
+                else pathlib.Path(args.model).with_suffix(".json"))
+        info = json.loads(path.read_text())
+        info["iterations"] = {
+            "rtol": RTOL, "rows": rows,
+            "replay": "python -m neurosolve.neural.mg_evaluation "
+                      f"{args.model if args.model in available_pretrained() else 'MODEL.pt'} "
+                      + " ".join(f"--size {n}" for n in sizes)}
+        path.write_text(json.dumps(info, indent=2) + "\n")
+        print(f"wrote the table into {path}")
     return 0
 
 
