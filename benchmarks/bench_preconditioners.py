@@ -6,8 +6,10 @@ Run::
     pytest benchmarks/bench_preconditioners.py --benchmark-only --benchmark-disable-gc
     NEUROSOLVE_BENCH_LARGE=1 pytest benchmarks/bench_preconditioners.py --benchmark-only   # + 1024^2, 128^3
 
-Cases (relative tolerance 1e-8 on ``||b - A x|| / ||b||``, x0 = 0, a smoke-like blob
-right-hand side, BLAS and numba limited to one thread for every side):
+Cases (relative tolerance 1e-8 on ``||b - A x|| / ||b||``, 1e-7 for the inclusions at
+1024^2 and 128^3, where 1e-8 lies below the double-precision floor of about 2.5e-8;
+x0 = 0, a smoke-like blob right-hand side, BLAS, numba and torch limited to one thread
+for every side):
 
 * ``solids``: a solid sphere (disk) in a box, Dirichlet walls;
 * ``pool``: free surface (air above 60% depth) with two solid obstacles, Neumann walls;
@@ -64,6 +66,13 @@ SHAPES = [(256, 256), (64, 64, 64)] + (LARGE_SHAPES if LARGE else [])
 CASES = ["solids", "pool", "plates", "lognormal", "inclusions", "layered"]
 RTOL = 1e-8
 MAXITER = 20000
+# at 1024^2 with a 1e8 contrast the true residual of every method floors at about 2.5e-8
+# in double precision (measured: GMG and LearnedMG end STAGNATION there at 1e-8)
+RTOL_LARGE_INCLUSIONS = 1e-7
+
+
+def _rtol(case, shape):
+    return RTOL_LARGE_INCLUSIONS if case == "inclusions" and shape in LARGE_SHAPES else RTOL
 OUT = pathlib.Path(os.environ.get("NEUROSOLVE_BENCH_OUT", "neurosolve-report/preconditioners"))
 _RESULTS: dict = {}
 
@@ -103,6 +112,12 @@ def _one_thread():
 
     old = numba.get_num_threads()
     numba.set_num_threads(1)
+    try:  # LearnedMG's setup network: one thread too
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
     with threadpool_limits(1):
         for shape in ((32, 32), (16, 16, 16)):  # compile numba, start torch before timing
             for kind in ("cg", "ic0", "gmg") + (("lmg",) if _lmg_model(len(shape)) else ()):
@@ -147,9 +162,10 @@ def _ours(case, shape, kind, callback=None):
     if kind == "dcdm":
         from neurosolve.solvers import DCDM
 
-        solver = DCDM(rtol=RTOL, maxiter=MAXITER)
+        solver = DCDM(rtol=_rtol(case, shape), maxiter=MAXITER)
     else:
-        solver = ns.solvers.CG(rtol=RTOL, maxiter=MAXITER, M=_preconditioner(kind, grid, prob))
+        solver = ns.solvers.CG(rtol=_rtol(case, shape), maxiter=MAXITER,
+                               M=_preconditioner(kind, grid, prob))
     t1 = time.perf_counter()
     res = ns.solve(prob, solver, callback=callback)
     t2 = time.perf_counter()
@@ -167,7 +183,7 @@ def _pyamg_sa(case, shape, callback=None):
     ml = pyamg.smoothed_aggregation_solver(Af)
     t1 = time.perf_counter()
     residuals: list = []
-    xf = ml.solve(bf, tol=RTOL, accel="cg", maxiter=MAXITER, residuals=residuals,
+    xf = ml.solve(bf, tol=_rtol(case, shape), accel="cg", maxiter=MAXITER, residuals=residuals,
                   callback=None if callback is None else
                   (lambda xk: callback(float(np.linalg.norm(bf - Af @ xk) / np.linalg.norm(bf)))))
     t2 = time.perf_counter()
@@ -275,7 +291,7 @@ def test_convergence_plot(benchmark, shape, case):
         a1.semilogy(tr[:, 0], tr[:, 2], label=k)
         a2.semilogy(tr[:, 1] / unit, tr[:, 2], label=k)
     for a, xl in ((a1, "iteration"), (a2, "setup + solve time / one CSR SpMV")):
-        a.axhline(RTOL, color="0.6", lw=0.8, ls="--")
+        a.axhline(_rtol(case, shape), color="0.6", lw=0.8, ls="--")
         a.set_xlabel(xl)
         a.set_ylabel("relative residual")
         a.grid(True, which="both", alpha=0.3)
