@@ -207,12 +207,12 @@ class GMG(Preconditioner):
             if g.variable:
                 unit = K.coarsen_galerkin(*unit, 0.5)
                 strength = _strength(d, unit[0], air)
+        self._levels = levels
         for li, (L, C) in enumerate(zip(levels[:-1], levels[1:])):
             tabs = []
             for n, m, (lo, hi) in zip(L.shape, C.shape, walls3):
                 tabs.extend(K.axis_tables(n, m, _GHOST[lo], _GHOST[hi]))
             L.tables = tuple(tabs)
-            self._levels = levels
             self._set_coarse_weights(li, C.strength if weighted else None)
             L.r = np.empty(L.shape)
         levels[0].x = None  # the fine level writes into a fresh output array
@@ -239,7 +239,6 @@ class GMG(Preconditioner):
         else:
             self._coarse_pinv = np.zeros((0, 0))
             self.coarse_null_dim = 0
-        self._levels = levels
         self.levels = [{"shape": L.shape[3 - g.ndim:], "active": L.active} for L in levels]
         self.setup_time = time.perf_counter() - t0
 
