@@ -10,6 +10,7 @@ from torch.nn import functional as F
 import neurosolve as ns
 from neurosolve.neural import DCDMNet, TorchPreconditioner, available_pretrained, load_pretrained
 from neurosolve.neural.dcdm_net import count_parameters
+from neurosolve.neural.mg_smoother import SmootherWeightNet
 from neurosolve.problems import poisson
 
 
@@ -177,6 +178,9 @@ def test_shipped_models_and_manifests():
         net = load_pretrained(name)
         info = net.manifest
         assert not net.training
+        if info.get("kind") == "learned_mg_smoother":  # LearnedMG's (tests/test_learned_mg_weights.py)
+            assert isinstance(net, SmootherWeightNet) and name.startswith("nmg")
+            continue
         for key in ("architecture", "grid", "data", "training", "final_loss", "command",
                     "measured_iterations"):
             assert key in info, (name, key)
@@ -185,6 +189,7 @@ def test_shipped_models_and_manifests():
         assert json.loads(json.dumps(info)) == info
     with pytest.raises(ValueError, match="no pretrained model named 'nope'; available: dcdm2d"):
         load_pretrained("nope")
+    assert {n for n in names if not n.startswith("dcdm")} <= {"nmg2d", "nmg3d"}
 
 
 def test_weights_load_without_pickle_code(tmp_path):

@@ -51,7 +51,11 @@ def _replay(name, slow):
         g = got[(r["case"], r["seed"], r["shape"][0])]
         for side in ("gmg", "lmg"):
             assert g[f"{side}_status"] == r[f"{side}_status"], (r, g)
-            assert abs(g[side] - r[side]) <= 1, (r, g)
+            # where PCG stagnates at the precision floor, the iteration that detects it
+            # depends on rounding (thread counts of the coarse solve and the network), so
+            # only converged rows replay their count
+            if r[f"{side}_status"] == "CONVERGED":
+                assert abs(g[side] - r[side]) <= 1, (r, g)
     # where both converge, the trained cycle never needs more iterations than GMG, and
     # fewer in total
     conv = [g for g in got.values() if g["ratio"] is not None]
@@ -101,3 +105,9 @@ def test_trained_cycle_is_spd_on_unseen_geometries(name):
         lmg = ns.solve(prob, ns.solvers.CG(rtol=1e-8, M=M), progress=False)
         gmg = ns.solve(prob, ns.solvers.CG(rtol=1e-8, M=GMG(g)), progress=False)
         assert lmg.success and lmg.n_iter <= gmg.n_iter + 1
+
+
+def test_dcdm_refuses_a_learned_mg_network_by_name():
+    g = P.pool((32, 32), seed=0)
+    with pytest.raises(ValueError, match="LearnedMG network"):
+        ns.solve(g.system(P.rhs_blobs(g)), ns.solvers.DCDM(model="nmg2d"))

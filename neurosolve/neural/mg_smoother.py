@@ -83,10 +83,10 @@ def load_smoother(path) -> SmootherWeightNet:
     import json
     import pathlib
 
-    from neurosolve.neural.pretrained import WEIGHTS_DIR, available_pretrained
-
-    if isinstance(path, str) and path in available_pretrained():
-        path = WEIGHTS_DIR / f"{path}.pt"
+    weights = pathlib.Path(__file__).resolve().parent / "weights"  # the shipped models
+    shipped = sorted(p.stem for p in weights.glob("nmg*.json") if p.with_suffix(".pt").exists())
+    if isinstance(path, str) and path in shipped:
+        path = weights / f"{path}.pt"
     path = pathlib.Path(path)
     if path.is_dir():
         path = path / "smoother.pt"
@@ -94,7 +94,7 @@ def load_smoother(path) -> SmootherWeightNet:
     if not path.exists() or not side.exists():
         raise ValueError(f"{path} (and its manifest {side.name}) must exist; write them with "
                          "'neurosolve train lmg --out DIR', or name a shipped model: "
-                         f"{', '.join(available_pretrained()) or 'none'}")
+                         f"{', '.join(shipped) or 'none'}")
     info = json.loads(side.read_text())
     net = SmootherWeightNet(**info["architecture"])
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

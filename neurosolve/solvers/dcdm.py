@@ -214,6 +214,10 @@ class DCDM(CG):
                 model = load_pretrained(name, device=str(device or "cpu"))
             else:  # a shipped name: cached
                 model = _pretrained(name, str(device or "cpu"))
+            if (getattr(model, "manifest", None) or {}).get("kind") == "learned_mg_smoother":
+                raise ValueError(f"model={name!r} is a LearnedMG network (a multigrid "
+                                 "preconditioner, not a DCDM direction network): use "
+                                 f"CG(M=preconditioners.LearnedMG(grid, {name!r}))")
         if isinstance(model, TorchPreconditioner):
             if shape is not None and model.grid != shape:
                 raise ValueError(f"the TorchPreconditioner is for grid {model.grid}, the problem's "
