@@ -216,14 +216,11 @@ def main_lmg(args) -> int:
                                    str(args.lr), "--lr-final", str(args.lr_final), "--seed",
                                    str(args.seed), "--out", str(args.out)])}
     if args.table_size:
-        from neurosolve.neural.mg_evaluation import iteration_table
+        from neurosolve.neural.mg_evaluation import iteration_table, manifest_table
 
         net.eval()
         rows = [r for n in args.table_size for r in iteration_table(net, n, dim=args.dim)]
-        info["iterations"] = {
-            "rtol": 1e-8, "rows": rows,  # the same table as mg_evaluation --write-manifest
-            "replay": "python -m neurosolve.neural.mg_evaluation OUT/smoother.pt "
-                      + " ".join(f"--size {n}" for n in args.table_size)}
+        info["iterations"] = manifest_table(rows, args.table_size, "OUT/smoother.pt")
         info["command"] += "".join(f" --table-size {n}" for n in args.table_size)
     (out / "smoother.json").write_text(json.dumps(info, indent=2) + "\n")
     print(json.dumps({k: info[k] for k in ("first_loss", "final_loss")} |

@@ -76,3 +76,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def _check_spd_on_fluid(M, grid, rng, trials=3):
+    """``x^T M y = y^T M x`` (to 1e-11) and ``x^T M x > 0`` for random vectors supported on
+    the grid's fluid cells."""
+    fl = grid.fluid.ravel()
+    for _ in range(trials):
+        x, y = rng.standard_normal(grid.n) * fl, rng.standard_normal(grid.n) * fl
+        xMy, yMx = x @ M(y), y @ M(x)
+        assert abs(xMy - yMx) <= 1e-11 * (abs(xMy) + np.linalg.norm(x) * np.linalg.norm(y))
+        assert x @ M(x) > 0
+
+
+@pytest.fixture
+def check_spd_on_fluid():
+    """The preconditioner symmetry/positivity check on fluid-supported random vectors."""
+    return _check_spd_on_fluid

@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 
-__all__ = ["EVAL_CASES", "eval_grid", "iteration_table"]
+__all__ = ["EVAL_CASES", "eval_grid", "iteration_table", "manifest_table"]
 
 EVAL_CASES = ("pool", "plates", "inclusions", "layered", "lognormal")
 EVAL_SEEDS = (11, 12)
@@ -100,6 +100,14 @@ def iteration_table(model, size: int, dim: int | None = None, cases=EVAL_CASES,
     return rows
 
 
+def manifest_table(rows: list[dict], sizes, model_label: str) -> dict:
+    """The ``iterations`` entry of a manifest: the rows, the tolerance and the command that
+    measures them again for ``model_label`` (a shipped name or a path)."""
+    return {"rtol": RTOL, "rows": rows,
+            "replay": f"python -m neurosolve.neural.mg_evaluation {model_label} "
+                      + " ".join(f"--size {n}" for n in sizes)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m neurosolve.neural.mg_evaluation",
                                 description="PCG iterations of GMG and LearnedMG on held-out "
@@ -128,11 +136,8 @@ def main(argv=None) -> int:
         path = (WEIGHTS_DIR / f"{args.model}.json" if args.model in available_pretrained()
                 else pathlib.Path(args.model).with_suffix(".json"))
         info = json.loads(path.read_text())
-        info["iterations"] = {
-            "rtol": RTOL, "rows": rows,
-            "replay": "python -m neurosolve.neural.mg_evaluation "
-                      f"{args.model if args.model in available_pretrained() else 'MODEL.pt'} "
-                      + " ".join(f"--size {n}" for n in sizes)}
+        label = args.model if args.model in available_pretrained() else "MODEL.pt"
+        info["iterations"] = manifest_table(rows, sizes, label)
         path.write_text(json.dumps(info, indent=2) + "\n")
         print(f"wrote the table into {path}")
     return 0
