@@ -256,7 +256,7 @@ class ConvexReLURule:
     def _verify(self, z, groups, rows, Xt, Y, report, result):
         """Refuse where the polished KKT point is not locally stable."""
         import torch
-        from scipy.optimize import nnls
+        from neurosolve.problems.convex_relu import verified_nnls
 
         from neurosolve.problems import relu_losses as RL
 
@@ -288,7 +288,7 @@ class ConvexReLURule:
                     if (s, i, o) in active:
                         continue
                     a = (1.0 if s == 0 else -1.0) * (p.Xt_np.T @ (p.D_np[:, i] * gZ[:, o]))
-                    _, c_g = nnls((E[:, i:i + 1] * p.Xt_np).T, a, maxiter=50 * p.d + 500)
+                    _, c_g = verified_nnls((E[:, i:i + 1] * p.Xt_np).T, a, maxiter=50 * p.d + 500)
                     worst = max(worst, c_g / p.beta)
         report["dual_margin"] = 1.0 - worst
         if worst >= 1.0 - 1e-7:

@@ -35,6 +35,7 @@ __all__ = [
     "LOSSES",
     "loss_value",
     "loss_grad",
+    "loss_hess_diag",
     "loss_conjugate_neg",
     "dual_domain",
     "best_dual_scale",
@@ -74,6 +75,18 @@ def loss_grad(loss: str, z, y, w: float = 1.0):
     if loss == "hinge":
         return -w * y * (y * z < 1.0)
     raise ValueError(f"unknown loss {loss!r}")
+
+
+def loss_hess_diag(loss: str, z, y, w: float = 1.0):
+    """Second derivative of each sample's loss with respect to ``z`` (squared and
+    logistic; the hinge has none)."""
+    L = ops_of(z)
+    if loss == "squared":
+        return w + 0.0 * z
+    if loss == "logistic":
+        sg = L.sigmoid(-y * z)
+        return w * sg * (1.0 - sg)
+    raise ValueError(f"loss {loss!r} has no second derivative (use 'squared' or 'logistic')")
 
 
 def loss_conjugate_neg(loss: str, lam, y, w: float = 1.0) -> float:

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from neurosolve.backends.ops import to_numpy
 from neurosolve.backends.relu_kernel_table import ReLUKernels
 from neurosolve.backends.relu_kernel_table import select as select_kernels
 from neurosolve.core import Solver, State, Status, Stop, to_float
@@ -120,6 +121,8 @@ class ADMMState(State):
     tol_scale: float = 1.0
     lam_cert: Any = None
     mu_cert: Any = None
+    next_polish: int = 0
+    polished: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,6 +186,16 @@ class ADMM(Solver):
     certify_every : int
         Every this many iterations the metrics ``gap`` (a certified relative duality gap
         using the ADMM multipliers) and ``cone_violation`` are recomputed (non-robust).
+    polish : bool
+        Solution polishing (squared and logistic losses, epsilon = 0; default on): every
+        ``polish_every`` iterations, and never sooner than half the iterations done so far
+        after the last attempt, a primal active-set method started from ADMM's support
+        and cone multipliers (:func:`~neurosolve.solvers.relu_polish.polish`) proposes a
+        point, which is projected onto the cones and certified like any other. If its
+        certified gap is at most ``rtol`` it is returned (usually exact to about 1e-12);
+        otherwise ADMM goes on.
+    polish_every : int
+        See ``polish``.
     seed : int
         Seed of the RBCD block draws.
     maxiter : int, optional
@@ -257,6 +270,8 @@ class ADMM(Solver):
     memory_limit: float = 1.5e9
     check_interval: int = 10
     certify_every: int = 100
+    polish: bool = True
+    polish_every: int = 1000
     seed: int = 0
 
     metrics: ClassVar[tuple[str, ...]] = ("objective", "gap", "cone_violation",
@@ -280,7 +295,8 @@ class ADMM(Solver):
         if self.u_step not in ("auto", "cholesky", "woodbury", "cg", "rbcd"):
             raise ValueError(
                 f"u_step must be 'auto', 'cholesky', 'woodbury', 'cg' or 'rbcd', got {self.u_step!r}")
-        for name in ("window", "adapt_every", "check_interval", "rbcd_max_sweeps"):
+        for name in ("window", "adapt_every", "check_interval", "rbcd_max_sweeps",
+                     "polish_every"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -625,7 +641,6 @@ class ADMM(Solver):
         :meth:`ConvexReLU.witness_bound`, the certificate's own check). Also sets ``st.gap_price``, the
         first-order cost ``mu^T max(0, -G v)`` of v's cone violation (relative).
         """
-        from neurosolve.backends.ops import to_numpy
 
         s = st.sys
         X, D, Y, w, beta = problem.Xt_np, problem.D_np, problem.Y_np, problem.w, problem.beta
@@ -702,6 +717,10 @@ class ADMM(Solver):
             return self._check_robust(problem, st, ctx, obj)
         if self.certify_every and st.k % self.certify_every == 0:
             self._certify(problem, st, ctx)
+        if self._polish_due(problem, st):
+            stop = self._try_polish(problem, st, ctx, tol)
+            if stop is not None:
+                return stop
         if not self._primal_small(st, ctx):
             return None
         if self._violation(problem, st, ctx) > tol:
@@ -730,6 +749,37 @@ class ADMM(Solver):
             return Stop(Status.CONVERGED)
         st.proj_gap = min(2 * st.proj_gap, 100)  # in check intervals: 10 .. 100
         st.next_proj = st.k + st.proj_gap * self.check_interval
+        return None
+
+    def _polish_due(self, problem, st) -> bool:
+        """Whether to try polishing now: enabled, applicable (squared or logistic loss,
+        a program whose gap the certificate computes) and the attempt is due."""
+        from neurosolve.solvers.relu_polish import POLISHABLE_LOSSES
+
+        return (self.polish and problem.loss in POLISHABLE_LOSSES and problem.certifies_gap
+                and st.k >= max(st.next_polish, self.polish_every))
+
+    def _try_polish(self, problem, st, ctx, tol):
+        """One polishing attempt: CONVERGED with the polished point if it certifies."""
+        from neurosolve.solvers.relu_polish import polish
+
+        n, P, c = problem.n, problem.P, problem.c
+        mult = -st.sys.rho2 * to_numpy(st.W, np.float64).reshape(n, 2, P, c).clip(max=0)
+        ctx.count("polish_attempts")
+        xp = polish(problem, to_numpy(_answer(problem, st), np.float64), mult)
+        st.next_polish = st.k + max(self.polish_every, st.k // 2)
+        if xp is None:
+            return None
+        xf = problem.project_feasible(problem._from_numpy(xp))
+        ctx.count("projections")
+        objf = problem.objective(xf)
+        dual = problem.dual_bound(xf)[0]
+        ctx.count("certificate_checks")
+        gap2 = (objf - dual) / max(1.0, abs(objf))
+        if gap2 <= tol:
+            st.metrics["gap"] = gap2
+            st.x_feasible, st.k_feasible, st.polished = xf, st.k, True
+            return Stop(Status.CONVERGED)
         return None
 
     def on_uncertified(self, problem, st, ctx, failed):
@@ -771,8 +821,10 @@ class ADMM(Solver):
 
     def witness(self, problem, st, ctx) -> dict:
         """The dual point of the last certification (the loss multiplier and the cone
-        multipliers ``-rho2 nu``), for the certificate to verify (non-robust)."""
-        if problem.robust or st.lam_cert is None:
+        multipliers ``-rho2 nu``), for the certificate to verify (non-robust). None for a
+        polished answer: the multipliers belong to an earlier iterate, and the
+        certificate's own dual point (the loss gradient at the answer) is the tight one."""
+        if problem.robust or st.lam_cert is None or st.polished:
             return {}
         return {"dual": (st.lam_cert, st.mu_cert)}
 
@@ -794,6 +846,7 @@ class ADMM(Solver):
             ctx.counters["cg_iterations"] = st.ustep.iters
         ctx.counters["u_step"] = ctx.setup.kind
         ctx.counters["rho2_final"] = st.sys.rho2
+        ctx.counters["polished"] = bool(st.polished and st.k_feasible == st.k)
         if st.k_feasible == st.k and st.x_feasible is not None:
             return st.x_feasible
         return _answer(problem, st)
