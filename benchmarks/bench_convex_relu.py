@@ -6,7 +6,8 @@ Instances follow section 3.7 of specs/convex_relu.md: ``X = randn(n, d)/sqrt(d)`
 
 * ``test_peers`` -- time to a *certified* answer: ``admm`` at rtol=1e-4 (the default) and
   ``admm-1e-6``, whose CONVERGED means the returned point is cone feasible and its
-  certified relative duality gap is <= rtol; Clarabel (its own default tolerances, about
+  certified relative duality gap is <= rtol (both with solution polishing, the default;
+  ``admm-1e-6-no-polish`` is the ablation); Clarabel (its own default tolerances, about
   1e-8) timed both as the whole solve and as its ``solve_time`` without cvxpy's compile;
   every peer on the same instance in the same run. ``extra_info`` holds the status, the
   objective of the *returned* point and its relative error to Clarabel's, the certified
@@ -20,6 +21,9 @@ Instances follow section 3.7 of specs/convex_relu.md: ``X = randn(n, d)/sqrt(d)`
   records ``time_ratio_vs_pyscnn`` (ours / pyscnn) and ``objective_difference_vs_pyscnn``.
 * ``test_admm_iteration_cost`` -- ADMM per-iteration time and peak traced memory for
   n in {1000, 5000, 20000} x P in {16, 64} (d = 20), no peers.
+
+Losses: squared everywhere; logistic and hinge (Clarabel and ADMM only) at the default
+size.
 
 Sizes: the default run is short (n = 1000, d = 20, P = 16 with peers; cost scaling);
 ``NEUROSOLVE_BENCH_HEADLINE=1`` adds the headline case n = 5000, d = 20, P = 32;
@@ -56,7 +60,12 @@ elif HEADLINE:
     PEER_SIZES = [(5000, 20, 32)]
 else:
     PEER_SIZES = [(1000, 20, 16)]
-SOLVERS = ["clarabel", "admm", "admm-1e-6", "pyscnn", "admm-at-pyscnn-accuracy"]
+SOLVERS = ["clarabel", "admm", "admm-1e-6", "admm-1e-6-no-polish", "pyscnn",
+           "admm-at-pyscnn-accuracy"]
+#: the classification losses run at the default size only (Clarabel needs exponential
+#: cones for the logistic loss); pyscnn's squared-loss comparison is not repeated for them
+LOSSES = ["squared", "logistic", "hinge"]
+LOSS_SIZE = (1000, 20, 16)
 
 _RESULTS: dict = {}
 
@@ -84,8 +93,8 @@ def _run_clarabel(prob):
     return res, prob.objective(res.x), res.status.name
 
 
-def _run_admm(prob, rtol=1e-4):
-    res = ns.solve(prob, ns.solvers.ADMM(rtol=rtol, maxiter=100_000))
+def _run_admm(prob, rtol=1e-4, polish=True):
+    res = ns.solve(prob, ns.solvers.ADMM(rtol=rtol, maxiter=100_000, polish=polish))
     return res, prob.objective(res.x), res.status.name
 
 
@@ -104,15 +113,18 @@ def _run_pyscnn(X, y, G, beta):
     return np.stack([np.asarray(v)[0], np.asarray(w)[0]])
 
 
+@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("size", PEER_SIZES, ids=lambda s: "n%d-d%d-P%d" % s)
 @pytest.mark.parametrize("solver", SOLVERS)
-def test_peers(benchmark, solver, size):
+def test_peers(benchmark, solver, size, loss):
     n, d, P = size
+    if loss != "squared" and (size != LOSS_SIZE or "pyscnn" in solver):
+        pytest.skip("the classification losses run at n=1000, d=20, P=16 without pyscnn")
     X, y, D, G, beta = instance(n, d, P)
-    prob = ConvexReLU(X, y, beta=beta, patterns=D, bias=False, standardize=False)
-    benchmark.group = "convex-relu n=%d d=%d P=%d" % size
+    prob = ConvexReLU(X, y, beta=beta, loss=loss, patterns=D, bias=False, standardize=False)
+    benchmark.group = "convex-relu %s n=%d d=%d P=%d" % ((loss,) + size)
     info = benchmark.extra_info
-    info.update(n=n, d=d, P=prob.P, cap_s=CAP)
+    info.update(n=n, d=d, P=prob.P, loss=loss, cap_s=CAP)
     if solver == "pyscnn":
         pytest.importorskip("scnn")
         _run_pyscnn(X[:50], y[:50], G, beta)  # the same warm-up as ours, outside the timing
@@ -120,7 +132,7 @@ def test_peers(benchmark, solver, size):
         pytest.skip("Clarabel on this size needs NEUROSOLVE_BENCH_LARGE=1")
     matched_rtol = None
     if solver == "admm-at-pyscnn-accuracy":
-        done = _RESULTS.get(size, {})
+        done = _RESULTS.get((size, loss), {})
         ref, sc = done.get("clarabel"), done.get("pyscnn")
         if not (ref and sc and ref["status"] == "CONVERGED"):
             pytest.skip("needs the Clarabel reference and the pyscnn run of the same size")
@@ -128,7 +140,7 @@ def test_peers(benchmark, solver, size):
         matched_rtol = max((sc["obj"] - ref["obj"]) / ref["obj"], 1e-8)
         info["matched_rtol"] = matched_rtol
     if solver.startswith("admm"):  # warm up numba outside the timing
-        ns.solve(ConvexReLU(X[:50], y[:50], beta=beta, patterns=D[:50], bias=False,
+        ns.solve(ConvexReLU(X[:50], y[:50], beta=beta, loss=loss, patterns=D[:50], bias=False,
                             standardize=False), ns.solvers.ADMM(maxiter=3))
 
     out = {}
@@ -140,8 +152,8 @@ def test_peers(benchmark, solver, size):
                 res, obj, status = _run_clarabel(prob)
                 out.update(res=res, iters=None)
             elif solver.startswith("admm"):
-                rtol = matched_rtol or (1e-6 if solver == "admm-1e-6" else 1e-4)
-                res, obj, status = _run_admm(prob, rtol)
+                rtol = matched_rtol or (1e-6 if solver.startswith("admm-1e-6") else 1e-4)
+                res, obj, status = _run_admm(prob, rtol, polish=not solver.endswith("no-polish"))
                 out.update(res=res, iters=res.n_iter)
             else:
                 x = _run_pyscnn(X, y, G, beta)
@@ -153,7 +165,7 @@ def test_peers(benchmark, solver, size):
     wall = out["wall"]
     if wall >= CAP:
         out["status"] = "capped"
-    key = size
+    key = (size, loss)
     _RESULTS.setdefault(key, {})[solver] = out
     ref = _RESULTS[key].get("clarabel")
     p_ref = ref["obj"] if ref and ref["status"] == "CONVERGED" else None
@@ -177,7 +189,9 @@ def test_peers(benchmark, solver, size):
         info.update(per_iteration_ms=1e3 * per_it, setup_s=res.stats["setup_time"],
                     factor_s=res.stats.get("factor_time"), u_step=res.stats.get("u_step"),
                     rho2_final=res.stats.get("rho2_final"),
-                    projections=res.stats.get("projections"))
+                    projections=res.stats.get("projections"),
+                    polished=res.stats.get("polished"),
+                    polish_attempts=res.stats.get("polish_attempts", 0))
     if solver == "admm-at-pyscnn-accuracy":
         a, s = out, _RESULTS[key]["pyscnn"]
         info["time_ratio_vs_pyscnn"] = a["wall"] / s["wall"]

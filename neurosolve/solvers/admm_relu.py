@@ -271,7 +271,7 @@ class ADMM(Solver):
     check_interval: int = 10
     certify_every: int = 100
     polish: bool = True
-    polish_every: int = 1000
+    polish_every: int = 2000
     seed: int = 0
 
     metrics: ClassVar[tuple[str, ...]] = ("objective", "gap", "cone_violation",

@@ -7,16 +7,19 @@ program restricted to it exactly:
 
 - a block ``u_g`` (a ``v_i`` or ``w_i`` of the program, one output) is kept when it is
   nonzero at the ADMM point and dropped otherwise;
-- on a kept block, the rows ``(2 D_i - I) X u_g >= 0`` with a positive ADMM multiplier
-  (at most ``d - 1`` independent ones, larger multipliers first) form the working set,
-  held as equalities: ``u_g = N_g z_g`` with ``N_g`` an orthonormal basis of their null
-  space (a one-dimensional ``N_g`` is a ray of the cone, whose coordinate stays >= 0);
-- the restricted problem ``min_z loss(sum_g F_g N_g z_g) + beta sum_g ||z_g||`` is smooth
-  where every ``z_g != 0`` and is solved by Newton's method with a backtracking line
-  search (squared and logistic losses);
-- a primal active-set method then moves from a feasible point towards the restricted
-  optimum, adding the rows it runs into and releasing those whose multiplier is
-  negative, until a KKT point of the program on the kept blocks is reached.
+- the start is the cone projection of the ADMM point (feasible); on a kept block, the
+  rows ``(2 D_i - I) X u_g >= 0`` with a positive ADMM multiplier that are within 1e-3
+  (relative) of their hyperplane form the working set (at most ``d - 1`` independent
+  ones, larger multipliers first), whose values are held fixed: the block moves in
+  ``u_g = a_g + N_g z_g``, ``a_g`` the current point and ``N_g`` an orthonormal basis of
+  the rows' null space;
+- the restricted problem ``min_z loss(sum_g F_g (a_g + N_g z_g)) + beta sum_g ||a_g +
+  N_g z_g||`` is smooth away from ``u_g = 0`` and is solved by Newton's method with a
+  backtracking line search (squared and logistic losses);
+- it is a primal active-set method: every iterate is feasible and the objective never
+  increases; rows the step runs into join the working set, rows held off their
+  hyperplane or with a negative multiplier leave it at a restricted optimum, until a KKT
+  point of the program on the kept blocks is reached.
 
 The polished point is a candidate only: the caller projects it onto the cones and
 certifies it with the problem's own duality gap (:meth:`ConvexReLU.dual_bound`). A wrong
@@ -45,20 +48,12 @@ __all__ = ["POLISHABLE_LOSSES", "polish"]
 POLISHABLE_LOSSES = ("squared", "logistic")
 
 
-def polish(problem, x, multipliers=None, *, max_changes: int = 60, newton_iters: int = 50,
-           keep_tol: float = 1e-6):
+def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters: int = 8,
+           keep_tol: float = 1e-6, near: float = 1e-3):
     """A polished candidate for ``problem`` from the point ``x`` (numpy, ``problem.x_shape``).
 
-    Phase 1 solves the program restricted to the blocks that are nonzero at ``x`` and to
-    the guessed working sets (each block in the null space of its rows), adding each
-    block's most violated row for a few rounds. Phase 2 is a primal active-set method
-    from that point if it is feasible (else from its cone projection), so every
-    iterate is feasible and the objective never increases: Newton on the null spaces of
-    the working sets; a step that would leave the cone stops at the first row it
-    reaches, which joins the working set; at the restricted optimum the row with the
-    most negative multiplier of each block leaves; a block that shrinks to zero is
-    dropped. It ends at a KKT point of the program restricted to the kept blocks, which
-    the caller certifies.
+    See the module docstring for the method. Every iterate is cone feasible and the
+    objective never increases from that of the cone projection of ``x``.
 
     Parameters
     ----------
@@ -67,15 +62,19 @@ def polish(problem, x, multipliers=None, *, max_changes: int = 60, newton_iters:
     x : ndarray
         The point whose support and active constraints are the guess.
     multipliers : ndarray, shape (n, 2, P, c), optional
-        Cone multipliers of the rows (ADMM's ``-rho2 nu``): they order the tight rows of
-        the start when its working sets are chosen (larger first, at most ``d - 1``
-        linearly independent rows per block). Default: tight rows in index order.
+        Cone multipliers of the rows (ADMM's ``-rho2 nu``): rows with a positive one that
+        are within ``near`` of their hyperplane start in the working set, larger first.
+        Default: the rows within ``near``, nearest first.
     max_changes : int
-        Working-set changes allowed before giving up.
+        Outer iterations (working-set changes, or ``newton_iters`` Newton steps towards
+        a restricted optimum) allowed before giving up.
     newton_iters : int
-        Newton iterations per restricted solve.
+        Newton iterations per outer iteration.
     keep_tol : float
         Blocks with ``||u_g|| <= keep_tol max ||u||`` at the start are dropped.
+    near : float
+        Relative distance ``(2 D_i - I) X u_g / max |X u_g|`` below which a row is a
+        candidate for the first working set.
 
     Returns
     -------
@@ -106,86 +105,31 @@ def polish(problem, x, multipliers=None, *, max_changes: int = 60, newton_iters:
     d, c = problem.d, problem.c
     E = 2.0 * D - 1.0
     x = np.asarray(to_numpy(x, np.float64), dtype=np.float64)
-    U = np.stack(problem._vw(x))  # (2, P, d, c)
-    # phase 1: restricted optima on the guessed working sets, violated rows added
-    U1 = np.zeros_like(U)
-    starts, feasible = [], True
+    xf = to_numpy(problem.project_feasible(problem._from_numpy(x)), np.float64)
+    U = np.stack(problem._vw(xf))  # (2, P, d, c), feasible
+    out = np.zeros_like(U)
     for o in range(c):
         blocks = _kept_blocks(U[..., o], keep_tol)
         if not blocks:
-            starts.append({})
             continue
+        u = {b: U[b][..., o].copy() for b in blocks}
         work = {}
         for b in blocks:
+            g = E[:, b[1]] * (X @ u[b])
+            rows = np.flatnonzero(g <= near * max(float(np.abs(g).max(initial=0.0)), 1e-300))
             if multipliers is not None:
-                wt = np.asarray(multipliers[:, b[0], b[1], o], np.float64)
-                rows = np.flatnonzero(wt > 0)
-                rows = rows[np.argsort(-wt[rows], kind="stable")]
+                wt = np.asarray(multipliers[rows, b[0], b[1], o], np.float64)
+                rows = rows[wt > 0][np.argsort(-wt[wt > 0], kind="stable")]
             else:
-                rows = _tight(E, X, b, U[b][..., o], 1e-6)
+                rows = rows[np.argsort(g[rows], kind="stable")]
             work[b] = _independent(_rows(E, X, b, rows), rows, d - 1)
-        u1, blocks, ok = _phase_one(problem, X, D, E, Y[:, o],
-                                    {b: U[b][..., o] for b in blocks}, blocks, work,
-                                    newton_iters)
-        if u1 is None:
-            return None
-        for b in blocks:
-            U1[b][..., o] = u1[b]
-        starts.append(work)
-        feasible = feasible and ok
-    # phase 2: feasible active-set iterations (from the cone projection if phase 1 did
-    # not reach a feasible point)
-    if feasible:
-        Uf = U1
-    else:
-        x1 = U1 if c > 1 else U1[..., 0]
-        xf = to_numpy(problem.project_feasible(problem._from_numpy(x1)), np.float64)
-        Uf = np.stack(problem._vw(xf))
-    out = np.zeros_like(Uf)
-    for o in range(c):
-        blocks = _kept_blocks(Uf[..., o], keep_tol)
-        if not blocks:
-            continue
-        u_out = _active_set(problem, X, D, E, Y[:, o], Uf[..., o], blocks, starts[o],
-                            max_changes, newton_iters)
+        u_out = _active_set(problem, X, D, E, Y[:, o], u, blocks, work, max_changes,
+                            newton_iters)
         if u_out is None:
             return None
-        out[..., o] = u_out
+        for b, ub in u_out.items():
+            out[b][..., o] = ub
     return out if c > 1 else out[..., 0]
-
-
-def _phase_one(problem, X, D, E, y, u, blocks, work, newton_iters, rounds: int = 4):
-    """Restricted optima on the working sets ``work`` (changed in place); after each,
-    every block's most violated row enters (first, so a full set gives up its last row)
-    and blocks that shrank to zero leave. Returns ``(u, blocks, feasible)``; ``u`` is None
-    on failure."""
-    d = X.shape[1]
-    for _ in range(rounds):
-        target = _restricted_optimum(problem, X, D, y, u, blocks, work, E, newton_iters)
-        if target is None:
-            return None, blocks, False
-        u = target
-        blocks = _nonzero(u, blocks)
-        if not blocks:
-            return None, blocks, False
-        clean = True
-        for b in blocks:
-            g = E[:, b[1]] * (X @ u[b])
-            scale = max(float(np.abs(g).max(initial=0.0)), 1e-300)
-            j = int(np.argmin(g))
-            if g[j] < -1e-12 * scale:
-                clean = False
-                rows = np.concatenate([[j], work[b]]).astype(np.int64)
-                work[b] = _independent(_rows(E, X, b, rows), rows, d - 1)
-        if clean:
-            return u, blocks, True
-    return u, blocks, False
-
-
-def _nonzero(u, blocks, tol: float = 1e-8):
-    """The blocks whose norm exceeds ``tol`` times the largest."""
-    top = max([float(np.linalg.norm(u[b])) for b in blocks] + [0.0])
-    return [b for b in blocks if float(np.linalg.norm(u[b])) > tol * top]
 
 
 def _kept_blocks(Uo, keep_tol):
@@ -201,62 +145,53 @@ def _rows(E, X, b, r):
     return E[r, b[1], None] * X[r]
 
 
-def _tight(E, X, b, u, tol):
-    g = E[:, b[1]] * (X @ u)
-    return np.flatnonzero(g <= tol * max(float(np.abs(g).max(initial=0.0)), 1e-300))
+def _sign(b):
+    return 1.0 if b[0] == 0 else -1.0
 
 
-def _restricted_optimum(problem, X, D, y, u, blocks, work, E, newton_iters):
-    """Newton on ``loss + beta sum ||u_g||`` with ``u_g`` in the null space of its
-    working set, from the projection of ``u`` on those null spaces; None on failure."""
-    bases = []
-    for b in blocks:
-        N = _null_basis(_rows(E, X, b, work[b]))
-        if N.shape[1] == 1 and float(N[:, 0] @ u[b]) < 0:
-            N = -N  # a ray points the way of the block (its coordinate stays >= 0)
-        bases.append(N)
-    sizes = [N.shape[1] for N in bases]
-    if sum(sizes) == 0:
-        return None
-    B = np.hstack([(1.0 if b[0] == 0 else -1.0) * D[:, b[1], None] * (X @ N)
-                   for b, N in zip(blocks, bases)])
-    z0 = np.concatenate([N.T @ u[b] for b, N in zip(blocks, bases)])
-    z = _newton(problem, B, y, z0, sizes, newton_iters)
-    if z is None:
-        return None
-    out, off = {}, 0
-    for b, N, k in zip(blocks, bases, sizes):
-        out[b] = N @ z[off:off + k]
-        off += k
-    return out
+def _nonzero(u, blocks, tol: float = 1e-8):
+    """The blocks whose norm exceeds ``tol`` times the largest."""
+    top = max([float(np.linalg.norm(u[b])) for b in blocks] + [0.0])
+    return [b for b in blocks if float(np.linalg.norm(u[b])) > tol * top]
 
 
-def _active_set(problem, X, D, E, y, Uo, blocks, guess, max_changes, newton_iters):
-    """Feasible primal active-set iterations for one output (see :func:`polish`).
-
-    ``Uo`` is feasible; the working set of a block starts with its tight rows, those of
-    the phase-1 guess first (they carry the multiplier order)."""
+def _active_set(problem, X, D, E, y, u, blocks, work, max_changes, newton_iters):
+    """Feasible primal active-set iterations for one output; ``u`` (feasible) and
+    ``work`` are changed in place. Returns the blocks' final values or None."""
     n, d = X.shape
     beta, w, loss = problem.beta, problem.w, problem.loss
-    u = {b: Uo[b].copy() for b in blocks}
-    work = {}
-    for b in blocks:
-        tight = _tight(E, X, b, u[b], 1e-9)
-        first = np.asarray([r for r in guess.get(b, ()) if r in set(tight.tolist())], np.int64)
-        rest = np.setdiff1d(tight, first)
-        rows = np.concatenate([first, rest]).astype(np.int64)
-        work[b] = _independent(_rows(E, X, b, rows), rows, d - 1)
+    cache = {}  # null-space bases by block and working set
+    trail = []  # the objective after each outer iteration
     for _ in range(max_changes):
         if not blocks:
             return None
-        target = _restricted_optimum(problem, X, D, y, u, blocks, work, E, newton_iters)
-        if target is None:
+        f_now = float(RL.loss_value(loss, _output(X, D, u, blocks, n)[:, None], y[:, None], w)) \
+            + beta * sum(float(np.linalg.norm(u[b])) for b in blocks)
+        trail.append(f_now)
+        if len(trail) > 30 and trail[-31] - f_now <= 1e-12 * max(1.0, abs(f_now)):
+            return None  # 30 changes without progress: the guess is too far off
+        for b in blocks:
+            _tighten(E, X, b, u, work, d)
+        bases = []
+        for b in blocks:
+            key = (b, work[b].tobytes())
+            if key not in cache:
+                cache[key] = _null_basis(_rows(E, X, b, work[b]))
+            bases.append(cache[key])
+        z, converged = _newton(problem, X, D, y, u, blocks, bases, newton_iters)
+        if z is None:
             return None
-        # step towards the restricted optimum, stopped by the first row it would cross
+        # step towards the restricted optimum, stopped by the first row it would cross;
+        # rows crossed within 1e-6 of the step's length join as well (they are tight)
+        step, off = {}, 0
+        for b, N in zip(blocks, bases):
+            k = N.shape[1]
+            step[b] = N @ z[off:off + k]
+            off += k
         ratios = {}
         for b in blocks:
             gu = E[:, b[1]] * (X @ u[b])
-            gp = E[:, b[1]] * (X @ (target[b] - u[b]))
+            gp = E[:, b[1]] * (X @ step[b])
             scale = max(float(np.abs(gu).max(initial=0.0)), 1e-300)
             moving = gp < -1e-14 * scale
             moving[work[b]] = False
@@ -264,47 +199,84 @@ def _active_set(problem, X, D, E, y, Uo, blocks, guess, max_changes, newton_iter
             ratios[b] = (r, np.maximum(gu[r], 0.0) / -gp[r])
         alpha = min([1.0] + [float(t.min()) for _, t in ratios.values() if t.size])
         for b in blocks:
-            u[b] = u[b] + alpha * (target[b] - u[b])
+            u[b] = u[b] + alpha * step[b]
         kept = _nonzero(u, blocks)
         gone = [b for b in blocks if b not in kept]
+        for b in gone:
+            del u[b]
         blocks = kept  # shrunk to zero: dropped
         if alpha < 1.0:
-            # the blocking row joins its block's working set, and with it every row the
-            # full step would cross within 1e-6 of its length (they are tight already)
             for b in blocks:
                 r, t = ratios[b]
-                near = r[t <= max(alpha, 1e-6)]
-                if near.size:
-                    rows = np.append(work[b], near[np.argsort(t[t <= max(alpha, 1e-6)])])
+                hit = t <= max(alpha * (1 + 1e-9), 1e-6)
+                if hit.any():
+                    # the hit rows first, then the held rows by increasing distance from
+                    # their hyperplane: a full set gives up its loosest rows for them
+                    held = work[b]
+                    gap = _rows(E, X, b, held) @ u[b]
+                    rows = np.concatenate([r[hit][np.argsort(t[hit])],
+                                           held[np.argsort(gap, kind="stable")]])
                     work[b] = _independent(_rows(E, X, b, rows), rows, d - 1)
             continue
-        if gone:
-            continue
-        # at the restricted optimum: release the most negative multiplier of each block
+        if gone or not converged:
+            continue  # not yet at the restricted optimum: Newton goes on from here
+        # at the restricted optimum: rows held off their hyperplane leave, and so does the
+        # row of most negative multiplier of each block
         lam = RL.loss_grad(loss, _output(X, D, u, blocks, n), y, w)
         released = False
         for b in blocks:
-            if not work[b].size:
+            rows = work[b]
+            if not rows.size:
                 continue
-            grad = (1.0 if b[0] == 0 else -1.0) * (X.T @ (D[:, b[1]] * lam)) \
-                + beta * u[b] / np.linalg.norm(u[b])
-            mu = np.linalg.lstsq(_rows(E, X, b, work[b]).T, grad, rcond=None)[0]
-            j = int(np.argmin(mu))
-            if mu[j] < -1e-9 * max(1.0, float(np.abs(mu).max())):
-                work[b] = np.delete(work[b], j)
+            A = _rows(E, X, b, rows)
+            g = A @ u[b]
+            loose = g > 1e-12 * max(float(np.abs(E[:, b[1]] * (X @ u[b])).max()), 1e-300)
+            grad = _sign(b) * (X.T @ (D[:, b[1]] * lam)) + beta * u[b] / np.linalg.norm(u[b])
+            mu = np.linalg.lstsq(A.T, grad, rcond=None)[0]
+            drop = loose.copy()
+            j = int(np.argmin(np.where(loose, np.inf, mu)))
+            if not loose[j] and mu[j] < -1e-9 * max(1.0, float(np.abs(mu).max())):
+                drop[j] = True
+            if drop.any():
+                work[b] = rows[~drop]
                 released = True
         if not released:
-            out = np.zeros_like(Uo)
-            for b in blocks:
-                out[b] = u[b]
-            return out
+            return u
     return None
+
+
+def _tighten(E, X, b, u, work, d):
+    """Move block ``b`` onto the hyperplanes of its working set (the least-norm step
+    making those rows exact), stopped by the first other row it would cross (which
+    joins the set, the loosest held row giving way when the set is full)."""
+    rows = work[b]
+    if not rows.size:
+        return
+    A = _rows(E, X, b, rows)
+    gw = A @ u[b]
+    g_all = E[:, b[1]] * (X @ u[b])
+    scale = max(float(np.abs(g_all).max(initial=0.0)), 1e-300)
+    if float(np.abs(gw).max()) <= 1e-13 * scale:
+        return
+    delta = -np.linalg.lstsq(A, gw, rcond=None)[0]
+    gp = E[:, b[1]] * (X @ delta)
+    moving = gp < -1e-14 * scale
+    moving[rows] = False
+    r = np.flatnonzero(moving)
+    t = np.maximum(g_all[r], 0.0) / -gp[r]
+    alpha = min(1.0, float(t.min(initial=np.inf)))
+    u[b] = u[b] + alpha * delta
+    if alpha < 1.0:
+        hit = t <= alpha * (1 + 1e-9)
+        gap = A @ u[b]
+        order = np.concatenate([r[hit], rows[np.argsort(gap, kind="stable")]])
+        work[b] = _independent(_rows(E, X, b, order), order, d - 1)
 
 
 def _output(X, D, u, blocks, n):
     z = np.zeros(n)
     for b in blocks:
-        z += (1.0 if b[0] == 0 else -1.0) * D[:, b[1]] * (X @ u[b])
+        z += _sign(b) * D[:, b[1]] * (X @ u[b])
     return z
 
 
@@ -333,49 +305,75 @@ def _null_basis(A):
     return Vt[r:].T.copy()
 
 
-def _block_norms(z, starts):
-    """Norms of the consecutive blocks of ``z`` starting at ``starts``."""
-    return np.sqrt(np.add.reduceat(z * z, starts)) if starts.size else np.zeros(0)
+def _newton(problem, X, D, y, u, blocks, bases, iters):
+    """Damped Newton for the step ``z`` (one piece ``z_g`` per block) minimizing
+    ``loss(sum_g F_g (u_g + N_g z_g)) + beta sum_g ||u_g + N_g z_g||`` from ``z = 0``.
+    Returns ``(z, converged)``; ``z`` is None if non-finite values appear.
 
-
-def _phi(problem, B, y, z, starts):
-    val = float(RL.loss_value(problem.loss, (B @ z)[:, None], y[:, None], problem.w))
-    return val + problem.beta * float(_block_norms(z, starts).sum())
-
-
-def _newton(problem, B, y, z, sizes, iters):
-    """Damped Newton on ``loss(B z) + beta sum ||z_g||`` (smooth at blocks away from 0);
-    None if it produces non-finite values.
-
-    A one-dimensional block is a ray of its cone (the working set fixes its direction),
-    so its coordinate must stay >= 0: a step that would take it below zero is shortened
-    to reach zero, and the block stays frozen at zero from then on."""
+    A block whose line ``u_g + N_g z_g`` passes through the origin (a ray, held by all
+    but one direction) must not pass it: its step is shortened to reach zero, and the
+    block stays frozen at zero from then on."""
     beta, w, loss = problem.beta, problem.w, problem.loss
-    sizes = list(sizes)
+    sizes = [N.shape[1] for N in bases]
     offs = np.cumsum([0] + sizes[:-1]).astype(np.int64)
-    starts = offs[np.asarray(sizes) > 0]
-    rays = np.asarray([o for o, k in zip(offs, sizes) if k == 1], dtype=np.int64)
-    z = z.copy()
-    if rays.size:
-        z[rays] = np.maximum(z[rays], 0.0)
-    frozen = np.zeros(z.size, dtype=bool)
-    if rays.size:
-        frozen[rays[z[rays] <= 0]] = True
+    K = int(sum(sizes))
+    if K == 0:
+        return np.zeros(0), True
+    B = np.hstack([_sign(b) * D[:, b[1], None] * (X @ N) for b, N in zip(blocks, bases)])
+    r0 = _output(X, D, u, blocks, X.shape[0])
+    # rays through the origin: u_g = t n with t > 0; z_g >= -t keeps the sign
+    floor = {}
+    for j, (b, N, o) in enumerate(zip(blocks, bases, offs)):
+        if N.shape[1] == 1:
+            t = float(N[:, 0] @ u[b])
+            if np.linalg.norm(u[b] - t * N[:, 0]) <= 1e-12 * max(abs(t), 1e-300):
+                floor[int(o)] = -t if t > 0 else None
+    floor = {o: f for o, f in floor.items() if f is not None}
+    frozen = np.zeros(K, dtype=bool)
+
+    nb, d = len(blocks), X.shape[1]
+    Nbig = np.zeros((nb * d, K))  # block-diagonal: z -> the blocks' changes
+    for j, (N, o) in enumerate(zip(bases, offs)):
+        Nbig[j * d:(j + 1) * d, o:o + N.shape[1]] = N
+    U0 = np.concatenate([u[b] for b in blocks])
+
+    def value(z):
+        val = float(RL.loss_value(loss, (r0 + B @ z)[:, None], y[:, None], w))
+        Ub = (U0 + Nbig @ z).reshape(nb, d)
+        return val + beta * float(np.sqrt((Ub * Ub).sum(1)).sum())
+
     gram = B.T @ B if loss == "squared" else None
-    f = _phi(problem, B, y, z, starts)
+    z = np.zeros(K)
+    f = value(z)
+    converged = False
+    start = [float(np.linalg.norm(u[b])) for b in blocks]
+    to_zero = [-(N.T @ u[b]) for b, N in zip(blocks, bases)]  # the z_g of u_g's null part = 0
     for _ in range(iters):
-        r = B @ z
+        # a block that shrinks towards zero is tried at zero (the group norm is not smooth
+        # there and Newton would crawl): kept there if that does not raise the objective
+        for j, (b, N, o) in enumerate(zip(blocks, bases, offs)):
+            k = N.shape[1]
+            if k == 0 or frozen[o]:
+                continue
+            if np.linalg.norm(u[b] + N @ z[o:o + k]) <= 1e-2 * start[j]:
+                z_try = z.copy()
+                z_try[o:o + k] = to_zero[j]
+                f_try = value(z_try)
+                if f_try <= f:
+                    z, f = z_try, f_try
+                    frozen[o:o + k] = True
+        r = r0 + B @ z
         grad = B.T @ RL.loss_grad(loss, r, y, w)
-        if gram is not None:
-            H = w * gram
-        else:
-            H = B.T @ (RL.loss_hess_diag(loss, r, y, w)[:, None] * B)
-        for o, k in zip(offs, sizes):
-            zg = z[o:o + k]
-            nz = float(np.sqrt(zg @ zg))
-            if nz > 0:
-                grad[o:o + k] += beta * zg / nz
-                H[o:o + k, o:o + k] += beta / nz * (np.eye(k) - np.outer(zg, zg) / nz**2)
+        H = w * gram if gram is not None else \
+            B.T @ (RL.loss_hess_diag(loss, r, y, w)[:, None] * B)
+        for b, N, o in zip(blocks, bases, offs):
+            k = N.shape[1]
+            ub = u[b] + N @ z[o:o + k]
+            nrm = float(np.linalg.norm(ub))
+            if nrm > 0:
+                gb = N.T @ ub
+                grad[o:o + k] += beta * gb / nrm
+                H[o:o + k, o:o + k] += beta / nrm * (np.eye(k) - np.outer(gb, gb) / nrm**2)
         H[np.diag_indices_from(H)] += 1e-14 * max(1.0, float(np.abs(np.diag(H)).max()))
         if frozen.any():
             grad[frozen] = 0.0
@@ -385,36 +383,39 @@ def _newton(problem, B, y, z, sizes, iters):
         try:
             step = -np.linalg.solve(H, grad)
         except np.linalg.LinAlgError:
-            return None
+            return None, False
         dec = -float(grad @ step)
         if not np.isfinite(dec):
-            return None
+            return None, False
         if dec <= 1e-20 * max(1.0, abs(f)):
+            converged = True
             break
         t_max, hit = 1.0, None
-        if rays.size:
-            live = rays[~frozen[rays] & (step[rays] < 0)]
-            if live.size:
-                ratio = z[live] / -step[live]
-                j = int(np.argmin(ratio))
-                if ratio[j] < 1.0:
-                    t_max, hit = float(ratio[j]), int(live[j])
+        for o, fl in floor.items():
+            if not frozen[o] and step[o] < 0 and z[o] + step[o] < fl:
+                t = (fl - z[o]) / step[o]
+                if t < t_max:
+                    t_max, hit = t, o
         if hit is None and dec <= 1e-12 * max(1.0, abs(f)):
             z = z + step  # quadratic regime: below what a line search on f can resolve
+            converged = True
             break
         t, accepted = t_max, False
         for _ls in range(30):  # backtracking (Armijo)
             z_new = z + t * step
             if hit is not None and t == t_max:
-                z_new[hit] = 0.0
-            f_new = _phi(problem, B, y, z_new, starts)
+                z_new[hit] = floor[hit]
+            f_new = value(z_new)
             if f_new <= f - 0.25 * t * dec:
                 accepted = True
                 break
             t *= 0.5
         if not accepted:
+            converged = True  # no further decrease that f can resolve
             break
         if hit is not None and t == t_max:
             frozen[hit] = True
         z, f = z_new, f_new
-    return z if np.all(np.isfinite(z)) else None
+    if not np.all(np.isfinite(z)):
+        return None, False
+    return z, converged
