@@ -15,10 +15,12 @@ the root of the KKT system of the *reduced* problem (active blocks ``u_S``, acti
 whose Jacobian ``[[H, -A^T], [-A, 0]]`` is symmetric and nonsingular when the active rows
 of each block are linearly independent. The rule
 
-1. *polishes* the forward answer: identifies the active set, runs Newton on the reduced
-   KKT system to rounding level, and refines the active set (drops rows with negative
-   multipliers, adds violated rows) until it is consistent; the polished point replaces
-   the answer and its certificate is recomputed from scratch;
+1. *polishes* the forward answer: the active-set method of
+   :func:`neurosolve.solvers.relu_polish.polish` (the one ADMM uses; its answers are
+   usually polished already) gives the active blocks and independent tight rows, and
+   Newton on the reduced KKT system resolves the multipliers to rounding level (refused
+   if one is negative: the active set is then not consistent); the polished point
+   replaces the answer and its certificate is recomputed from scratch;
 2. *verifies* local stability and refuses (``ImplicitDiffError``, before any gradient is
    returned) where the answer is not differentiable;
 3. solves the adjoint ``J^T lam = -g`` with the dense KKT matrix (LU).
@@ -151,8 +153,6 @@ class ConvexReLURule:
         x0 = np.asarray(result.x.detach().cpu().numpy() if hasattr(result.x, "detach")
                         else result.x, dtype=np.float64)
         x0 = x0 if x0.ndim == 4 else x0[..., None]
-        Xt_np = p.Xt_np
-        E = 2.0 * p.D_np - 1.0
         with torch.no_grad():
             Xt, Y = (a.detach() for a in p.torch_data())
         Xt64, Y64 = Xt.to(torch.float64), Y.to(torch.float64)
@@ -163,63 +163,45 @@ class ConvexReLURule:
                 "the convex ReLU solution is zero (beta at or above beta_max): the network is "
                 "switched off and the answer is not differentiable in the data there", report,
                 result)
-        groups = [tuple(int(t) for t in g) for g in np.argwhere(norms > 1e-9 * top)]
-        rows = []
-        for s, i, o in groups:
-            slack = E[:, i] * (Xt_np @ x0[s, i, :, o])
-            rows.append(np.flatnonzero(slack <= 1e-4 * max(np.abs(slack).max(), 1e-300)))
+        # the active set: the blocks and independent tight rows of the polished point
+        # (:func:`neurosolve.solvers.relu_polish.polish`, which ADMM's answers usually are
+        # already); Newton on the reduced KKT system then resolves the multipliers
+        from neurosolve.solvers.relu_polish import polish
 
-        def start(groups, rows, xg):
-            self._layout(groups, rows)
-            z = np.concatenate([xg[s, i, :, o] for s, i, o in groups]
-                               + [np.zeros(len(r)) for r in rows])
-            return torch.as_tensor(z, dtype=torch.float64, device=Xt.device)
-
-        z = start(groups, rows, x0)
-        rounds, steps = 0, 0
-        for rounds in range(1, 21):
-            if self.m > MAX_KKT_SIZE:
-                raise ImplicitDiffError(
-                    f"the reduced KKT system has {self.m} unknowns (active weights plus active "
-                    f"constraints; limit {MAX_KKT_SIZE}): too large for the dense adjoint of "
-                    "the convex ReLU program; use fewer patterns or a larger beta", report,
-                    result)
-            z, k, res = self._newton(z, Xt64, Y64)
-            steps += k
-            U = z[: self.nu].reshape(len(groups), p.d).cpu().numpy()
-            mus = np.split(z[self.nu:].cpu().numpy(), np.cumsum([len(r) for r in rows])[:-1])
-            changed = False
-            new_rows = []
-            for k2, ((s, i, o), r, mu) in enumerate(zip(groups, rows, mus)):
-                slack = E[:, i] * (Xt_np @ U[k2])
-                scale = max(np.abs(Xt_np @ U[k2]).max(), 1e-300)
-                keep = r[mu >= 0] if len(r) else r
-                add = np.setdiff1d(np.flatnonzero(slack < -1e-12 * scale), r)
-                if len(keep) != len(r) or len(add):
-                    changed = True
-                new_rows.append(np.union1d(keep, add).astype(int))
-            if not changed and res <= 1e-10:
-                break
-            if not changed:
-                raise ImplicitDiffError(
-                    f"Newton on the convex ReLU's reduced KKT system stalled at residual "
-                    f"{res:.1e}: the active set identified from the forward answer is not "
-                    "consistent; tighten the forward tolerance (rtol)", report, result)
-            xg = np.zeros_like(x0)
-            for k2, (s, i, o) in enumerate(groups):
-                xg[s, i, :, o] = U[k2]
-            rows = new_rows
-            z = start(groups, rows, xg)
-        else:
-            raise ImplicitDiffError("the active set of the convex ReLU solution did not settle "
-                                    "in 20 rounds; the answer is not locally stable", report,
-                                    result)
+        shape = p.x_shape
+        xp, active = polish(p, x0.reshape(shape), return_active=True)
+        if xp is None:
+            raise ImplicitDiffError(
+                "the active set of the convex ReLU solution could not be identified from the "
+                "forward answer (the active-set polish did not settle); tighten the forward "
+                "tolerance (rtol)", report, result)
+        xp = np.asarray(xp).reshape(x0.shape)
+        groups = sorted(active)
+        rows = [np.asarray(active[g], dtype=int) for g in groups]
+        self._layout(groups, rows)
+        if self.m > MAX_KKT_SIZE:
+            raise ImplicitDiffError(
+                f"the reduced KKT system has {self.m} unknowns (active weights plus active "
+                f"constraints; limit {MAX_KKT_SIZE}): too large for the dense adjoint of "
+                "the convex ReLU program; use fewer patterns or a larger beta", report,
+                result)
+        z = torch.as_tensor(np.concatenate([xp[s, i, :, o] for s, i, o in groups]
+                                           + [np.zeros(len(r)) for r in rows]),
+                            dtype=torch.float64, device=Xt.device)
+        z, steps, res = self._newton(z, Xt64, Y64)
+        rounds = 1
+        mus = z[self.nu:].cpu().numpy()
+        if res > 1e-10 or (mus.size and mus.min() < -1e-9 * max(1.0, float(np.abs(mus).max()))):
+            raise ImplicitDiffError(
+                f"Newton on the convex ReLU's reduced KKT system ended at residual {res:.1e} "
+                f"with smallest multiplier {mus.min(initial=0.0):.1e}: the active set "
+                "identified from the forward answer is not consistent; tighten the forward "
+                "tolerance (rtol)", report, result)
         self._verify(z, groups, rows, Xt64, Y64, report, result)
         x_new = np.zeros_like(x0)
         U = z[: self.nu].reshape(len(groups), p.d).cpu().numpy()
         for k2, (s, i, o) in enumerate(groups):
             x_new[s, i, :, o] = U[k2]
-        shape = p.x_shape
         obj_old, obj_new = p.objective(x0.reshape(shape)), p.objective(x_new.reshape(shape))
         if obj_new > obj_old + 1e-8 * max(1.0, abs(obj_old)):
             raise ImplicitDiffError(

@@ -49,7 +49,7 @@ POLISHABLE_LOSSES = ("squared", "logistic")
 
 
 def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters: int = 8,
-           keep_tol: float = 1e-6, near: float = 1e-3):
+           keep_tol: float = 1e-6, near: float = 1e-3, return_active: bool = False):
     """A polished candidate for ``problem`` from the point ``x`` (numpy, ``problem.x_shape``).
 
     See the module docstring for the method. Every iterate is cone feasible and the
@@ -75,6 +75,8 @@ def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters
     near : float
         Relative distance ``(2 D_i - I) X u_g / max |X u_g|`` below which a row is a
         candidate for the first working set.
+    return_active : bool
+        Also return the final working sets.
 
     Returns
     -------
@@ -82,6 +84,10 @@ def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters
         The candidate in ``problem.x_shape`` (numpy), or None when no block is left,
         Newton fails (non-finite values) or the working sets have not settled within
         ``max_changes``.
+    active : dict, only with ``return_active``
+        ``{(s, i, o): rows}`` for the nonzero blocks (``s = 0`` for ``v_i``, 1 for
+        ``w_i``; output ``o``): the linearly independent rows held with equality at the
+        returned KKT point (None when the candidate is None).
 
     Examples
     --------
@@ -108,6 +114,7 @@ def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters
     xf = to_numpy(problem.project_feasible(problem._from_numpy(x)), np.float64)
     U = np.stack(problem._vw(xf))  # (2, P, d, c), feasible
     out = np.zeros_like(U)
+    active = {}
     for o in range(c):
         blocks = _kept_blocks(U[..., o], keep_tol)
         if not blocks:
@@ -126,10 +133,12 @@ def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters
         u_out = _active_set(problem, X, D, E, Y[:, o], u, blocks, work, max_changes,
                             newton_iters)
         if u_out is None:
-            return None
+            return (None, None) if return_active else None
         for b, ub in u_out.items():
             out[b][..., o] = ub
-    return out if c > 1 else out[..., 0]
+            active[(b[0], b[1], o)] = work[b].copy()
+    x_out = out if c > 1 else out[..., 0]
+    return (x_out, active) if return_active else x_out
 
 
 def _kept_blocks(Uo, keep_tol):
