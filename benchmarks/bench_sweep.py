@@ -28,6 +28,11 @@ Benchmarks (each one timed round; the sweeps are seconds long):
 * ``test_poisson_sweep[ray_nostate]``: the same with ``keep_state=False``: each Result comes
   back without its final solver state, which holds the problem's matrix (the state's
   fingerprint keeps the operator alive) and is most of a pickled Result.
+* ``test_regularization_path[...]``: the convex ReLU regularization path of
+  docs/sweeps.md (n = 100, d = 3, 8 patterns, 8 betas from beta_max/2 to beta_max/50,
+  ``ADMM(rtol=1e-4)``, serial engine), cold (``warm_start=False``) or warm started along
+  chunks of 8 or 4, with and without solution polishing; ``extra_info``: the iterations
+  summed over the path and the statuses.
 * ``test_task_overhead[chunk1|chunk25]``: 200 no-op points (``fn`` returns its point) as 200
   tasks or 8 chunks of 25; ``per_point_overhead_s`` is the sweep's time per point, the cost
   the engine adds to every point on top of the work (``per_task_overhead_s`` per task).
@@ -171,3 +176,26 @@ def test_task_overhead(benchmark, ray_local, chunksize):
     benchmark.extra_info.update(points=len(points), tasks=tasks, chunksize=chunksize,
                                 workers=NUM_CPUS, per_point_overhead_s=best / len(points),
                                 per_task_overhead_s=best / tasks)
+
+
+@pytest.mark.parametrize("polish", [True, False], ids=lambda p: "polish" if p else "no-polish")
+@pytest.mark.parametrize("start", ["cold", "warm8", "warm4"])
+def test_regularization_path(benchmark, start, polish):
+    from neurosolve.problems import ConvexReLU
+    from neurosolve.sweep_tools import regularization_path
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((100, 3))
+    y = np.sign(X[:, 0] * X[:, 1] + 0.2 * X[:, 2])
+    bmax = ConvexReLU(X, y, beta=1.0, patterns=8, seed=0).beta_max()
+    betas = list(np.geomspace(bmax / 2, bmax / 50, 8))
+    kw = {"cold": dict(warm_start=False, chunksize=8), "warm8": dict(chunksize=8),
+          "warm4": dict(chunksize=4)}[start]
+    benchmark.group = "convex-relu regularization path"
+    out = {}
+    benchmark.pedantic(lambda: out.update(path=regularization_path(
+        X, y, betas, patterns=8, seed=0, solver=ns.solvers.ADMM(rtol=1e-4, polish=polish),
+        progress=False, **kw)), rounds=1, warmup_rounds=1)
+    path = out["path"]
+    benchmark.extra_info.update(iterations=int(sum(r.n_iter for r in path)),
+                                statuses=[r.status.name for r in path], polish=polish)
