@@ -16,10 +16,11 @@ program restricted to it exactly:
 - the restricted problem ``min_z loss(sum_g F_g (a_g + N_g z_g)) + beta sum_g ||a_g +
   N_g z_g||`` is smooth away from ``u_g = 0`` and is solved by Newton's method with a
   backtracking line search (squared and logistic losses);
-- it is a primal active-set method: every iterate is feasible and the objective never
-  increases; rows the step runs into join the working set, rows held off their
-  hyperplane or with a negative multiplier leave it at a restricted optimum, until a KKT
-  point of the program on the kept blocks is reached.
+- it is a primal active-set method: every iterate is feasible, and apart from the small
+  moves that put held rows exactly on their hyperplanes the objective never increases;
+  rows the step runs into join the working set, rows held off their hyperplane or with a
+  negative multiplier leave it at a restricted optimum, until a KKT point of the program
+  on the kept blocks is reached.
 
 The polished point is a candidate only: the caller projects it onto the cones and
 certifies it with the problem's own duality gap (:meth:`ConvexReLU.dual_bound`). A wrong
@@ -52,8 +53,8 @@ def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters
            keep_tol: float = 1e-6, near: float = 1e-3, return_active: bool = False):
     """A polished candidate for ``problem`` from the point ``x`` (numpy, ``problem.x_shape``).
 
-    See the module docstring for the method. Every iterate is cone feasible and the
-    objective never increases from that of the cone projection of ``x``.
+    See the module docstring for the method. Every iterate is cone feasible (it starts
+    from the cone projection of ``x``).
 
     Parameters
     ----------
