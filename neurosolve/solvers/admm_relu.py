@@ -210,7 +210,9 @@ class ADMM(Solver):
     projected onto its cones (:meth:`ConvexReLU.project_feasible`) and the two-sided gap
     ``(f(Pi v) - dual) / max(1, |f(Pi v)|) <= rtol`` is required, with the better of the
     multipliers' dual and the loss gradient's at ``Pi v``. ``Result.x`` is ``Pi v``; the dual
-    point goes to the certificate as a witness (:meth:`witness`). Robust programs: the
+    point goes to the certificate as a witness (:meth:`witness`). With ``polish`` (squared
+    and logistic losses), a polished point whose certified gap (loss-gradient dual) is at
+    most ``rtol`` ends the solve as well, and is returned. Robust programs: the
     objective stall test over two ``window``-iteration windows, the primal residuals, and
     the u-optimality residual ``<= dual_rtol``.
 
@@ -226,12 +228,15 @@ class ADMM(Solver):
     ``cone_violation`` (of v, refreshed every ``certify_every`` iterations),
     ``primal_residual``, ``cone_residual``, ``dual_residual`` (a cheap bound), ``rho2``.
     ``Result.stats`` adds ``factor_time``, ``u_step``, ``rho2_final``, ``factorizations``,
-    ``rho_updates`` and, for CG/RBCD, ``cg_iterations``/``rbcd_blocks``.
+    ``rho_updates``, ``polished`` (whether the answer is a polished point),
+    ``polish_attempts`` and, for CG/RBCD, ``cg_iterations``/``rbcd_blocks``.
 
     References
     ----------
     .. [1] Y. Bai, T. Gautam, S. Sojoudi, arXiv:2201.01965, sections 3 and 4.
     .. [2] S. Boyd et al., Found. Trends Mach. Learn. 3(1), 2011, sections 3.3-3.4.
+    .. [3] B. Stellato et al., "OSQP: an operator splitting solver for quadratic
+       programs", Math. Program. Comput. 12, 2020 (solution polishing).
 
     Examples
     --------
@@ -641,7 +646,6 @@ class ADMM(Solver):
         :meth:`ConvexReLU.witness_bound`, the certificate's own check). Also sets ``st.gap_price``, the
         first-order cost ``mu^T max(0, -G v)`` of v's cone violation (relative).
         """
-
         s = st.sys
         X, D, Y, w, beta = problem.Xt_np, problem.D_np, problem.Y_np, problem.w, problem.beta
         n, d, P, c = problem.n, problem.d, problem.P, problem.c
@@ -824,7 +828,7 @@ class ADMM(Solver):
         multipliers ``-rho2 nu``), for the certificate to verify (non-robust). None for a
         polished answer: the multipliers belong to an earlier iterate, and the
         certificate's own dual point (the loss gradient at the answer) is the tight one."""
-        if problem.robust or st.lam_cert is None or st.polished:
+        if problem.robust or st.lam_cert is None or (st.polished and st.k_feasible == st.k):
             return {}
         return {"dual": (st.lam_cert, st.mu_cert)}
 
