@@ -157,3 +157,7 @@ def test_polish_rejects_what_it_cannot_do():
     with pytest.raises(ValueError, match="polish_every"):
         ADMM(polish_every=0)
     assert not np.any(polish(prob, np.zeros(prob.x_shape)))  # no block to keep
+    # a restricted problem with more free coordinates than max_dim is not attempted
+    x = np.asarray(ns.solve(prob, ADMM(rtol=1e-3, polish=False)).x)
+    assert polish(prob, x) is not None
+    assert polish(prob, x, max_dim=1) is None

@@ -50,7 +50,8 @@ POLISHABLE_LOSSES = ("squared", "logistic")
 
 
 def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters: int = 8,
-           keep_tol: float = 1e-6, near: float = 1e-3, return_active: bool = False):
+           keep_tol: float = 1e-6, near: float = 1e-3, max_dim: int = 600,
+           return_active: bool = False):
     """A polished candidate for ``problem`` from the point ``x`` (numpy, ``problem.x_shape``).
 
     See the module docstring for the method. Every iterate is cone feasible (it starts
@@ -76,6 +77,11 @@ def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters
     near : float
         Relative distance ``(2 D_i - I) X u_g / max |X u_g|`` below which a row is a
         candidate for the first working set.
+    max_dim : int
+        Largest number of free coordinates (the null-space dimensions summed over the
+        kept blocks) a restricted problem may have: Newton on it is dense, so a larger
+        one ends the attempt (None). The active sets ADMM identifies leave few free
+        coordinates (30-80 on the benchmark instances); an early, loose guess leaves many.
     return_active : bool
         Also return the final working sets.
 
@@ -132,7 +138,7 @@ def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters
                 rows = rows[np.argsort(g[rows], kind="stable")]
             work[b] = _independent(_rows(E, X, b, rows), rows, d - 1)
         u_out = _active_set(problem, X, D, E, Y[:, o], u, blocks, work, max_changes,
-                            newton_iters)
+                            newton_iters, max_dim)
         if u_out is None:
             return (None, None) if return_active else None
         for b, ub in u_out.items():
@@ -165,7 +171,7 @@ def _nonzero(u, blocks, tol: float = 1e-8):
     return [b for b in blocks if float(np.linalg.norm(u[b])) > tol * top]
 
 
-def _active_set(problem, X, D, E, y, u, blocks, work, max_changes, newton_iters):
+def _active_set(problem, X, D, E, y, u, blocks, work, max_changes, newton_iters, max_dim):
     """Feasible primal active-set iterations for one output; ``u`` (feasible) and
     ``work`` are changed in place. Returns the blocks' final values or None."""
     n, d = X.shape
@@ -188,6 +194,8 @@ def _active_set(problem, X, D, E, y, u, blocks, work, max_changes, newton_iters)
             if key not in cache:
                 cache[key] = _null_basis(_rows(E, X, b, work[b]))
             bases.append(cache[key])
+        if sum(N.shape[1] for N in bases) > max_dim:
+            return None  # too many free coordinates for a dense Newton step
         z, converged = _newton(problem, X, D, y, u, blocks, bases, newton_iters)
         if z is None:
             return None
