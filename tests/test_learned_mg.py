@@ -191,16 +191,22 @@ def test_pcg_loss_is_the_energy_error_of_k_pcg_iterations():
     assert got == pytest.approx(want, rel=1e-8)
 
 
-def test_fast_inference_matches_the_network():
-    from neurosolve.neural.mg_smoother import fast_inference
+@pytest.mark.parametrize("dim", [2, 3])
+def test_fast_inference_matches_the_network(dim):
+    from neurosolve.neural.mg_smoother import _fused_convolutions, fast_inference
 
-    net = _random_net(3, seed=4, interpolation=True)
+    net = _random_net(dim, seed=4, interpolation=True)
     run = fast_inference(net)
     if run is None:
         pytest.skip("this torch has no oneDNN convolutions")
-    f = torch.randn(1, 5, 12, 10, 8)
+    f = torch.randn((1, 5) + (12, 10, 8)[:dim])
+    channels_last = f.movedim(1, -1).contiguous().movedim(-1, 1)  # the layout LearnedMG passes
     with torch.no_grad():
         ref = net(f)
     # float32 rounding, amplified by the far-from-zero last layer (std 20) of this net
-    np.testing.assert_allclose(run(f).numpy(), ref.numpy(), rtol=2e-4, atol=1e-4)
+    for features in (f, channels_last):
+        np.testing.assert_allclose(run(features).numpy(), ref.numpy(), rtol=2e-4, atol=1e-4)
+    fused = _fused_convolutions(net)
+    if fused is not None:  # the fused path is the one taken when it exists
+        np.testing.assert_array_equal(fused(f).numpy(), run(f).numpy())
     assert fast_inference(net.double()) is None  # float64 training nets take the plain path

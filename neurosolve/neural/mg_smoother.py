@@ -75,17 +75,29 @@ class SmootherWeightNet(torch.nn.Module):
 
 def fast_inference(net: SmootherWeightNet):
     """A no-grad CPU evaluator of ``net`` through oneDNN (mkldnn) convolutions, or None
-    where that is unavailable. Measured on one core at 64^3: 0.05 s for the convolutions
-    against 0.34 s for torch's default CPU ``conv3d`` with these few channels. The
-    outputs agree with ``net(features)`` to float32 rounding."""
+    where that is unavailable. The outputs agree with ``net(features)`` to float32
+    rounding.
+
+    Two oneDNN paths, the first that works on this torch build:
+
+    * each convolution with its ReLU fused, on channels-last tensors
+      (``torch.ops.mkldnn._convolution_pointwise``, the kernel torch's own compiler
+      emits). Measured on one core for ``nmg3d``: 0.33 s at 128^3 and 0.037 s at 64^3;
+    * ``torch.utils.mkldnn`` modules (ReLU as a separate pass): 0.87 s and 0.084 s.
+
+    torch's default CPU ``conv3d`` with these few channels took 0.55 s and 0.35 s.
+    """
     import copy
 
     if not (isinstance(net, SmootherWeightNet) and torch.backends.mkldnn.is_available()):
         return None
+    p = next(net.parameters())
+    if p.device.type != "cpu" or p.dtype != torch.float32:
+        return None
+    fused = _fused_convolutions(net)
+    if fused is not None:
+        return fused
     try:
-        p = next(net.parameters())
-        if p.device.type != "cpu" or p.dtype != torch.float32:
-            return None
         import warnings
 
         with warnings.catch_warnings():  # torch.utils.mkldnn uses the deprecated jit.script_method
@@ -100,6 +112,35 @@ def fast_inference(net: SmootherWeightNet):
         with torch.no_grad():
             return net.head(convs(features.float().to_mkldnn()).to_dense())
 
+    return run
+
+
+def _fused_convolutions(net: SmootherWeightNet):
+    """The convolution + ReLU fused evaluator of :func:`fast_inference`, or None when this
+    torch build lacks the operator (tried once on a small input)."""
+    convs = [m for m in net.body if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    convs.append(net.out)
+    layout = torch.channels_last if net.dim == 2 else torch.channels_last_3d
+    ones = [1] * net.dim
+    try:
+        op = torch.ops.mkldnn._convolution_pointwise
+    except (AttributeError, RuntimeError):  # pragma: no cover
+        return None
+    params = [(c.weight.detach(), c.bias.detach(), [int(q) for q in c.padding]) for c in convs]
+
+    def run(features):
+        with torch.no_grad():
+            h = features.float().contiguous(memory_format=layout)
+            for i, (w, b, pad) in enumerate(params):
+                h = op(h, w, b, pad, ones, ones, 1, "relu" if i < len(params) - 1 else "none",
+                       [], "")
+            return net.head(h)
+
+    try:
+        probe = torch.zeros((1, convs[0].in_channels) + (4,) * net.dim)
+        run(probe)
+    except (RuntimeError, TypeError, NotImplementedError):  # pragma: no cover
+        return None
     return run
 
 

@@ -56,19 +56,26 @@ N_FEATURES = 5
 
 
 def level_features(L) -> np.ndarray:
-    """Per-cell input channels of one level, shape ``(5, *shape3)``: active (has an
-    equation), air, solid (neither), the diagonal over its level maximum, and
-    ``log10(strength) / 4`` on active cells (GMG's coefficient strength; 0 with ``k = 1``)."""
+    """Per-cell input channels of one level, float32 of shape ``(*shape3, 5)`` (channels
+    last, the layout the fast convolutions read): active (has an equation), air, solid
+    (neither), the diagonal over its level maximum, and ``log10(strength) / 4`` on active
+    cells (GMG's coefficient strength; 0 with ``k = 1``)."""
     d = np.asarray(L.d)
     active = d > 0
     air = np.asarray(L.air) & ~active
-    solid = ~active & ~air
+    f = np.empty(d.shape + (N_FEATURES,), dtype=np.float32)
+    f[..., 0] = active
+    f[..., 1] = air
+    f[..., 2] = ~active & ~air
     scale = float(d.max()) if d.size and d.max() > 0 else 1.0
-    logk = np.zeros(d.shape)
+    np.multiply(d, 1.0 / scale, out=f[..., 3], casting="same_kind")
+    f[..., 4] = 0.0
     if L.strength is not None:
+        logk = np.zeros(d.shape)
         np.log10(L.strength, out=logk, where=active & (L.strength > 0))
         logk[~active] = 0.0
-    return np.stack([active, air, solid, d / scale, logk / 4.0]).astype(np.float32)
+        np.multiply(logk, 0.25, out=f[..., 4], casting="same_kind")
+    return f
 
 
 def level_outputs(net, levels, ndim: int, device: Any = "cpu", evaluate=None) -> list:
@@ -88,8 +95,10 @@ def level_outputs(net, levels, ndim: int, device: Any = "cpu", evaluate=None) ->
             out.append(None)
             continue
         f = level_features(L)
-        spatial = f.shape[1 + 3 - ndim:]
-        t = torch.as_tensor(f.reshape(N_FEATURES, *spatial))[None].to(device=device, dtype=dtype)
+        spatial = f.shape[3 - ndim:-1]
+        # (1, 5, *spatial) as a channels-last view of the (*spatial, 5) array: no copy
+        t = torch.from_numpy(f.reshape(1, *spatial, N_FEATURES)).movedim(-1, 1)
+        t = t.to(device=device, dtype=dtype)
         y = net(t) if evaluate is None else evaluate(t)
         out.append(y.reshape(y.shape[1], *L.d.shape))
     return out
