@@ -120,7 +120,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-LMG_KINDS = ("pool", "plates", "inclusions", "ellipsoids", "layered")
+LMG_KINDS = ("pool", "plates", "inclusions", "ellipsoids", "solids", "layered")
 
 
 def _add_lmg_arguments(p: argparse.ArgumentParser) -> None:
@@ -163,6 +163,8 @@ def lmg_training_grid(kind: str, shape: tuple, seed: int):
         return P.plates(shape, seed=seed)
     if kind == "ellipsoids":
         return P.ellipsoids(shape, n=3, seed=seed)
+    if kind == "solids":  # solid bodies in a Dirichlet box (the benchmarks' plain solids)
+        return P.ellipsoids(shape, n=3, seed=seed, walls="dirichlet")
     if kind == "layered":  # free surface over SPE10-style layers, contrast 1e4
         return P.pool(shape, obstacles=2, seed=seed).with_coefficients(
             P.layered_field(shape, contrast=1e4, seed=seed))

@@ -11,7 +11,9 @@ Cases (seeds 11 and 12; the shipped weights were trained on seeds 0 and 1 of
 ``neurosolve train lmg``'s families):
 ``pool`` (free surface, two obstacles), ``plates`` (thin plates with slits), ``inclusions``
 (the pool with 1e4 / 1e-4 inclusions), ``layered`` (the pool over SPE10-style layers,
-contrast 1e4), ``lognormal`` (the pool with a log-normal field, sigma 2). PCG to
+contrast 1e4), ``lognormal`` (the pool with a log-normal field, sigma 2), ``solids``
+(four solid ellipsoids in a Dirichlet box: plain solids, where GMG is already good and a
+learned cycle must not be worse). PCG to
 ``rtol = 1e-8`` from ``x0 = 0`` on a blob right-hand side.
 
 References
@@ -29,7 +31,7 @@ import sys
 
 __all__ = ["EVAL_CASES", "eval_grid", "iteration_table", "manifest_table"]
 
-EVAL_CASES = ("pool", "plates", "inclusions", "layered", "lognormal")
+EVAL_CASES = ("pool", "plates", "inclusions", "layered", "lognormal", "solids")
 EVAL_SEEDS = (11, 12)
 RTOL = 1e-8
 
@@ -42,6 +44,8 @@ def eval_grid(case: str, shape: tuple, seed: int):
         raise ValueError(f"case must be one of {', '.join(EVAL_CASES)}, got {case!r}")
     if case == "plates":
         return P.plates(shape, seed=seed)
+    if case == "solids":
+        return P.ellipsoids(shape, n=4, seed=seed, walls="dirichlet")
     base = P.pool(shape, obstacles=2, seed=seed)
     if case == "pool":
         return base
