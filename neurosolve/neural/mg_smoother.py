@@ -82,10 +82,12 @@ def fast_inference(net: SmootherWeightNet):
 
     * each convolution with its ReLU fused, on channels-last tensors
       (``torch.ops.mkldnn._convolution_pointwise``, the kernel torch's own compiler
-      emits). Measured on one core for ``nmg3d``: 0.33 s at 128^3 and 0.037 s at 64^3;
-    * ``torch.utils.mkldnn`` modules (ReLU as a separate pass): 0.87 s and 0.084 s.
+      emits);
+    * ``torch.utils.mkldnn`` modules (ReLU as a separate pass), about 2x slower.
 
-    torch's default CPU ``conv3d`` with these few channels took 0.55 s and 0.35 s.
+    The setup times this gives are the ``setup_s`` of ``lmg`` in
+    ``benchmarks/bench_preconditioners.py`` (0.48-0.62 s at 128^3 on one core, against
+    about 1 s with the second path).
     """
     import copy
 
