@@ -59,7 +59,7 @@ if LARGE:
 elif HEADLINE:
     PEER_SIZES = [(5000, 20, 32)]
 else:
-    PEER_SIZES = [(1000, 20, 16)]
+    PEER_SIZES = [(500, 20, 16), (1000, 20, 16)]
 SOLVERS = ["clarabel", "admm", "admm-1e-6", "admm-1e-6-no-polish", "pyscnn",
            "admm-at-pyscnn-accuracy"]
 #: the classification losses run at the default size only (Clarabel needs exponential

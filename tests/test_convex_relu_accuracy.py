@@ -77,12 +77,24 @@ def _grid():
     return out
 
 
+_CLARABEL = {}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("n,d,P,loss,bias,seed", _grid())
 @pytest.mark.parametrize("rtol", [1e-4, 1e-6])
 def test_grid_converged_is_within_rtol_of_clarabel(n, d, P, loss, bias, seed, rtol):
     prob = _instance(n, d, P, loss, bias, seed)
-    rc = ns.solve(prob, CvxpyReLU())
+    key = (n, d, P, loss, bias, seed)
+    if key not in _CLARABEL:  # both rtols judge against one reference solve
+        rc = ns.solve(prob, CvxpyReLU())
+        if not rc.success:
+            # Clarabel's Ruiz equilibration breaks down on some exponential-cone
+            # (logistic) programs that it solves without it
+            rc = ns.solve(prob, CvxpyReLU(solver="CLARABEL",
+                                          solver_options={"equilibrate_enable": False}))
+        _CLARABEL[key] = rc
+    rc = _CLARABEL[key]
     if not rc.success:
         pytest.skip(f"Clarabel itself did not certify this instance: {rc.message}")
     res = ns.solve(prob, ADMM(rtol=rtol, maxiter=100_000))

@@ -578,7 +578,68 @@ class ConvexReLU:
         lam = RL.dual_domain(self.loss, RL.loss_grad(self.loss, z, self.Y_np, self.w),
                              self.Y_np, self.w)
         cmax = self._cone_dual_norms(lam, x, max_rows=self.n).max(axis=(0, 1))  # per output
-        return self._scaled_dual(lam, cmax)
+        best = self._scaled_dual(lam, cmax)
+        if self.loss == "hinge":
+            lam_k = self._hinge_kink_multipliers(x, z)
+            if lam_k is not None:
+                cmax = self._cone_dual_norms(lam_k, x, max_rows=self.n).max(axis=(0, 1))
+                other = self._scaled_dual(lam_k, cmax)
+                if other[0] > best[0]:
+                    best = other
+        return best
+
+    def _hinge_kink_multipliers(self, x, z, tol: float = 1e-5, max_unknowns: int = 4000):
+        """A hinge-loss dual point for x that resolves the kink (None when x has no margin
+        at 1): the subgradient ``-w y s`` takes ``s = 1`` below the kink and 0 above it,
+        but the optimal ``s`` of samples with margin ``y z = 1`` (within ``tol``) lies
+        anywhere in [0, 1]. They are chosen, with multipliers ``mu >= 0`` of the rows each
+        nonzero block holds at its hyperplane, by bounded least squares on the blocks'
+        stationarity ``w F_g^T (y s) + G_g^T mu_g = beta u_g / ||u_g||``. Any ``s`` in
+        [0, 1] is a valid dual point (its dual constraints are computed exactly by the
+        caller), so this only decides how tight the bound is."""
+        from scipy.optimize import lsq_linear
+
+        X, D, Y, w, beta = self.Xt_np, self.D_np, self.Y_np, self.w, self.beta
+        E = 2.0 * D - 1.0
+        U = np.stack(self._vw(x))  # (2, P, d, c)
+        lam = np.zeros_like(Y)
+        found = False
+        for o in range(self.c):
+            m = Y[:, o] * z[:, o]
+            kink = np.flatnonzero(np.abs(m - 1.0) <= tol)
+            if not kink.size:
+                lam[:, o] = -w * Y[:, o] * (m < 1.0)
+                continue
+            s = (m < 1.0 - tol).astype(float)
+            norms = np.linalg.norm(U[..., o], axis=2)
+            top = norms.max(initial=0.0)
+            blocks = [(a, i) for a in range(2) for i in range(self.P)
+                      if top > 0 and norms[a, i] > 1e-6 * top]
+            tight = {}
+            for b in blocks:
+                g = E[:, b[1]] * (X @ U[b][..., o])
+                tight[b] = np.flatnonzero(g <= tol * np.abs(g).max())
+            nmu = sum(t.size for t in tight.values())
+            if not blocks or kink.size + nmu > max_unknowns:
+                return None
+            A = np.zeros((len(blocks) * self.d, kink.size + nmu))
+            rhs = np.zeros(len(blocks) * self.d)
+            off = kink.size
+            for j, b in enumerate(blocks):
+                F = (1.0 if b[0] == 0 else -1.0) * D[:, b[1], None] * X
+                rows = slice(j * self.d, (j + 1) * self.d)
+                A[rows, :kink.size] = w * (F[kink] * Y[kink, o, None]).T
+                t = tight[b]
+                A[rows, off:off + t.size] = (E[t, b[1], None] * X[t]).T
+                off += t.size
+                rhs[rows] = beta * U[b][..., o] / norms[b] - w * F.T @ (Y[:, o] * s)
+            lb = np.zeros(A.shape[1])
+            ub = np.concatenate([np.ones(kink.size), np.full(nmu, np.inf)])
+            sol = lsq_linear(A, rhs, bounds=(lb, ub), method="bvls")
+            s[kink] = sol.x[:kink.size]
+            lam[:, o] = -w * Y[:, o] * s
+            found = True
+        return lam if found else None
 
     def _scaled_dual(self, lam, cmax) -> tuple[float, float]:
         """``(-loss*(t lam), min t)`` with the best ``t`` per output in

@@ -46,12 +46,12 @@ from neurosolve.problems import relu_losses as RL
 
 __all__ = ["POLISHABLE_LOSSES", "polish"]
 
-POLISHABLE_LOSSES = ("squared", "logistic")
+POLISHABLE_LOSSES = ("squared", "logistic", "hinge")
 
 
-def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters: int = 8,
+def polish(problem, x, multipliers=None, *, max_changes: int | None = None, newton_iters: int = 8,
            keep_tol: float = 1e-6, near: float = 1e-3, max_dim: int = 600,
-           return_active: bool = False):
+           return_active: bool = False, kink_near: float = 1e-3):
     """A polished candidate for ``problem`` from the point ``x`` (numpy, ``problem.x_shape``).
 
     See the module docstring for the method. Every iterate is cone feasible (it starts
@@ -67,9 +67,10 @@ def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters
         Cone multipliers of the rows (ADMM's ``-rho2 nu``): rows with a positive one that
         are within ``near`` of their hyperplane start in the working set, larger first.
         Default: the rows within ``near``, nearest first.
-    max_changes : int
+    max_changes : int, optional
         Outer iterations (working-set changes, or ``newton_iters`` Newton steps towards
-        a restricted optimum) allowed before giving up.
+        a restricted optimum) allowed before giving up. Default 200; 1,000 for the hinge
+        loss, whose sets change one sample margin at a time.
     newton_iters : int
         Newton iterations per outer iteration.
     keep_tol : float
@@ -84,6 +85,9 @@ def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters
         coordinates (30-80 on the benchmark instances); an early, loose guess leaves many.
     return_active : bool
         Also return the final working sets.
+    kink_near : float
+        Hinge loss: samples whose margin ``y z`` is within ``kink_near`` of 1 start at
+        the kink (their margin held at exactly 1).
 
     Returns
     -------
@@ -114,6 +118,8 @@ def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters
         raise ValueError(f"polish supports epsilon = 0 programs with the losses "
                          f"{POLISHABLE_LOSSES}, got loss={problem.loss!r}, "
                          f"epsilon={problem.epsilon:g}")
+    if max_changes is None:
+        max_changes = 1000 if problem.loss == "hinge" else 200
     X, D, Y = problem.Xt_np, problem.D_np, problem.Y_np
     d, c = problem.d, problem.c
     E = 2.0 * D - 1.0
@@ -137,8 +143,15 @@ def polish(problem, x, multipliers=None, *, max_changes: int = 200, newton_iters
             else:
                 rows = rows[np.argsort(g[rows], kind="stable")]
             work[b] = _independent(_rows(E, X, b, rows), rows, d - 1)
-        u_out = _active_set(problem, X, D, E, Y[:, o], u, blocks, work, max_changes,
-                            newton_iters, max_dim)
+        if problem.loss == "hinge":
+            margin = Y[:, o] * _output(X, D, u, blocks, X.shape[0])
+            kink = np.flatnonzero(np.abs(margin - 1.0) <= kink_near)
+            kink = kink[np.argsort(np.abs(margin[kink] - 1.0), kind="stable")]
+            u_out = _active_set_hinge(problem, X, D, E, Y[:, o], u, blocks, work, kink,
+                                      max_changes, newton_iters, max_dim)
+        else:
+            u_out = _active_set(problem, X, D, E, Y[:, o], u, blocks, work, max_changes,
+                                newton_iters, max_dim)
         if u_out is None:
             return (None, None) if return_active else None
         for b, ub in u_out.items():
@@ -206,15 +219,7 @@ def _active_set(problem, X, D, E, y, u, blocks, work, max_changes, newton_iters,
             k = N.shape[1]
             step[b] = N @ z[off:off + k]
             off += k
-        ratios = {}
-        for b in blocks:
-            gu = E[:, b[1]] * (X @ u[b])
-            gp = E[:, b[1]] * (X @ step[b])
-            scale = max(float(np.abs(gu).max(initial=0.0)), 1e-300)
-            moving = gp < -1e-14 * scale
-            moving[work[b]] = False
-            r = np.flatnonzero(moving)
-            ratios[b] = (r, np.maximum(gu[r], 0.0) / -gp[r])
+        ratios = _row_ratios(E, X, u, step, blocks, work)
         alpha = min([1.0] + [float(t.min()) for _, t in ratios.values() if t.size])
         for b in blocks:
             u[b] = u[b] + alpha * step[b]
@@ -224,43 +229,254 @@ def _active_set(problem, X, D, E, y, u, blocks, work, max_changes, newton_iters,
             del u[b]
         blocks = kept  # shrunk to zero: dropped
         if alpha < 1.0:
-            for b in blocks:
-                r, t = ratios[b]
-                hit = t <= max(alpha * (1 + 1e-9), 1e-6)
-                if hit.any():
-                    # the hit rows first, then the held rows by increasing distance from
-                    # their hyperplane: a full set gives up its loosest rows for them
-                    held = work[b]
-                    gap = _rows(E, X, b, held) @ u[b]
-                    rows = np.concatenate([r[hit][np.argsort(t[hit])],
-                                           held[np.argsort(gap, kind="stable")]])
-                    work[b] = _independent(_rows(E, X, b, rows), rows, d - 1)
+            _join_hit_rows(E, X, u, blocks, work, ratios, alpha, d)
             continue
         if gone or not converged:
             continue  # not yet at the restricted optimum: Newton goes on from here
         # at the restricted optimum: rows held off their hyperplane leave, and so does the
         # row of most negative multiplier of each block
         lam = RL.loss_grad(loss, _output(X, D, u, blocks, n), y, w)
-        released = False
-        for b in blocks:
-            rows = work[b]
-            if not rows.size:
-                continue
-            A = _rows(E, X, b, rows)
-            g = A @ u[b]
-            loose = g > 1e-12 * max(float(np.abs(E[:, b[1]] * (X @ u[b])).max()), 1e-300)
-            grad = _sign(b) * (X.T @ (D[:, b[1]] * lam)) + beta * u[b] / np.linalg.norm(u[b])
-            mu = np.linalg.lstsq(A.T, grad, rcond=None)[0]
-            drop = loose.copy()
-            j = int(np.argmin(np.where(loose, np.inf, mu)))
-            if not loose[j] and mu[j] < -1e-9 * max(1.0, float(np.abs(mu).max())):
-                drop[j] = True
-            if drop.any():
-                work[b] = rows[~drop]
-                released = True
-        if not released:
+        if not _release_rows(E, X, D, u, blocks, work, lam, beta):
             return u
     return None
+
+
+def _active_set_hinge(problem, X, D, E, y, u, blocks, work, kink, max_changes, newton_iters,
+                      max_dim):
+    """The active-set iterations of :func:`_active_set` for the hinge loss (one output).
+
+    The hinge ``w max(0, 1 - m_k)`` of a sample with margin ``m_k = y_k z_k`` is linear on
+    either side of ``m_k = 1``: samples below it (in the loss) contribute ``-w m_k``,
+    samples above it nothing, and the samples of ``kink`` are held at ``m_k = 1`` exactly,
+    like the working rows of the cones. Steps stop at the first cone row or the first
+    sample margin they would take across 1 (which joins ``kink``); at a restricted
+    optimum the kink multipliers ``s_k`` (the loss multiplier is ``-w y_k s_k``) must
+    lie in [0, 1]: the sample of the worst violation leaves for the side it belongs to,
+    then the cone rows are released as for the smooth losses."""
+    n, d = X.shape
+    beta, w = problem.beta, problem.w
+    cache, trail = {}, []
+    kink = np.asarray(kink, dtype=np.int64)
+    side = None  # 1 for samples in the loss (margin below 1), 0 above
+    for _ in range(max_changes):
+        if not blocks:
+            return None
+        r = _output(X, D, u, blocks, n)
+        f_now = float(RL.loss_value("hinge", r[:, None], y[:, None], w)) \
+            + beta * sum(float(np.linalg.norm(u[b])) for b in blocks)
+        trail.append(f_now)
+        if len(trail) > 100 and trail[-101] - f_now <= 1e-12 * max(1.0, abs(f_now)):
+            # (a longer window than the smooth losses': putting many kink margins and
+            # rows exactly in place can raise f for a while)
+            return None
+        for b in blocks:
+            _tighten(E, X, b, u, work, d)
+        bases = []
+        for b in blocks:
+            key = (b, work[b].tobytes())
+            if key not in cache:
+                cache[key] = _null_basis(_rows(E, X, b, work[b]))
+            bases.append(cache[key])
+        K = sum(N.shape[1] for N in bases)
+        if K == 0 or K > max_dim:
+            return None
+        B = np.hstack([_sign(b) * D[:, b[1], None] * (X @ N) for b, N in zip(blocks, bases)])
+        C = y[:, None] * B  # margin changes per unit of z
+        m = y * _output(X, D, u, blocks, n)
+        # a margin at 1 to rounding keeps the side it was given (a released kink sample)
+        clear = np.abs(m - 1.0) > 1e-12
+        side = np.where(clear, m < 1.0, side if side is not None else m < 1.0).astype(np.int8)
+        kink = _independent(C[kink], kink, K)
+        # onto the kink: the least-norm z putting the held margins at exactly 1
+        if kink.size and float(np.abs(m[kink] - 1.0).max()) > 1e-13:
+            z = np.linalg.lstsq(C[kink], 1.0 - m[kink], rcond=None)[0]
+            converged = False
+        else:
+            inside = np.setdiff1d(np.flatnonzero(side == 1), kink)
+            gA = -w * C[inside].sum(0)
+            z, converged = _newton_hinge(beta, u, blocks, bases, gA, C[kink], newton_iters)
+            if z is None:
+                return None
+        step, off = {}, 0
+        for b, N in zip(blocks, bases):
+            k = N.shape[1]
+            step[b] = N @ z[off:off + k]
+            off += k
+        ratios = _row_ratios(E, X, u, step, blocks, work)
+        # sample margins the step takes across 1 (those outside the kink)
+        dm = C @ z
+        free = np.ones(n, dtype=bool)
+        free[kink] = False
+        cross = free & (((side == 1) & (dm > 0)) | ((side == 0) & (dm < 0)))
+        cross &= np.abs(dm) > 1e-14 * max(1.0, float(np.abs(dm).max(initial=0.0)))
+        rs = np.flatnonzero(cross)
+        ts = np.maximum((1.0 - m[rs]) / dm[rs], 0.0)
+        alpha = min([1.0] + [float(t.min()) for _, t in ratios.values() if t.size]
+                    + ([float(ts.min())] if ts.size else []))
+        for b in blocks:
+            u[b] = u[b] + alpha * step[b]
+        kept = _nonzero(u, blocks)
+        gone = [b for b in blocks if b not in kept]
+        for b in gone:
+            del u[b]
+        blocks = kept
+        if alpha < 1.0:
+            _join_hit_rows(E, X, u, blocks, work, ratios, alpha, d)
+            hit = rs[ts <= alpha * (1 + 1e-9) + 1e-12]
+            kink = np.concatenate([hit, kink])
+            continue
+        if gone or not converged:
+            continue
+        # at the restricted optimum: the kink multipliers from the stationarity of z
+        inside = np.setdiff1d(np.flatnonzero(side == 1), kink)
+        s = np.zeros(n)
+        s[inside] = 1.0
+        if kink.size:
+            grad = -w * C[inside].sum(0)
+            off = 0
+            for b, N in zip(blocks, bases):
+                k = N.shape[1]
+                grad[off:off + k] += beta * (N.T @ u[b]) / np.linalg.norm(u[b])
+                off += k
+            # grad + C_kink^T nu = 0 with nu = -w s_kink
+            nu = np.linalg.lstsq(C[kink].T, -grad, rcond=None)[0]
+            s[kink] = -nu / w
+            bad = np.maximum(s[kink] - 1.0, -s[kink])
+            j = int(np.argmax(bad))
+            if bad[j] > 1e-9:  # it leaves for the side its multiplier asks for
+                side[kink[j]] = 1 if s[kink[j]] > 1.0 else 0
+                kink = np.delete(kink, j)
+                continue
+        lam = -w * y * np.clip(s, 0.0, 1.0)
+        if not _release_rows(E, X, D, u, blocks, work, lam, beta):
+            return u
+    return None
+
+
+def _newton_hinge(beta, u, blocks, bases, gA, Ck, iters):
+    """Newton's method for ``min_z gA^T z + beta sum_g ||u_g + N_g z_g||`` subject to
+    ``Ck z = 0`` (the kink margins stay at 1), from ``z = 0``, each step from the
+    equality-constrained KKT system and a backtracking line search, each at most the
+    blocks' size long (the problem can be unbounded along the face: the caller's ratio
+    test cuts the path). Returns ``(z, converged)``, ``z`` None when non-finite values
+    appear."""
+    sizes = [N.shape[1] for N in bases]
+    offs = np.cumsum([0] + sizes[:-1]).astype(np.int64)
+    K, q = int(sum(sizes)), Ck.shape[0]
+    nb, d = len(blocks), bases[0].shape[0]
+    Nbig = np.zeros((nb * d, K))
+    for j, (N, o) in enumerate(zip(bases, offs)):
+        Nbig[j * d:(j + 1) * d, o:o + N.shape[1]] = N
+    U0 = np.concatenate([u[b] for b in blocks])
+
+    def value(z):
+        Ub = (U0 + Nbig @ z).reshape(nb, d)
+        return float(gA @ z) + beta * float(np.sqrt((Ub * Ub).sum(1)).sum())
+
+    z = np.zeros(K)
+    f = value(z)
+    scale0 = max(1.0, float(np.linalg.norm(U0)))
+    for _ in range(iters):
+        grad = gA.copy()
+        H = np.zeros((K, K))
+        for b, N, o in zip(blocks, bases, offs):
+            k = N.shape[1]
+            ub = u[b] + N @ z[o:o + k]
+            nrm = float(np.linalg.norm(ub))
+            if nrm <= 0:
+                return None, False
+            gb = N.T @ ub
+            grad[o:o + k] += beta * gb / nrm
+            H[o:o + k, o:o + k] += beta / nrm * (np.eye(k) - np.outer(gb, gb) / nrm**2)
+        H[np.diag_indices_from(H)] += 1e-12 * max(1.0, float(np.abs(np.diag(H)).max()))
+        KKT = np.zeros((K + q, K + q))
+        KKT[:K, :K] = H
+        KKT[:K, K:] = Ck.T
+        KKT[K:, :K] = Ck
+        rhs = np.concatenate([-grad, np.zeros(q)])
+        try:
+            step = np.linalg.solve(KKT, rhs)[:K]
+        except np.linalg.LinAlgError:
+            step = np.linalg.lstsq(KKT, rhs, rcond=None)[0][:K]
+        dec = -float(grad @ step)
+        if not np.all(np.isfinite(step)) or not np.isfinite(dec):
+            return None, False
+        capped = np.linalg.norm(step) > scale0
+        if capped:
+            # far (or unbounded, where f decreases linearly along the face): at most the
+            # blocks' own size per iteration; the caller's ratio test cuts the path
+            step = step * (scale0 / np.linalg.norm(step))
+            dec = -float(grad @ step)
+        elif dec <= 1e-20 * max(1.0, abs(f)):
+            return z, True
+        elif dec <= 1e-12 * max(1.0, abs(f)):
+            return z + step, True
+        t, accepted = 1.0, False
+        for _ls in range(30):
+            f_new = value(z + t * step)
+            if f_new <= f - 0.25 * t * dec:
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            return z, True
+        z, f = z + t * step, f_new
+    return z, False
+
+
+def _release_rows(E, X, D, u, blocks, work, lam, beta) -> bool:
+    """At a restricted optimum with loss multiplier ``lam``: rows held off their
+    hyperplane leave the working sets, and so does each block's row of most negative
+    multiplier. Returns whether any row left."""
+    released = False
+    for b in blocks:
+        rows = work[b]
+        if not rows.size:
+            continue
+        A = _rows(E, X, b, rows)
+        g = A @ u[b]
+        loose = g > 1e-12 * max(float(np.abs(E[:, b[1]] * (X @ u[b])).max()), 1e-300)
+        grad = _sign(b) * (X.T @ (D[:, b[1]] * lam)) + beta * u[b] / np.linalg.norm(u[b])
+        mu = np.linalg.lstsq(A.T, grad, rcond=None)[0]
+        drop = loose.copy()
+        j = int(np.argmin(np.where(loose, np.inf, mu)))
+        if not loose[j] and mu[j] < -1e-9 * max(1.0, float(np.abs(mu).max())):
+            drop[j] = True
+        if drop.any():
+            work[b] = rows[~drop]
+            released = True
+    return released
+
+
+def _row_ratios(E, X, u, step, blocks, work):
+    """Per block: the rows outside the working set that the step ``u + t step`` moves
+    towards their hyperplane, and the ``t`` at which each reaches it."""
+    ratios = {}
+    for b in blocks:
+        gu = E[:, b[1]] * (X @ u[b])
+        gp = E[:, b[1]] * (X @ step[b])
+        scale = max(float(np.abs(gu).max(initial=0.0)), 1e-300)
+        moving = gp < -1e-14 * scale
+        moving[work[b]] = False
+        r = np.flatnonzero(moving)
+        ratios[b] = (r, np.maximum(gu[r], 0.0) / -gp[r])
+    return ratios
+
+
+def _join_hit_rows(E, X, u, blocks, work, ratios, alpha, d):
+    """After a step of length ``alpha`` cut short by :func:`_row_ratios`: the rows it
+    reached (and those within 1e-6 of the step's length, which are tight too) join the
+    working sets, first; the held rows follow by increasing distance from their
+    hyperplane, so a full set gives up its loosest rows for them."""
+    for b in blocks:
+        r, t = ratios[b]
+        hit = t <= max(alpha * (1 + 1e-9), 1e-6)
+        if hit.any():
+            held = work[b]
+            gap = _rows(E, X, b, held) @ u[b]
+            rows = np.concatenate([r[hit][np.argsort(t[hit])],
+                                   held[np.argsort(gap, kind="stable")]])
+            work[b] = _independent(_rows(E, X, b, rows), rows, d - 1)
 
 
 def _tighten(E, X, b, u, work, d):
