@@ -171,6 +171,13 @@ def test_hinge_certificate_resolves_the_kink(clarabel):
     assert prob._hinge_kink_multipliers(0.5 * x, prob.convex_output(0.5 * x)) is None
 
 
+def test_hinge_subgradient_alone_is_loose_at_the_optimum(clarabel, monkeypatch):
+    prob, p_star = clarabel("hinge")
+    x = np.asarray(ns.solve(prob, ns.solvers.CvxpyReLU()).x)
+    monkeypatch.setattr(prob, "_hinge_kink_multipliers", lambda *a, **k: None)
+    assert (p_star - prob.dual_bound(x)[0]) / abs(p_star) > 0.1
+
+
 def test_polish_rejects_what_it_cannot_do():
     prob = _program("squared")
     robust = ConvexReLU(prob.Xt_np[:, :-1], prob.Y_np[:, 0], beta=0.3, patterns=6,

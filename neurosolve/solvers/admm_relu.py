@@ -187,7 +187,7 @@ class ADMM(Solver):
         Every this many iterations the metrics ``gap`` (a certified relative duality gap
         using the ADMM multipliers) and ``cone_violation`` are recomputed (non-robust).
     polish : bool
-        Solution polishing (squared and logistic losses, epsilon = 0; default on): every
+        Solution polishing (epsilon = 0, every loss; default on): every
         ``polish_every`` iterations, and never sooner than half the iterations done so far
         after the last attempt, a primal active-set method started from ADMM's support
         and cone multipliers (:func:`~neurosolve.solvers.relu_polish.polish`) proposes a
@@ -210,9 +210,9 @@ class ADMM(Solver):
     projected onto its cones (:meth:`ConvexReLU.project_feasible`) and the two-sided gap
     ``(f(Pi v) - dual) / max(1, |f(Pi v)|) <= rtol`` is required, with the better of the
     multipliers' dual and the loss gradient's at ``Pi v``. ``Result.x`` is ``Pi v``; the dual
-    point goes to the certificate as a witness (:meth:`witness`). With ``polish`` (squared
-    and logistic losses), a polished point whose certified gap (loss-gradient dual) is at
-    most ``rtol`` ends the solve as well, and is returned. Robust programs: the
+    point goes to the certificate as a witness (:meth:`witness`). With ``polish``, a
+    polished point whose certified gap (the certificate's own dual point) is at most
+    ``rtol`` ends the solve as well, and is returned. Robust programs: the
     objective stall test over two ``window``-iteration windows, the primal residuals, and
     the u-optimality residual ``<= dual_rtol``.
 
@@ -756,7 +756,7 @@ class ADMM(Solver):
         return None
 
     def _polish_due(self, problem, st) -> bool:
-        """Whether to try polishing now: enabled, applicable (squared or logistic loss,
+        """Whether to try polishing now: enabled, applicable (a polishable loss,
         a program whose gap the certificate computes) and the attempt is due."""
         from neurosolve.solvers.relu_polish import POLISHABLE_LOSSES
 

@@ -16,6 +16,12 @@ program restricted to it exactly:
 - the restricted problem ``min_z loss(sum_g F_g (a_g + N_g z_g)) + beta sum_g ||a_g +
   N_g z_g||`` is smooth away from ``u_g = 0`` and is solved by Newton's method with a
   backtracking line search (squared and logistic losses);
+- for the hinge loss ``w max(0, 1 - m_k)`` of the margins ``m_k = y_k z_k``, the samples
+  are split in the same way: margins held at exactly 1 (the kink, equalities like the
+  working rows), below 1 (a linear term) and above (none); Newton then runs on the KKT
+  system of the kink equalities, and steps stop at the first margin they would take
+  across 1, which joins the kink; at a restricted optimum a kink sample whose multiplier
+  ``s_k`` (the loss multiplier is ``-w y_k s_k``) leaves [0, 1] moves to its side;
 - it is a primal active-set method: every iterate is feasible, and apart from the small
   moves that put held rows exactly on their hyperplanes the objective never increases;
   rows the step runs into join the working set, rows held off their hyperplane or with a
@@ -60,7 +66,7 @@ def polish(problem, x, multipliers=None, *, max_changes: int | None = None, newt
     Parameters
     ----------
     problem : ConvexReLU
-        A non-robust program with the squared or logistic loss.
+        A non-robust program (squared, logistic or hinge loss).
     x : ndarray
         The point whose support and active constraints are the guess.
     multipliers : ndarray, shape (n, 2, P, c), optional
