@@ -123,7 +123,8 @@ def test_polish_of_clarabels_point_is_a_fixed_point(clarabel, loss):
 @pytest.mark.parametrize("loss", ["squared", "logistic", "hinge"])
 def test_admm_with_polish_is_certified_and_exact(clarabel, loss):
     prob, p_star = clarabel(loss)
-    res = ns.solve(prob, ADMM(rtol=1e-6, maxiter=60_000, polish_every=100))
+    # (early, frequent attempts: allowed to fail more often than the hinge default of 4)
+    res = ns.solve(prob, ADMM(rtol=1e-6, maxiter=60_000, polish_every=100, polish_tries=50))
     assert res.status is ns.Status.CONVERGED, res.message
     assert res.stats["polished"] is True
     c = res.certificate
@@ -186,8 +187,20 @@ def test_polish_rejects_what_it_cannot_do():
         polish(robust, np.zeros(robust.x_shape))
     with pytest.raises(ValueError, match="polish_every"):
         ADMM(polish_every=0)
+    with pytest.raises(ValueError, match="polish_tries"):
+        ADMM(polish_tries=-1)
     assert not np.any(polish(prob, np.zeros(prob.x_shape)))  # no block to keep
     # a restricted problem with more free coordinates than max_dim is not attempted
     x = np.asarray(ns.solve(prob, ADMM(rtol=1e-3, polish=False)).x)
     assert polish(prob, x) is not None
     assert polish(prob, x, max_dim=1) is None
+
+
+def test_polishing_stops_after_polish_tries_failures(monkeypatch):
+    import neurosolve.solvers.relu_polish as RPm
+
+    prob = _program("squared")
+    calls = []
+    monkeypatch.setattr(RPm, "polish", lambda *a, **k: calls.append(1))  # always fails
+    res = ns.solve(prob, ADMM(rtol=1e-12, maxiter=3000, polish_every=100, polish_tries=2))
+    assert len(calls) == 2 and res.stats["polish_attempts"] == 2
