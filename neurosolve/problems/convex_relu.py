@@ -569,8 +569,10 @@ class ConvexReLU:
         ``t`` in ``[0, min(1, beta / max_g c_g)]`` per output, where ``c_g`` is the dual
         constraint of block g, ``max_{u in K_g, ||u|| <= 1} -lam^T F_g u``, computed
         exactly by NNLS over all n rows: ``t lam`` is then dual feasible and
-        ``-loss*(t lam) <= p*`` (weak duality) at any x. Returns ``(dual_value, t_min)``.
-        Not available for robust programs (returns nan).
+        ``-loss*(t lam) <= p*`` (weak duality) at any x. For the hinge loss, whose
+        subgradient at the kink is not the optimal dual, the bound of
+        :meth:`_hinge_kink_multipliers` is computed as well and the better one kept.
+        Returns ``(dual_value, t_min)``. Not available for robust programs (returns nan).
         """
         if self.robust:
             return float("nan"), float("nan")
