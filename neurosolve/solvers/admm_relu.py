@@ -200,9 +200,8 @@ class ADMM(Solver):
     polish_tries : int, optional
         Unsuccessful polishing attempts after which ADMM stops polishing. Default: no
         limit for the squared and logistic losses (an attempt costs little), 4 for the
-        hinge loss, whose attempts are longer (1,000 set changes: about 12 s at n = 2000,
-        d = 20, P = 32, where nine failed attempts made a 215 s solve take 323 s, and
-        four 255 s).
+        hinge loss, whose attempts are longer (up to 1,000 set changes; measured in
+        docs/convex_relu.md, "Solution polishing").
     seed : int
         Seed of the RBCD block draws.
     maxiter : int, optional
