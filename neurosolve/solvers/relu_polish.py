@@ -200,19 +200,11 @@ def _active_set(problem, X, D, E, y, u, blocks, work, max_changes, newton_iters,
     for _ in range(max_changes):
         if not blocks:
             return None
-        f_now = float(RL.loss_value(loss, _output(X, D, u, blocks, n)[:, None], y[:, None], w)) \
-            + beta * sum(float(np.linalg.norm(u[b])) for b in blocks)
+        f_now = _objective(problem, X, D, y, u, blocks)
         trail.append(f_now)
         if len(trail) > 30 and trail[-31] - f_now <= 1e-12 * max(1.0, abs(f_now)):
             return None  # 30 changes without progress: the guess is too far off
-        for b in blocks:
-            _tighten(E, X, b, u, work, d)
-        bases = []
-        for b in blocks:
-            key = (b, work[b].tobytes())
-            if key not in cache:
-                cache[key] = _null_basis(_rows(E, X, b, work[b]))
-            bases.append(cache[key])
+        bases = _tightened_bases(E, X, u, blocks, work, cache, d)
         if sum(N.shape[1] for N in bases) > max_dim:
             return None  # too many free coordinates for a dense Newton step
         z, converged = _newton(problem, X, D, y, u, blocks, bases, newton_iters)
@@ -220,20 +212,10 @@ def _active_set(problem, X, D, E, y, u, blocks, work, max_changes, newton_iters,
             return None
         # step towards the restricted optimum, stopped by the first row it would cross;
         # rows crossed within 1e-6 of the step's length join as well (they are tight)
-        step, off = {}, 0
-        for b, N in zip(blocks, bases):
-            k = N.shape[1]
-            step[b] = N @ z[off:off + k]
-            off += k
+        step = _block_steps(blocks, bases, z)
         ratios = _row_ratios(E, X, u, step, blocks, work)
         alpha = min([1.0] + [float(t.min()) for _, t in ratios.values() if t.size])
-        for b in blocks:
-            u[b] = u[b] + alpha * step[b]
-        kept = _nonzero(u, blocks)
-        gone = [b for b in blocks if b not in kept]
-        for b in gone:
-            del u[b]
-        blocks = kept  # shrunk to zero: dropped
+        blocks, gone = _move(u, blocks, step, alpha)
         if alpha < 1.0:
             _join_hit_rows(E, X, u, blocks, work, ratios, alpha, d)
             continue
@@ -267,22 +249,13 @@ def _active_set_hinge(problem, X, D, E, y, u, blocks, work, kink, max_changes, n
     for _ in range(max_changes):
         if not blocks:
             return None
-        r = _output(X, D, u, blocks, n)
-        f_now = float(RL.loss_value("hinge", r[:, None], y[:, None], w)) \
-            + beta * sum(float(np.linalg.norm(u[b])) for b in blocks)
+        f_now = _objective(problem, X, D, y, u, blocks)
         trail.append(f_now)
         if len(trail) > 100 and trail[-101] - f_now <= 1e-12 * max(1.0, abs(f_now)):
             # (a longer window than the smooth losses': putting many kink margins and
             # rows exactly in place can raise f for a while)
             return None
-        for b in blocks:
-            _tighten(E, X, b, u, work, d)
-        bases = []
-        for b in blocks:
-            key = (b, work[b].tobytes())
-            if key not in cache:
-                cache[key] = _null_basis(_rows(E, X, b, work[b]))
-            bases.append(cache[key])
+        bases = _tightened_bases(E, X, u, blocks, work, cache, d)
         K = sum(N.shape[1] for N in bases)
         if K == 0 or K > max_dim:
             return None
@@ -303,11 +276,7 @@ def _active_set_hinge(problem, X, D, E, y, u, blocks, work, kink, max_changes, n
             z, converged = _newton_hinge(beta, u, blocks, bases, gA, C[kink], newton_iters)
             if z is None:
                 return None
-        step, off = {}, 0
-        for b, N in zip(blocks, bases):
-            k = N.shape[1]
-            step[b] = N @ z[off:off + k]
-            off += k
+        step = _block_steps(blocks, bases, z)
         ratios = _row_ratios(E, X, u, step, blocks, work)
         # sample margins the step takes across 1 (those outside the kink)
         dm = C @ z
@@ -319,13 +288,7 @@ def _active_set_hinge(problem, X, D, E, y, u, blocks, work, kink, max_changes, n
         ts = np.maximum((1.0 - m[rs]) / dm[rs], 0.0)
         alpha = min([1.0] + [float(t.min()) for _, t in ratios.values() if t.size]
                     + ([float(ts.min())] if ts.size else []))
-        for b in blocks:
-            u[b] = u[b] + alpha * step[b]
-        kept = _nonzero(u, blocks)
-        gone = [b for b in blocks if b not in kept]
-        for b in gone:
-            del u[b]
-        blocks = kept
+        blocks, gone = _move(u, blocks, step, alpha)
         if alpha < 1.0:
             _join_hit_rows(E, X, u, blocks, work, ratios, alpha, d)
             hit = rs[ts <= alpha * (1 + 1e-9) + 1e-12]
@@ -452,6 +415,49 @@ def _release_rows(E, X, D, u, blocks, work, lam, beta) -> bool:
             work[b] = rows[~drop]
             released = True
     return released
+
+
+def _objective(problem, X, D, y, u, blocks):
+    """The program's objective (one output) at the blocks ``u``."""
+    z = _output(X, D, u, blocks, X.shape[0])
+    return float(RL.loss_value(problem.loss, z[:, None], y[:, None], problem.w)) \
+        + problem.beta * sum(float(np.linalg.norm(u[b])) for b in blocks)
+
+
+def _tightened_bases(E, X, u, blocks, work, cache, d):
+    """Each block moved onto its working rows (:func:`_tighten`), then the null-space
+    bases of the working sets (cached by block and set)."""
+    for b in blocks:
+        _tighten(E, X, b, u, work, d)
+    bases = []
+    for b in blocks:
+        key = (b, work[b].tobytes())
+        if key not in cache:
+            cache[key] = _null_basis(_rows(E, X, b, work[b]))
+        bases.append(cache[key])
+    return bases
+
+
+def _block_steps(blocks, bases, z):
+    """The blocks' changes ``N_g z_g`` of the stacked step ``z``."""
+    step, off = {}, 0
+    for b, N in zip(blocks, bases):
+        k = N.shape[1]
+        step[b] = N @ z[off:off + k]
+        off += k
+    return step
+
+
+def _move(u, blocks, step, alpha):
+    """``u_g += alpha step_g`` in place; blocks that shrink to zero are dropped. Returns
+    the kept blocks and the dropped ones."""
+    for b in blocks:
+        u[b] = u[b] + alpha * step[b]
+    kept = _nonzero(u, blocks)
+    gone = [b for b in blocks if b not in kept]
+    for b in gone:
+        del u[b]
+    return kept, gone
 
 
 def _row_ratios(E, X, u, step, blocks, work):
