@@ -147,6 +147,9 @@ def _add_lmg_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("lmg-train"),
                    help="folder for checkpoint.pt, loss.png, smoother.pt and smoother.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--init", default=None,
+                   help="start from these weights (a shipped model's name such as nmg3d, or a "
+                        "smoother.pt of the same architecture) instead of plain GMG")
     p.add_argument("--table-size", type=int, action="append", default=None,
                    help="after training, measure PCG iterations of GMG and LearnedMG on the "
                         "held-out cases of neurosolve.neural.mg_evaluation at this size and "
@@ -193,7 +196,8 @@ def main_lmg(args) -> int:
             interpolation=args.interpolation, pcg_steps=args.pcg_steps, steps=args.steps, batch=args.batch, lr=args.lr,
             lr_final=args.lr_final, seed=args.seed, progress=not args.no_progress,
             checkpoint=out / "checkpoint.pt", checkpoint_every=args.checkpoint_every,
-            resume=args.resume, max_minutes=args.max_minutes, loss_png=out / "loss.png")
+            resume=args.resume, max_minutes=args.max_minutes, loss_png=out / "loss.png",
+            init=args.init)
     except ValueError as exc:  # bad settings, a grid too small, a mismatched checkpoint
         print(f"neurosolve train lmg: error: {exc}", file=sys.stderr)
         return 2
@@ -203,7 +207,7 @@ def main_lmg(args) -> int:
                      "seed": args.seed},
             "training": {"steps": res.steps_done, "batch": args.batch, "lr": args.lr,
                          "lr_final": args.lr_final, "pcg_steps": args.pcg_steps,
-                         "seconds": round(res.wall_time, 1), "torch": torch.__version__},
+                         "init": args.init, "seconds": round(res.wall_time, 1), "torch": torch.__version__},
             "first_loss": res.losses[0] if res.losses else None, "final_loss": res.final_loss,
             "stopped_early": res.stopped_early,
             "command": shlex.join(["neurosolve", "train", "lmg", "--dim", str(args.dim),
@@ -216,7 +220,8 @@ def main_lmg(args) -> int:
                                    "--pcg-steps", str(args.pcg_steps), "--steps",
                                    str(args.steps), "--batch", str(args.batch), "--lr",
                                    str(args.lr), "--lr-final", str(args.lr_final), "--seed",
-                                   str(args.seed), "--out", str(args.out)])}
+                                   str(args.seed), "--out", str(args.out)]
+                                  + (["--init", str(args.init)] if args.init else []))}
     if args.table_size:
         from neurosolve.neural.mg_evaluation import iteration_table, manifest_table
 

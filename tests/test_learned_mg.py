@@ -117,6 +117,20 @@ def test_training_the_interpolation_lowers_the_loss_on_high_contrast():
     assert ns.solve(prob, ns.solvers.CG(rtol=1e-8, M=M), progress=False).success
 
 
+def test_training_from_init_starts_at_those_weights():
+    """Fine-tuning: ``init`` loads a trained network, so the first optimizer step sees its
+    loss (below GMG's, the zero-output start), and a different architecture is refused."""
+    grids = [P.pool((32, 32), obstacles=2, seed=0), P.plates((32, 32), seed=0)]
+    kw = dict(channels=4, interpolation=True, batch=4, progress=False, seed=3)
+    base, _ = train_learned_mg(grids, steps=40, **kw)
+    _, from_gmg = train_learned_mg(grids, steps=1, lr=1e-12, lr_final=1e-12, **kw)
+    _, from_base = train_learned_mg(grids, steps=1, lr=1e-12, lr_final=1e-12, init=base, **kw)
+    assert from_base.losses[0] < 0.95 * from_gmg.losses[0]
+    with pytest.raises(ValueError, match="architecture"):
+        train_learned_mg(grids, steps=1, init=base, channels=8, interpolation=True,
+                         progress=False)
+
+
 def test_bad_models_are_refused():
     g = GRIDS["pool2d"]()
 

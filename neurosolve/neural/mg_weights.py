@@ -229,7 +229,8 @@ def _lmg_pcg_loss(steps: int):
 def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers: int = 2,
                      interpolation: bool = False, pcg_steps: int = 1, nu: int = 2,
                      steps: int = 200, batch: int = 4, lr: float = 3e-3,
-                     lr_final: float = 3e-4, seed: int = 0, progress: bool = True, **kwargs):
+                     lr_final: float = 3e-4, seed: int = 0, progress: bool = True,
+                     init=None, **kwargs):
     """Train a :class:`SmootherWeightNet` on gallery grids (one or a list, same shape).
 
     The V-cycles run in float64 torch; the loss is the A-norm error ratio after one
@@ -252,6 +253,10 @@ def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers
     steps, batch, lr, lr_final, seed, progress, **kwargs
         As in :func:`~neurosolve.neural.train_preconditioner` (training runs on the CPU:
         the V-cycle hierarchy is built there).
+    init : SmootherWeightNet, str or path, optional
+        Start from these weights instead of GMG (zero output layer): a network, a shipped
+        model's name (``"nmg3d"``) or a ``smoother.pt``, of the same architecture. Used to
+        fine-tune a model trained on small grids on larger ones.
 
     Returns
     -------
@@ -264,6 +269,15 @@ def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers
     torch.manual_seed(seed)
     net = SmootherWeightNet(dim=dim, channels=channels, layers=layers,
                             interpolation=interpolation).double()
+    init_name = None
+    if init is not None:
+        start = init if isinstance(init, SmootherWeightNet) else load_smoother(init)
+        if start.config() != net.config():
+            raise ValueError(f"init has the architecture {start.config()}, the network to "
+                             f"train {net.config()}; pass the same --dim, --channels, --layers "
+                             "and --interpolation")
+        net.load_state_dict({k: v.double() for k, v in start.state_dict().items()})
+        init_name = str(init) if not isinstance(init, SmootherWeightNet) else "module"
     gmgs = [GMG(g, nu=nu) for g in grids]
     for i, gm in enumerate(gmgs):
         if len(gm.levels) < 2:
@@ -277,7 +291,7 @@ def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers
                                steps=steps, batch=batch, lr=lr, lr_final=lr_final, seed=seed,
                                progress=progress, dtype=torch.float64,
                                config={"kind": "learned_mg", **net.config(), "nu": nu,
-                                       "pcg_steps": pcg_steps},
+                                       "pcg_steps": pcg_steps, "init": init_name},
                                **kwargs)
     net.float().eval()
     return net, res
