@@ -222,6 +222,13 @@ def main_lmg(args) -> int:
                                    str(args.lr), "--lr-final", str(args.lr_final), "--seed",
                                    str(args.seed), "--out", str(args.out)]
                                   + (["--init", str(args.init)] if args.init else []))}
+    if args.init:  # how the starting weights were made, so the chain can be rerun
+        from neurosolve.neural.mg_smoother import load_smoother
+
+        start = load_smoother(args.init).manifest
+        info["init"] = {"name": str(args.init), "command": start.get("command"),
+                        "data": start.get("data"), "training": start.get("training"),
+                        "init": start.get("init")}
     if args.table_size:
         from neurosolve.neural.mg_evaluation import iteration_table, manifest_table
 
