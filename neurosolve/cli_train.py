@@ -133,6 +133,10 @@ def _add_lmg_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, default=2, help="hidden convolutions")
     p.add_argument("--interpolation", action=argparse.BooleanOptionalAction, default=True,
                    help="also learn factors on the coarse cells' interpolation strengths")
+    p.add_argument("--learned-finest", action=argparse.BooleanOptionalAction, default=True,
+                   help="also learn the finest level's smoother weights (--no-learned-finest: "
+                        "plain Gauss-Seidel there, and the network skips the finest level at "
+                        "setup)")
     p.add_argument("--pcg-steps", type=int, default=3,
                    help="PCG iterations inside the loss (1: one steepest-descent step)")
     p.add_argument("--steps", type=int, default=600, help="optimizer steps")
@@ -193,7 +197,8 @@ def main_lmg(args) -> int:
     try:
         net, res = train_learned_mg(
             grids, dim=args.dim, channels=args.channels, layers=args.layers,
-            interpolation=args.interpolation, pcg_steps=args.pcg_steps, steps=args.steps, batch=args.batch, lr=args.lr,
+            interpolation=args.interpolation, learned_finest=args.learned_finest,
+            pcg_steps=args.pcg_steps, steps=args.steps, batch=args.batch, lr=args.lr,
             lr_final=args.lr_final, seed=args.seed, progress=not args.no_progress,
             checkpoint=out / "checkpoint.pt", checkpoint_every=args.checkpoint_every,
             resume=args.resume, max_minutes=args.max_minutes, loss_png=out / "loss.png",
@@ -216,6 +221,7 @@ def main_lmg(args) -> int:
                                    str(args.channels), "--layers", str(args.layers)]
                                   + (["--interpolation"] if args.interpolation
                                      else ["--no-interpolation"])
+                                  + ([] if args.learned_finest else ["--no-learned-finest"])
                                   + [
                                    "--pcg-steps", str(args.pcg_steps), "--steps",
                                    str(args.steps), "--batch", str(args.batch), "--lr",

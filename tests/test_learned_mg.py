@@ -19,11 +19,12 @@ from neurosolve.solvers.preconditioners import GMG, LearnedMG  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _random_net(dim, seed=0, spread=20.0, interpolation=False):
+def _random_net(dim, seed=0, spread=20.0, interpolation=False, learned_finest=True):
     """A weight network whose outputs are far from 1 (a non-trivial smoother and, with
     ``interpolation``, interpolation factors far from 1)."""
     torch.manual_seed(seed)
-    net = SmootherWeightNet(dim=dim, channels=4, interpolation=interpolation)
+    net = SmootherWeightNet(dim=dim, channels=4, interpolation=interpolation,
+                            learned_finest=learned_finest)
     with torch.no_grad():
         net.out.weight.normal_(0.0, spread)
         net.out.bias.normal_(0.0, 0.5)
@@ -49,23 +50,29 @@ def test_untrained_is_gmg_bit_for_bit(name):
     assert np.array_equal(LearnedMG(g, SmootherWeightNet(dim=g.ndim, interpolation=True))(r), ref)
 
 
-@pytest.mark.parametrize("interpolation", [False, True], ids=["smoother", "interp"])
+@pytest.mark.parametrize("interpolation,finest", [(False, True), (True, True), (True, False)],
+                         ids=["smoother", "interp", "interp-plain-finest"])
 @pytest.mark.parametrize("name", GRIDS)
-def test_symmetric_positive_definite_for_any_weights(name, interpolation, check_spd_on_fluid):
+def test_symmetric_positive_definite_for_any_weights(name, interpolation, finest,
+                                                     check_spd_on_fluid):
     g = GRIDS[name]()
-    M = LearnedMG(g, _random_net(g.ndim, interpolation=interpolation))
-    spread = [np.abs(o - 1)[np.asarray(M._levels[i].d) > 0] for i, o in enumerate(M.omegas)]
-    assert max(float(s.max()) for s in spread) > 0.5  # far from plain Gauss-Seidel
+    M = LearnedMG(g, _random_net(g.ndim, interpolation=interpolation, learned_finest=finest))
+    assert (M.omegas[0] is None) == (not finest)
+    spread = [np.abs(o - 1)[np.asarray(M._levels[i].d) > 0] for i, o in enumerate(M.omegas)
+              if o is not None]  # (none on a two-level grid with a plain finest level)
+    assert not spread or max(float(s.max()) for s in spread) > 0.5  # far from plain GS
     if interpolation:
         assert max(float(np.abs(np.log(f)).max()) for f in M.factors) > 1.0
     check_spd_on_fluid(M, g, np.random.default_rng(1))
 
 
-@pytest.mark.parametrize("name,interpolation", [("pool2d", False), ("sphere3d", False),
-                                                ("inclusions2d", True), ("sphere3d", True)])
-def test_torch_vcycle_equals_the_numba_one(name, interpolation):
+@pytest.mark.parametrize("name,interpolation,finest", [
+    ("pool2d", False, True), ("sphere3d", False, True), ("inclusions2d", True, True),
+    ("sphere3d", True, True), ("inclusions2d", True, False), ("sphere3d", True, False)])
+def test_torch_vcycle_equals_the_numba_one(name, interpolation, finest):
     g = GRIDS[name]()
-    net = _random_net(g.ndim, seed=3, interpolation=interpolation).double()
+    net = _random_net(g.ndim, seed=3, interpolation=interpolation,
+                      learned_finest=finest).double()
     M = LearnedMG(g, net)
     r = np.random.default_rng(2).standard_normal(g.n) * g.fluid.ravel()
     mod = LearnedVCycles(net, [GMG(g)])
@@ -73,6 +80,29 @@ def test_torch_vcycle_equals_the_numba_one(name, interpolation):
         got = mod(torch.as_tensor(r).reshape(1, 1, *g.shape)).reshape(-1).numpy()
     ref = M(r)
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("name", ["plates2d", "sphere3d"])
+def test_plain_finest_level_is_gauss_seidel_there_and_learned_below(name):
+    """``learned_finest=False``: the network does not run on the finest level, which
+    smooths with plain Gauss-Seidel; the cycle equals the full model's with the finest
+    weights set to 1, bit for bit, and differs from GMG (coarse levels still learned)."""
+    from neurosolve.solvers.preconditioners.learned_mg import level_outputs
+
+    g = GRIDS[name]()
+    plain = _random_net(g.ndim, seed=4, interpolation=True, learned_finest=False)
+    full = _random_net(g.ndim, seed=4, interpolation=True)
+    levels = GMG(g)._levels
+    with torch.no_grad():
+        outs = level_outputs(plain, levels, g.ndim)
+    assert outs[0] is None and all(o is not None for o in outs[1:])
+    r = np.random.default_rng(6).standard_normal(g.n) * g.fluid.ravel()
+    M, ref = LearnedMG(g, plain), LearnedMG(g, full)
+    assert M.omegas[0] is None
+    assert np.abs(ref.omegas[0] - 1).max() > 0.5  # the full model changes the finest sweep
+    ref.omegas[0] = np.ones_like(ref.omegas[0])
+    assert np.array_equal(M(r), ref(r))
+    assert not np.allclose(M(r), GMG(g)(r))
 
 
 def test_pcg_equals_scipy_cg_with_the_same_preconditioner():

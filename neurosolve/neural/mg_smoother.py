@@ -39,10 +39,17 @@ class SmootherWeightNet(torch.nn.Module):
     in_channels : int
         Feature channels (the 5 of
         :func:`~neurosolve.solvers.preconditioners.learned_mg.level_features`).
+    learned_finest : bool
+        Also learn the smoother weights of the finest level. False: the finest level keeps
+        plain Gauss-Seidel (``omega = 1``) and the network never runs there (its strength
+        factors are not used on the finest level either), so the setup pass costs about
+        ``1 / 2^dim`` of the full one and the finest sweeps are GMG's own; the coarse
+        levels' weights and the interpolation are still learned.
     """
 
     def __init__(self, dim: int = 2, channels: int = 8, layers: int = 2,
-                 interpolation: bool = False, in_channels: int = 5):
+                 interpolation: bool = False, in_channels: int = 5,
+                 learned_finest: bool = True):
         super().__init__()
         if dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3, got {dim!r}")
@@ -57,10 +64,11 @@ class SmootherWeightNet(torch.nn.Module):
         torch.nn.init.zeros_(self.out.bias)
         self.dim, self.channels, self.layers = dim, channels, layers
         self.interpolation = bool(interpolation)
+        self.learned_finest = bool(learned_finest)
 
     def config(self) -> dict:
         return {"dim": self.dim, "channels": self.channels, "layers": self.layers,
-                "interpolation": self.interpolation}
+                "interpolation": self.interpolation, "learned_finest": self.learned_finest}
 
     def forward(self, features):
         return self.head(self.out(self.body(features)))

@@ -158,7 +158,8 @@ class LearnedVCycles(torch.nn.Module):
     def _apply_one(self, g, r):
         levels, idx, pinv = self._hier[g]
         out = level_outputs(self.weight_net, self.gmgs[g]._levels, self.gmgs[g].grid.ndim)
-        om = [o[0].to(r.dtype) for o in out[:-1]]
+        om = [torch.ones(L.d.size, dtype=r.dtype) if o is None else o[0].to(r.dtype)
+              for o, L in zip(out[:-1], self.gmgs[g]._levels)]  # None: plain Gauss-Seidel
         interp = out[-1] is not None and out[-1].shape[0] > 1
         fac = [o[1].to(r.dtype) for o in out[1:]] if interp else [None] * len(om)
         return _torch_vcycle(levels, idx, pinv, om, fac, self.nu, r)
@@ -227,7 +228,8 @@ def _lmg_pcg_loss(steps: int):
 
 
 def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers: int = 2,
-                     interpolation: bool = False, pcg_steps: int = 1, nu: int = 2,
+                     interpolation: bool = False, learned_finest: bool = True,
+                     pcg_steps: int = 1, nu: int = 2,
                      steps: int = 200, batch: int = 4, lr: float = 3e-3,
                      lr_final: float = 3e-4, seed: int = 0, progress: bool = True,
                      init=None, **kwargs):
@@ -244,7 +246,7 @@ def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers
     ----------
     grids : CellGrid or list of CellGrid
         Training geometries, one grid shape.
-    dim, channels, layers, interpolation
+    dim, channels, layers, interpolation, learned_finest
         The :class:`SmootherWeightNet`.
     pcg_steps : int
         PCG iterations inside the loss (1: one steepest-descent step).
@@ -268,14 +270,15 @@ def train_learned_mg(grids, *, dim: int | None = None, channels: int = 8, layers
     dim = dim or grids[0].ndim
     torch.manual_seed(seed)
     net = SmootherWeightNet(dim=dim, channels=channels, layers=layers,
-                            interpolation=interpolation).double()
+                            interpolation=interpolation, learned_finest=learned_finest).double()
     init_name = None
     if init is not None:
         start = init if isinstance(init, SmootherWeightNet) else load_smoother(init)
-        if start.config() != net.config():
+        shapes = lambda c: {k: v for k, v in c.items() if k != "learned_finest"}  # noqa: E731
+        if shapes(start.config()) != shapes(net.config()):
             raise ValueError(f"init has the architecture {start.config()}, the network to "
                              f"train {net.config()}; pass the same --dim, --channels, --layers "
-                             "and --interpolation")
+                             "and --interpolation (only learned_finest may differ)")
         net.load_state_dict({k: v.double() for k, v in start.state_dict().items()})
         init_name = str(init) if not isinstance(init, SmootherWeightNet) else "module"
     gmgs = [GMG(g, nu=nu) for g in grids]

@@ -82,16 +82,18 @@ def level_outputs(net, levels, ndim: int, device: Any = "cpu", evaluate=None) ->
     """The network's output per level, shape ``(channels, *shape3)``: channel 0 the
     smoother weights (used on every level but the coarsest), channel 1 (when the network
     has ``interpolation=True``) the strength factors of the level's cells as coarse cells
-    (used on every level but the finest). Levels the model does not need are None.
+    (used on every level but the finest). Levels the model does not need are None: the
+    coarsest without interpolation, the finest when ``net.learned_finest`` is False.
     ``evaluate`` replaces ``net(features)`` (a faster inference path)."""
     import torch
 
     interp = bool(getattr(net, "interpolation", False))
+    finest = bool(getattr(net, "learned_finest", True))
     w = next(iter(net.parameters()), None)
     dtype = w.dtype if w is not None else torch.float32
     out = []
     for i, L in enumerate(levels):
-        if i == len(levels) - 1 and not interp:
+        if (i == len(levels) - 1 and not interp) or (i == 0 and not finest):
             out.append(None)
             continue
         f = level_features(L)
@@ -124,7 +126,8 @@ class LearnedMG(GMG):
     Attributes
     ----------
     omegas : list of numpy.ndarray
-        The smoother weights per level (fine to second coarsest).
+        The smoother weights per level (fine to second coarsest); the finest entry is None
+        (plain Gauss-Seidel) for a model with ``learned_finest=False``.
     factors : list of numpy.ndarray or None
         The interpolation strength factors per transfer (coarse cells of levels 1 to the
         coarsest); None for a smoother-only model.
@@ -182,12 +185,12 @@ class LearnedMG(GMG):
                                      evaluate=fast_inference(model))]
         finally:
             model.train(was)
-        om = [o[0] for o in out[:-1]]
+        om = [None if o is None else o[0] for o in out[:-1]]
         for o in om:
-            if not (np.all(o > 0) and np.all(o < 2)):
+            if o is not None and not (np.all(o > 0) and np.all(o < 2)):
                 raise ValueError("the model's smoother weights must lie in (0, 2) (the "
                                  f"V-cycle is SPD only then); got [{o.min():.3g}, {o.max():.3g}]")
-        self.omegas = [np.ascontiguousarray(o) for o in om]
+        self.omegas = [None if o is None else np.ascontiguousarray(o) for o in om]
         if out[-1] is not None and out[-1].shape[0] > 1:
             from neurosolve.solvers.preconditioners.gmg import usable_cells
 
@@ -206,7 +209,7 @@ class LearnedMG(GMG):
         return super().__repr__().replace("<GMG", "<LearnedMG", 1)
 
     def _smooth(self, l, b, x, colors):
-        if self.omegas is None:
+        if self.omegas is None or self.omegas[l] is None:
             return super()._smooth(l, b, x, colors)
         from neurosolve.backends import stencil_kernels as K
 
