@@ -6,7 +6,7 @@ were missing, whatever the families do.
 """
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pytest

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from neurosolve.core import Status
 from neurosolve.neural.ep import (
     TrainConfig, asymmetry_ratio, bp_adjoint, conv_net, dense_jacobian, estimate_gradient,
     exact_response, free_phase, jac_sym, layer_cosines, load_digits_split, loop_mlp, mlp,

@@ -7,7 +7,6 @@ import scipy.sparse.linalg as spla
 import torch
 
 import neurosolve as ns
-from neurosolve.backends import backend_for
 from neurosolve.operators import (FunctionOperator, MatrixOperator, ScipyOperator,
                                   aslinearoperator)
 

@@ -38,7 +38,6 @@ References
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 
@@ -134,9 +133,6 @@ class ConvexReLURule:
         """Newton on the reduced KKT system with active-set refinement; returns ``result``
         with the polished answer and its recomputed certificate (the status is kept: the
         polished point is feasible and at least as good, which is checked)."""
-        import torch
-
-        p = self.problem
         try:
             return self._polish(result, report)
         except ImplicitDiffError as exc:

@@ -147,7 +147,7 @@ def run(small: bool = False, outdir: pathlib.Path = pathlib.Path("neurosolve-rep
 
 def _run(small: bool, outdir: pathlib.Path, progress: bool) -> list[dict]:
     from neurosolve.core import solve
-    from neurosolve.neural.ep import load_digits_split, mlp, plot_histories, relaxation_map
+    from neurosolve.neural.ep import load_digits_split, plot_histories, relaxation_map
     from neurosolve.problems.fixed_point import FixedPointProblem
     from neurosolve.solvers.fixed_point import FixedPoint
 
