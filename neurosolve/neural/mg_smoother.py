@@ -94,8 +94,10 @@ def fast_inference(net: SmootherWeightNet):
     * ``torch.utils.mkldnn`` modules (ReLU as a separate pass), about 2x slower.
 
     The setup times this gives are the ``setup_s`` of ``lmg`` in
-    ``benchmarks/bench_preconditioners.py`` (0.48-0.62 s at 128^3 on one core, against
-    about 1 s with the second path).
+    ``benchmarks/bench_preconditioners.py``. For a network run on every level (the first
+    shipped ``nmg3d``) they were 0.48-0.62 s at 128^3 on one core with the first path and
+    about 1 s with the second; the shipped models skip the finest level
+    (``learned_finest=False``), and the whole setup there takes 0.18-0.30 s.
     """
     import copy
 

@@ -15,7 +15,9 @@ The hierarchy and coarse operators are those of
 
 A convolutional network reads each level's cell types, its normalized diagonal and its log
 coefficient strength (the walls, the free surface and the coefficient field) and runs
-once per level at setup.
+once per level at setup. A model with ``learned_finest=False`` (the shipped ones) skips
+the finest level, which keeps plain Gauss-Seidel: the setup pass then covers only the
+coarse levels (a quarter of the cells in 2-D, an eighth in 3-D).
 
 Why it stays a PCG preconditioner: the pre-smoother sweeps red then black, the
 post-smoother the adjoint order with the same weights, the restriction is ``P^T`` and the
