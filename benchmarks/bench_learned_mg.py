@@ -5,8 +5,10 @@ Run::
 
     pytest benchmarks/bench_learned_mg.py --benchmark-only --benchmark-json /tmp/lmg.json
 
-Training: ``train_learned_mg`` with the recipe of ``neurosolve train lmg`` (the one the
-shipped ``nmg2d`` / ``nmg3d`` weights were made with: smoother weights and interpolation
+Training: ``train_learned_mg`` with the recipe of ``neurosolve train lmg`` (the first of
+the three stages the shipped ``nmg2d`` / ``nmg3d`` weights were made with; the later two
+fine-tune at 256^2 / 64^3 with a plain finest level, see their manifests: smoother
+weights and interpolation
 strength factors, the energy loss after 3 PCG iterations, the geometry families of
 :data:`neurosolve.cli_train.LMG_KINDS` ``pool, plates, inclusions, layered``) but fewer
 steps: in 2-D two grids per family at 64^2, 600 steps of batch 6; in 3-D one per family
