@@ -205,11 +205,13 @@ def test_cli_trains_writes_and_the_file_loads(tmp_path, capsys):
     assert not np.array_equal(by_path, GMG(g)(r))  # six steps moved the weights off 1
     tuned = tmp_path / "tuned"  # fine-tuning records how its starting weights were made
     assert main(["train", "lmg", "--grid", "32", "--per-kind", "1", "--steps", "2",
-                 "--batch", "2", "--init", str(out / "smoother.pt"), "--out", str(tuned),
-                 "--no-progress"]) == 0
+                 "--batch", "2", "--init", str(out / "smoother.pt"), "--no-learned-finest",
+                 "--out", str(tuned), "--no-progress"]) == 0
     tinfo = json.loads((tuned / "smoother.json").read_text())
     assert tinfo["command"].endswith(f"--init {out / 'smoother.pt'}")
+    assert "--no-learned-finest" in tinfo["command"]
     assert tinfo["init"]["command"] == info["command"]
+    assert LearnedMG(P.plates((64, 64), seed=3), tuned / "smoother.pt").omegas[0] is None
 
 
 def test_pcg_loss_is_the_energy_error_of_k_pcg_iterations():
