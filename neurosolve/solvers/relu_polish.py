@@ -190,6 +190,13 @@ def _nonzero(u, blocks, tol: float = 1e-8):
     return [b for b in blocks if float(np.linalg.norm(u[b])) > tol * top]
 
 
+def _no_progress(trail, f, window):
+    """Append the objective ``f`` to ``trail``; True when it has not decreased (beyond
+    rounding) over the last ``window`` changes."""
+    trail.append(f)
+    return len(trail) > window and trail[-window - 1] - f <= 1e-12 * max(1.0, abs(f))
+
+
 def _active_set(problem, X, D, E, y, u, blocks, work, max_changes, newton_iters, max_dim):
     """Feasible primal active-set iterations for one output; ``u`` (feasible) and
     ``work`` are changed in place. Returns the blocks' final values or None."""
@@ -200,9 +207,7 @@ def _active_set(problem, X, D, E, y, u, blocks, work, max_changes, newton_iters,
     for _ in range(max_changes):
         if not blocks:
             return None
-        f_now = _objective(problem, X, D, y, u, blocks)
-        trail.append(f_now)
-        if len(trail) > 30 and trail[-31] - f_now <= 1e-12 * max(1.0, abs(f_now)):
+        if _no_progress(trail, _objective(problem, X, D, y, u, blocks), 30):
             return None  # 30 changes without progress: the guess is too far off
         bases = _tightened_bases(E, X, u, blocks, work, cache, d)
         if sum(N.shape[1] for N in bases) > max_dim:
@@ -249,9 +254,7 @@ def _active_set_hinge(problem, X, D, E, y, u, blocks, work, kink, max_changes, n
     for _ in range(max_changes):
         if not blocks:
             return None
-        f_now = _objective(problem, X, D, y, u, blocks)
-        trail.append(f_now)
-        if len(trail) > 100 and trail[-101] - f_now <= 1e-12 * max(1.0, abs(f_now)):
+        if _no_progress(trail, _objective(problem, X, D, y, u, blocks), 100):
             # (a longer window than the smooth losses': putting many kink margins and
             # rows exactly in place can raise f for a while)
             return None
