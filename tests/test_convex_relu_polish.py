@@ -76,6 +76,30 @@ def test_verified_nnls_on_wide_matrices_is_the_full_minimum(seed):
             assert r == pytest.approx(np.linalg.norm(A @ x - b), abs=1e-13)
             ref = np.linalg.norm(A @ nnls(A, b, maxiter=50 * N)[0] - b)
             assert r <= ref + 1e-10 * np.linalg.norm(b)
+            # a support guess: this answer's own, a nearby problem's, a wrong one
+            near = verified_nnls(A, b + 0.05 * rng.standard_normal(m))[0]
+            for start in (np.flatnonzero(x), np.flatnonzero(near),
+                          rng.choice(N, size=m, replace=False), []):
+                xh, rh = verified_nnls(A, b, start=start)
+                assert xh.min() >= 0
+                assert rh == pytest.approx(np.linalg.norm(A @ xh - b), abs=1e-13)
+                assert rh <= ref + 1e-10 * np.linalg.norm(b)
+
+
+def test_verified_nnls_with_the_right_support_needs_no_nnls(monkeypatch):
+    """Given the support of the answer, the working set checks it and stops: no NNLS runs."""
+    import neurosolve.problems.convex_relu as C
+
+    rng = np.random.default_rng(4)
+    A, b = rng.standard_normal((10, 500)), rng.standard_normal(10)
+    x, r = verified_nnls(A, b)
+    calls = []
+    real = C._checked_nnls
+    monkeypatch.setattr(C, "_checked_nnls", lambda *a: calls.append(1) or real(*a))
+    xh, rh = verified_nnls(A, b, start=np.flatnonzero(x))
+    assert not calls and rh == pytest.approx(r, rel=1e-10, abs=1e-13)
+    verified_nnls(A, b, start=[0, 1])  # a wrong guess falls back to the working set
+    assert calls
 
 
 def _program(loss, n=150, d=4, P=10, seed=3):
