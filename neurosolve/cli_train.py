@@ -120,7 +120,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-LMG_KINDS = ("pool", "plates", "inclusions", "ellipsoids", "solids", "layered")
+LMG_KINDS = ("pool", "plates", "inclusions", "ellipsoids", "solids", "layered", "lognormal")
 
 
 def _add_lmg_arguments(p: argparse.ArgumentParser) -> None:
@@ -175,6 +175,9 @@ def lmg_training_grid(kind: str, shape: tuple, seed: int):
     if kind == "layered":  # free surface over SPE10-style layers, contrast 1e4
         return P.pool(shape, obstacles=2, seed=seed).with_coefficients(
             P.layered_field(shape, contrast=1e4, seed=seed))
+    if kind == "lognormal":  # free surface over a log-normal field, sigma 2
+        return P.pool(shape, obstacles=2, seed=seed).with_coefficients(
+            P.lognormal_field(shape, sigma=2.0, seed=seed))
     return P.box(shape, walls="dirichlet").with_coefficients(P.inclusions_field(shape, seed=seed))
 
 

@@ -263,3 +263,20 @@ def test_fast_inference_matches_the_network(dim):
     if fused is not None:  # the fused path is the one taken when it exists
         np.testing.assert_array_equal(fused(f).numpy(), run(f).numpy())
     assert fast_inference(net.double()) is None  # float64 training nets take the plain path
+
+
+def test_every_training_family_builds_its_geometry():
+    """``neurosolve train lmg --kinds``: each family is a valid grid; the coefficient
+    families carry their field (log-normal: a continuous spread, not two values)."""
+    from neurosolve.cli_train import LMG_KINDS, lmg_training_grid
+
+    for kind in LMG_KINDS:
+        g = lmg_training_grid(kind, (32, 32), seed=5)
+        assert g.fluid.any(), kind
+        k = None if g.coefficients is None else g.coefficients[g.fluid]
+        if kind in ("inclusions", "layered", "lognormal"):
+            assert k is not None and k.max() / k.min() > 10, kind
+        else:
+            assert k is None or np.all(k == 1), kind
+    k = lmg_training_grid("lognormal", (32, 32), seed=5).coefficients
+    assert len(np.unique(k)) > 100
