@@ -639,8 +639,14 @@ class ConvexReLU:
                         cols = cand
                     if cols is full:  # start from the support this cone had last time
                         key = (sgn, o, np.packbits(D[:, i] > 0).tobytes())
-                        mu, rn = verified_nnls(Gt, -a, maxiter=50 * d + 500,
-                                               start=supports.get(key))
+                        start = supports.get(key)
+                        if start is None and x is not None:
+                            # none yet: where the block of x is nonzero and optimal, the
+                            # projection is along it, so its active rows are the guess
+                            gv = np.abs(XV[:, sgn * self.P + i, o])
+                            if gv.max() > 0:
+                                start = np.argpartition(gv, d - 1)[:d]
+                        mu, rn = verified_nnls(Gt, -a, maxiter=50 * d + 500, start=start)
                         supports[key] = np.flatnonzero(mu > 0)
                     else:
                         _, rn = verified_nnls(Gt[:, cols], -a, maxiter=50 * d + 500)
