@@ -248,3 +248,17 @@ def test_polishing_stops_after_polish_tries_failures(monkeypatch):
     monkeypatch.setattr(RPm, "polish", lambda *a, **k: calls.append(1))  # always fails
     res = ns.solve(prob, ADMM(rtol=1e-12, maxiter=3000, polish_every=100, polish_tries=2))
     assert len(calls) == 2 and res.stats["polish_attempts"] == 2
+
+
+def test_dual_bound_with_fewer_samples_than_features():
+    """The first cone projection guesses its support from the rows where x's block is zero;
+    with n < d there are fewer rows than the guess size. The bound must still be valid:
+    below the objective of any point, here at a nonzero x and at a second call (warm)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((3, 6)), rng.standard_normal(3)
+    prob = ConvexReLU(X, y, beta=0.1, patterns=4, bias=False, standardize=False, seed=1)
+    x = prob.project_feasible(0.1 * rng.standard_normal(prob.x_shape))  # feasible: f(x) >= p*
+    for _ in range(2):
+        dual, t = prob.dual_bound(x)
+        assert np.isfinite(dual) and 0 <= t <= 1
+        assert dual <= prob.objective(x) + 1e-12

@@ -645,7 +645,8 @@ class ConvexReLU:
                             # projection is along it, so its active rows are the guess
                             gv = np.abs(XV[:, sgn * self.P + i, o])
                             if gv.max() > 0:
-                                start = np.argpartition(gv, d - 1)[:d]
+                                k = min(d, n)
+                                start = np.argpartition(gv, k - 1)[:k]
                         mu, rn = verified_nnls(Gt, -a, maxiter=50 * d + 500, start=start)
                         supports[key] = np.flatnonzero(mu > 0)
                     else:
