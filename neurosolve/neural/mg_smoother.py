@@ -97,7 +97,8 @@ def fast_inference(net: SmootherWeightNet):
     ``benchmarks/bench_preconditioners.py``. For a network run on every level (the first
     shipped ``nmg3d``) they were 0.48-0.62 s at 128^3 on one core with the first path and
     about 1 s with the second; the shipped models skip the finest level
-    (``learned_finest=False``), and the whole setup there takes 0.18-0.30 s.
+    (``learned_finest=False``), and the whole setup there takes 0.11-0.25 s (the 128^3
+    rows of docs/poisson.md).
     """
     import copy
 
