@@ -113,6 +113,7 @@ def _working_set_nnls(A, b, maxiter, rounds: int = 100, start=None):
     norms = np.sqrt(np.einsum("ij,ij->j", A, A))
     floor = 1e-13 * float(np.linalg.norm(b))
     S = np.argpartition(-(A.T @ b), k - 1)[:k]  # the columns most aligned with b
+    best = None
     if start is not None and len(start):
         start = np.unique(np.asarray(start, dtype=np.intp))
         start = start[(start >= 0) & (start < N)]
@@ -120,11 +121,8 @@ def _working_set_nnls(A, b, maxiter, rounds: int = 100, start=None):
         if xs is not None and np.all(xs > 0):
             rn = float(np.linalg.norm(A[:, start] @ xs - b))
             if rn <= floor or not _kkt_violators(A, b, xs, start, norms, rn)[0].any():
-                x = np.zeros(N)
-                x[start] = xs
-                return x, float(np.linalg.norm(A @ x - b))
+                best, rounds = (rn, start, xs), 0  # the guess is optimal: no NNLS
         S = np.union1d(start, S[: max(k // 2, 8)])
-    best = None
     for _ in range(rounds):
         xs, rn = _checked_nnls(A[:, S], b, maxiter)
         if best is None or rn <= best[0]:

@@ -84,7 +84,8 @@ def _spd_inverse(A):
     The u-step matrices are factorized once per penalty change and applied at every
     iteration, so they are stored inverted: one (symmetric) matrix product per solve is
     memory-bound, where the two triangular solves of a Cholesky solve are latency-bound
-    (measured on one core: 1.57 ms against 0.25 ms at ``dP = 1600``). All of them have
+    (6-12x slower on one core at ``dP = 1600``; the snippet is in docs/convex_relu.md,
+    "The certificate's cost"). All of them have
     their smallest eigenvalue bounded below by a penalty, so the inverse loses no accuracy
     that matters here. On numpy only the lower triangle is valid (for :func:`_spd_apply`).
     """
